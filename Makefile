@@ -1,0 +1,32 @@
+# One command to set up and run the default sweep, one to set up and run the tests.
+# Both create .venv with the CPU build of torch (pinned, so pip never pulls a CUDA build).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+
+.PHONY: setup demo test lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(PY) -m sweep
+
+lint: setup
+	$(VENV)/bin/ruff check sweep tests
+	$(VENV)/bin/ruff format --check sweep tests
+	$(VENV)/bin/mypy
+
+test: lint
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache

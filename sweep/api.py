@@ -1,0 +1,95 @@
+"""The driver: config -> plan -> runner -> store. ``sweep.run`` is the Python entry point."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from sweep import config
+from sweep.plan import make_plan
+from sweep.runner import make_runner
+from sweep.spec import SweepSpec, results_config
+from sweep.store import ResultStore, StoreMeta, check_config
+
+log = logging.getLogger(__name__)
+
+
+def conf_dir() -> Path:
+    """conf/ at the repository root (editable install) or shipped as sweep/conf (wheel)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError("patchsweep's conf/ directory is missing from this install")
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """The config ``python -m sweep OVERRIDES`` would run, without Hydra's run directory."""
+    config.register()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides or []))
+
+
+@dataclass(frozen=True, slots=True)
+class SweepSummary:
+    path: Path
+    units_total: int
+    units_run: int
+    """Units computed by this run (the rest were done by earlier runs)."""
+    cells_run: int
+    seconds: float
+    run_number: int
+
+
+def run(overrides: list[str] | None = None) -> Path:
+    """Run or resume the sweep the overrides describe; returns the store path."""
+    return run_config(compose_config(overrides)).path
+
+
+def run_config(cfg: DictConfig) -> SweepSummary:
+    start = time.perf_counter()
+    spec = SweepSpec.from_config(cfg)
+    path = Path(spec.store_path).expanduser().resolve()
+    fingerprint: dict[str, Any] = {"config": results_config(cfg)}
+    if not spec.overwrite:
+        check_config(path, fingerprint)  # fail before the model loads
+    runner = make_runner(spec)
+    try:
+        info = runner.describe()
+        plan = make_plan(
+            spec.grid, info.shape, info.seq_len, info.n_prompts, spec.metrics, spec.chunk_bytes
+        )
+        fingerprint["task_digest"] = info.task_digest
+        meta = StoreMeta(OmegaConf.to_yaml(cfg, resolve=True), fingerprint, spec.model.name)
+        store = ResultStore.open_or_create(path, plan, info, meta, overwrite=spec.overwrite)
+        done = store.done()
+        run_number = int(done.max(initial=0)) + 1
+        todo = [u for u in plan.units if done[u.index] == 0]
+        log.info(
+            "%d of %d units to compute, %d done earlier",
+            len(todo),
+            len(plan.units),
+            len(plan.units) - len(todo),
+        )
+        bar = tqdm(total=len(todo), unit="unit", disable=not spec.progress, desc="sweep")
+        for unit, values in runner.run(todo):
+            store.write(unit, values, run_number)
+            bar.update(1)
+        bar.close()
+    finally:
+        runner.close()
+    return SweepSummary(
+        path=path,
+        units_total=len(plan.units),
+        units_run=len(todo),
+        cells_run=sum(u.n_cells for u in todo),
+        seconds=time.perf_counter() - start,
+        run_number=run_number,
+    )

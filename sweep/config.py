@@ -1,0 +1,120 @@
+"""Hydra structured configs: the schema every config group is checked against.
+
+Registered in Hydra's ConfigStore so that an unknown key or a wrong type fails at
+composition, naming the key, before any model is loaded. These are mutable because
+Hydra merges overrides into them; ``sweep.spec`` turns them into frozen value objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+def _tiny_native() -> dict[str, Any]:
+    return dict(
+        n_layers=2,
+        d_model=64,
+        n_ctx=128,
+        d_head=16,
+        n_heads=4,
+        d_mlp=256,
+        act_fn="gelu_new",
+        normalization_type="LN",
+        seed=0,
+    )
+
+
+@dataclass
+class ModelConfig:
+    name: str = "native"
+    """Hub id, local checkpoint directory, or ``native`` (random weights from ``native``)."""
+    native: dict[str, Any] = field(default_factory=_tiny_native)
+    """TransformerLens config for ``name=native``; ``d_vocab`` defaults to the tokenizer's."""
+    compat: bool = False
+    """Call ``enable_compatibility_mode()`` (HookedTransformer-style processed weights)."""
+    dtype: str = "float32"
+    device: str = "auto"
+    """``auto`` picks CUDA when there is one, else CPU."""
+
+
+@dataclass
+class PromptsTaskConfig:
+    kind: str = "prompts"
+    path: str = MISSING
+    """JSON Lines file: {"clean", "corrupted", "answer", "wrong"} per line."""
+
+
+@dataclass
+class IOITaskConfig:
+    kind: str = "ioi"
+    n_prompts: int = 16
+    seed: int = 0
+
+
+@dataclass
+class GridConfig:
+    components: list[str] = field(default_factory=lambda: ["resid_pre", "attn_out", "mlp_out", "z"])
+    layers: list[int] | None = None
+    """Layers to sweep (default: all)."""
+    positions: list[int] | None = None
+    """Token positions to sweep; negative counts from the end (default: all)."""
+    heads: list[int] | None = None
+    """Heads to sweep (default: all)."""
+
+
+@dataclass
+class InterventionConfig:
+    kind: str = "patch"
+    direction: str = "denoise"
+    """``denoise``: clean activations into the corrupted run."""
+
+
+@dataclass
+class MetricConfig:
+    names: list[str] = field(default_factory=lambda: ["logit_diff"])
+
+
+@dataclass
+class LocalRunnerConfig:
+    kind: str = "local"
+    max_batch_tokens: int = 65536
+    """Upper bound on batch x sequence tokens in one patched forward (memory budget)."""
+    progress: bool = True
+
+
+@dataclass
+class StoreConfig:
+    path: str = "outputs/sweep.zarr"
+    chunk_kb: int = 1024
+    """Target size of one zarr chunk (= one work unit); layers are grouped up to it."""
+    overwrite: bool = False
+    """Delete a store written by a different config instead of refusing it."""
+
+
+@dataclass
+class SweepConfig:
+    model: Any = MISSING
+    task: Any = MISSING
+    grid: Any = MISSING
+    intervention: Any = MISSING
+    metric: Any = MISSING
+    runner: Any = MISSING
+    store: Any = MISSING
+
+
+def register() -> None:
+    """Put every schema where conf/ 's defaults lists expect it."""
+    cs = ConfigStore.instance()
+    cs.store(name="sweep_schema", node=SweepConfig)
+    cs.store(group="model", name="base_model", node=ModelConfig)
+    cs.store(group="task", name="base_prompts", node=PromptsTaskConfig)
+    cs.store(group="task", name="base_ioi", node=IOITaskConfig)
+    cs.store(group="grid", name="base_grid", node=GridConfig)
+    cs.store(group="intervention", name="base_patch", node=InterventionConfig)
+    cs.store(group="metric", name="base_metric", node=MetricConfig)
+    cs.store(group="runner", name="base_local", node=LocalRunnerConfig)
+    cs.store(group="store", name="base_store", node=StoreConfig)

@@ -1,0 +1,49 @@
+"""Runners execute work units on workers and yield results as they finish.
+
+One small interface; the in-process runner lives here, the Ray runner beside it.
+The driver (``sweep.api``) owns the store: runners never write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from sweep.engine import TaskInfo, Worker
+from sweep.plan import WorkUnit
+from sweep.spec import SweepSpec
+
+
+class Runner(Protocol):
+    def describe(self) -> TaskInfo:
+        """Model shape, tokens and baselines, from a worker that loaded the model."""
+        ...
+
+    def run(self, units: Sequence[WorkUnit]) -> Iterator[tuple[WorkUnit, np.ndarray]]:
+        """Results in completion order."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LocalRunner:
+    """One worker in this process: the laptop path and the reference for the others."""
+
+    def __init__(self, spec: SweepSpec) -> None:
+        self.worker = Worker(spec)
+
+    def describe(self) -> TaskInfo:
+        return self.worker.describe()
+
+    def run(self, units: Sequence[WorkUnit]) -> Iterator[tuple[WorkUnit, np.ndarray]]:
+        for unit in units:
+            yield unit, self.worker.run(unit)
+
+    def close(self) -> None:
+        pass
+
+
+def make_runner(spec: SweepSpec) -> Runner:
+    return LocalRunner(spec)

@@ -1,0 +1,146 @@
+"""Every bad input gets one readable message that says what to change."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+import sweep
+from sweep.errors import ConfigError, StoreMismatchError, TaskError
+
+
+def _run(tmp_path: Path, *overrides: str) -> Path:
+    return sweep.run([f"store.path={tmp_path / 'out.zarr'}", "runner.progress=false", *overrides])
+
+
+def _task(tmp_path: Path, rows: list[dict]) -> str:
+    from conftest import write_task
+
+    return str(write_task(tmp_path / "task.jsonl", rows))
+
+
+def test_unknown_component(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"grid.components: unknown component 'attn_in'.*resid_pre"
+    ):
+        _run(tmp_path, "grid.components=[attn_in]")
+
+
+def test_token_counts_differ_names_the_line(tmp_path: Path) -> None:
+    from conftest import ioi_rows
+
+    rows = ioi_rows(3)
+    rows[1]["corrupted"] = rows[1]["corrupted"] + " again and again"
+    task = _task(tmp_path, rows)
+    msg = r"task.jsonl:2: clean prompt is 15 tokens but corrupted is \d+; they must have the same"
+    with pytest.raises(TaskError, match=msg):
+        _run(tmp_path, "task=prompts", f"task.path={task}")
+
+
+def test_answer_of_several_tokens(tmp_path: Path) -> None:
+    from conftest import ioi_rows
+
+    rows = ioi_rows(2)
+    rows[0]["answer"] = " Maryanne Smithson"
+    task = _task(tmp_path, rows)
+    msg = r"task.jsonl:1: answer ' Maryanne Smithson' is \d+ tokens.*exactly one"
+    with pytest.raises(TaskError, match=msg):
+        _run(tmp_path, "task=prompts", f"task.path={task}")
+
+
+def test_missing_task_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"task.path: no such file: .*nope.jsonl"):
+        _run(tmp_path, "task=prompts", f"task.path={tmp_path / 'nope.jsonl'}")
+
+
+def test_task_path_not_given(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"task.path: missing"):
+        _run(tmp_path, "task=prompts")
+
+
+def test_bad_json_line(tmp_path: Path) -> None:
+    path = tmp_path / "task.jsonl"
+    path.write_text(
+        json.dumps({"clean": "a", "corrupted": "b", "answer": " c", "wrong": " d"}) + "\n{oops\n"
+    )
+    with pytest.raises(TaskError, match=r"task.jsonl:2: not valid JSON"):
+        _run(tmp_path, "task=prompts", f"task.path={path}")
+
+
+def test_missing_field(tmp_path: Path) -> None:
+    task = _task(tmp_path, [{"clean": "a", "corrupted": "b", "answer": " c"}])
+    with pytest.raises(TaskError, match=r"task.jsonl:1: missing or empty string field\(s\): wrong"):
+        _run(tmp_path, "task=prompts", f"task.path={task}")
+
+
+def test_layer_out_of_range(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"grid.layers: \[5\] out of range; there are 2 layers \(0..1\)"
+    ):
+        _run(tmp_path, "grid.layers=[0,5]")
+
+
+def test_head_and_position_out_of_range(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"grid.heads: \[4\] out of range; there are 4 heads"):
+        _run(tmp_path, "grid.heads=[4]")
+    with pytest.raises(ConfigError, match=r"grid.positions: \[-100\] out of range"):
+        _run(tmp_path, "grid.positions=[-100]")
+
+
+def test_store_from_another_config_is_refused(tmp_path: Path) -> None:
+    _run(tmp_path, "task.n_prompts=2", "grid.components=[resid_pre]")
+    with pytest.raises(
+        StoreMismatchError, match=r"task.n_prompts: store has 2, this run has 3"
+    ) as e:
+        _run(tmp_path, "task.n_prompts=3", "grid.components=[resid_pre]")
+    assert "store.overwrite=true" in str(e.value)
+    # The refused store is untouched and still resumable with its own config.
+    assert sweep.open_results(tmp_path / "out.zarr").sizes["prompt"] == 2
+    # With the explicit flag it is replaced.
+    _run(tmp_path, "task.n_prompts=3", "grid.components=[resid_pre]", "store.overwrite=true")
+    assert sweep.open_results(tmp_path / "out.zarr").sizes["prompt"] == 3
+
+
+def test_store_path_that_is_not_a_store(tmp_path: Path) -> None:
+    (tmp_path / "out.zarr").mkdir()
+    (tmp_path / "out.zarr" / "notes.txt").write_text("mine")
+    with pytest.raises(StoreMismatchError, match="is not a patchsweep store"):
+        _run(tmp_path)
+    assert (tmp_path / "out.zarr" / "notes.txt").read_text() == "mine"
+
+
+def test_unknown_key_fails_at_composition() -> None:
+    with pytest.raises(ConfigCompositionException) as e:
+        sweep.compose_config(["grid.colour=red"])
+    assert "grid.colour" in str(e.value.__cause__ or e.value)
+
+
+def test_wrong_type_fails_at_composition() -> None:
+    with pytest.raises(ConfigCompositionException) as e:
+        sweep.compose_config(["task.n_prompts=many"])
+    assert "n_prompts" in str(e.value.__cause__ or e.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("intervention.direction=sideways", r"intervention.direction: 'sideways' is not one of"),
+        ("metric.names=[accuracy]", r"metric.names: unknown metric 'accuracy'"),
+        ("model.dtype=float8", r"model.dtype: 'float8' is not one of"),
+        ("store.chunk_kb=0", r"store.chunk_kb: must be a positive integer"),
+        ("grid.layers=[]", r"grid.layers: empty list"),
+    ],
+)
+def test_bad_values_fail_before_the_model_loads(override: str, message: str) -> None:
+    from sweep.spec import SweepSpec
+
+    with pytest.raises(ConfigError, match=message):
+        SweepSpec.from_config(sweep.compose_config([override]))
+
+
+def test_local_dir_without_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="has no config.json"):
+        _run(tmp_path, f"model.name={tmp_path}")

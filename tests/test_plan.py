@@ -1,0 +1,104 @@
+"""The planner is pure: check coverage, chunk sizing and restriction handling directly."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import FrozenInstanceError
+
+import pytest
+
+from sweep.components import COMPONENTS
+from sweep.errors import ConfigError
+from sweep.plan import ModelShape, make_plan
+from sweep.spec import GridSpec
+
+SHAPE = ModelShape(n_layers=12, n_heads=12)
+
+
+def grid(*names: str, layers=None, positions=None, heads=None) -> GridSpec:
+    return GridSpec(tuple(COMPONENTS[n] for n in names), layers, positions, heads)
+
+
+def test_every_cell_is_in_exactly_one_unit() -> None:
+    plan = make_plan(
+        grid(*COMPONENTS),
+        SHAPE,
+        seq_len=15,
+        n_prompts=8,
+        metrics=("logit_diff",),
+        chunk_bytes=64 * 1024,
+    )
+    for c in plan.components:
+        units = [u for u in plan.units if u.component == c.name]
+        layer_cells = [
+            (layer, cell)
+            for u in units
+            for layer in u.layers
+            for cell in itertools.product(u.positions or (None,), u.heads or (None,))
+        ]
+        assert len(layer_cells) == len(set(layer_cells))
+        expected = 12 * (15 if c.has_pos else 1) * (12 if c.has_head else 1)
+        assert len(layer_cells) == expected
+        # Units tile the layer axis in chunk-sized steps, so each writes one whole chunk.
+        step = plan.chunks(c)[1]
+        assert [u.layer_start for u in units] == list(range(0, 12, step))
+    assert [u.index for u in plan.units] == list(range(len(plan.units)))
+
+
+def test_chunks_grow_to_the_target_size_where_the_grid_allows() -> None:
+    plan = make_plan(
+        grid("resid_pre", "z_by_pos"),
+        SHAPE,
+        seq_len=15,
+        n_prompts=8,
+        metrics=("logit_diff",),
+        chunk_bytes=256 * 1024,
+    )
+    resid = COMPONENTS["resid_pre"]
+    # resid_pre: 15 pos * 8 prompts * 4 B = 480 B per layer, far below 256 KB: all layers.
+    assert plan.chunks(resid) == (1, 12, 15, 8)
+    # z_by_pos: 15 * 12 * 8 * 4 B = 5.6 KB per layer: still one chunk for the whole grid.
+    assert plan.chunks(COMPONENTS["z_by_pos"]) == (1, 12, 15, 12, 8)
+    big = make_plan(
+        grid("z_by_pos"),
+        SHAPE,
+        seq_len=512,
+        n_prompts=64,
+        metrics=("logit_diff",),
+        chunk_bytes=1024 * 1024,
+    )
+    # 512 * 12 * 64 * 4 B = 1.5 MB per layer: one layer per chunk, above 100 KB.
+    assert big.chunks(COMPONENTS["z_by_pos"])[1] == 1
+    assert len(big.units) == 12
+
+
+def test_restrictions_and_negative_positions() -> None:
+    plan = make_plan(
+        grid("z_by_pos", layers=(3, 7), positions=(0, -1), heads=(5,)),
+        SHAPE,
+        seq_len=15,
+        n_prompts=2,
+        metrics=("logit_diff",),
+        chunk_bytes=1,
+    )
+    assert plan.axes.layers == (3, 7)
+    assert plan.axes.positions == (0, 14)
+    assert plan.axes.heads == (5,)
+    assert [(u.layers, u.positions, u.heads) for u in plan.units] == [
+        ((3,), (0, 14), (5,)),
+        ((7,), (0, 14), (5,)),
+    ]
+    assert plan.shape(COMPONENTS["z_by_pos"]) == (1, 2, 2, 1, 2)
+
+
+def test_out_of_range_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"grid.layers: \[12\] out of range; there are 12 layers"):
+        make_plan(grid("z", layers=(12,)), SHAPE, 15, 2, ("logit_diff",), 1024)
+    with pytest.raises(ConfigError, match=r"grid.positions: \[0, -15\] name a position twice"):
+        make_plan(grid("resid_pre", positions=(0, -15)), SHAPE, 15, 2, ("logit_diff",), 1024)
+
+
+def test_units_are_frozen() -> None:
+    plan = make_plan(grid("z"), SHAPE, 15, 2, ("logit_diff",), 1024)
+    with pytest.raises(FrozenInstanceError):
+        plan.units[0].layers = (0,)  # type: ignore[misc]

@@ -1,0 +1,82 @@
+"""A sweep killed with SIGKILL finishes when the same command runs again, with equal values."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+import sweep
+
+OVERRIDES = [
+    "model.native.n_layers=4",
+    "task.n_prompts=6",
+    "grid.components=[z_by_pos,resid_pre,mlp_out]",
+    "store.chunk_kb=1",  # one layer per unit: 12 units
+    "runner.max_batch_tokens=40",  # one cell per forward, so units take a while
+]
+
+
+def _done(path: Path) -> np.ndarray:
+    try:
+        return np.asarray(zarr.open_group(str(path), mode="r")["_patchsweep/done"][:])
+    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
+        return np.zeros(0, dtype=np.int32)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    killed = tmp_path / "killed.zarr"
+    cmd = [
+        sys.executable,
+        "-m",
+        "sweep",
+        *OVERRIDES,
+        f"store.path={killed}",
+        "runner.progress=false",
+    ]
+    log = tmp_path / "sweep.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    try:
+        while (_done(killed) > 0).sum() < 2:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the sweep never finished a unit"
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    first = _done(killed)
+    n_first = int((first == 1).sum())
+    assert 2 <= n_first < len(first), f"kill came too late: {n_first} of {len(first)} done"
+
+    summary = sweep.run_config(
+        sweep.compose_config([*OVERRIDES, f"store.path={killed}", "runner.progress=false"])
+    )
+    second = _done(killed)
+    assert summary.units_run == len(first) - n_first
+    assert summary.run_number == 2
+    # Units done by the killed run were not recomputed; every other unit was, once.
+    assert np.array_equal(second[first == 1], first[first == 1])
+    assert (second[first == 0] == 2).all()
+
+    fresh = sweep.run(
+        [*OVERRIDES, f"store.path={tmp_path / 'fresh.zarr'}", "runner.progress=false"]
+    )
+    a, b = xr.open_zarr(killed).load(), xr.open_zarr(fresh).load()
+    padding = (a["pos"] >= a["prompt_length"]).values  # [pos, prompt]: NaN by design
+    for name in ["z_by_pos", "resid_pre", "mlp_out"]:
+        missing = a[name].isnull().any([d for d in a[name].dims if d not in ("pos", "prompt")])
+        assert np.array_equal(missing.transpose("pos", "prompt").values, padding)
+        np.testing.assert_array_equal(a[name].values, b[name].values)  # NaN == NaN here
+    for name in ["clean_baseline", "corrupted_baseline"]:
+        np.testing.assert_array_equal(a[name].values, b[name].values)
