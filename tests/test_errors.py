@@ -144,3 +144,11 @@ def test_bad_values_fail_before_the_model_loads(override: str, message: str) -> 
 def test_local_dir_without_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="has no config.json"):
         _run(tmp_path, f"model.name={tmp_path}")
+
+
+def test_hub_id_that_cannot_be_fetched_offline(tmp_path: Path) -> None:
+    """Tests run with HF_HUB_OFFLINE=1 (conftest), so a hub id not in the cache fails."""
+    with pytest.raises(
+        ConfigError, match=r"model.name: could not load 'no-such-org/no-such-model'"
+    ):
+        _run(tmp_path, "model.name=no-such-org/no-such-model")

@@ -13,25 +13,26 @@ import sweep
 from sweep.tasks import read_prompts
 
 
+def _overrides(task, path) -> list[str]:
+    return [
+        "task=prompts",
+        f"task.path={task}",
+        "grid.components=[resid_pre,z,z_by_pos]",
+        "grid.layers=[1]",
+        "grid.positions=[0,-1]",
+        "grid.heads=[2,3]",
+        f"store.path={path}",
+        "runner.progress=false",
+    ]
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     from conftest import ioi_rows, write_task
 
     tmp = tmp_path_factory.mktemp("store")
     task = write_task(tmp / "task.jsonl", ioi_rows(3))
-    path = sweep.run(
-        [
-            "task=prompts",
-            f"task.path={task}",
-            "grid.components=[resid_pre,z,z_by_pos]",
-            "grid.layers=[1]",
-            "grid.positions=[0,-1]",
-            "grid.heads=[2,3]",
-            f"store.path={tmp / 'out.zarr'}",
-            "runner.progress=false",
-        ]
-    )
-    return path, task
+    return sweep.run(_overrides(task, tmp / "out.zarr")), task
 
 
 def test_open_zarr_dims_and_queries(store) -> None:
@@ -91,19 +92,6 @@ def test_baselines_match_the_unpatched_cells(store) -> None:
 def test_rerun_computes_nothing_and_keeps_values(store) -> None:
     path, task = store
     before = sweep.open_results(path).load()
-    summary = sweep.run_config(
-        sweep.compose_config(
-            [
-                "task=prompts",
-                f"task.path={task}",
-                "grid.components=[resid_pre,z,z_by_pos]",
-                "grid.layers=[1]",
-                "grid.positions=[0,-1]",
-                "grid.heads=[2,3]",
-                f"store.path={path}",
-                "runner.progress=false",
-            ]
-        )
-    )
+    summary = sweep.run_config(sweep.compose_config(_overrides(task, path)))
     assert summary.units_run == 0 and summary.units_total == 3
     xr.testing.assert_identical(before, sweep.open_results(path).load())
