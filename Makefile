@@ -21,8 +21,8 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(PY) -m sweep
 
 lint: setup
-	$(VENV)/bin/ruff check sweep tests
-	$(VENV)/bin/ruff format --check sweep tests
+	$(VENV)/bin/ruff check sweep tests bench
+	$(VENV)/bin/ruff format --check sweep tests bench
 	$(VENV)/bin/mypy
 
 test: lint

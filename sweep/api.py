@@ -45,7 +45,12 @@ class SweepSummary:
     """Units computed by this run (the rest were done by earlier runs)."""
     cells_run: int
     seconds: float
+    """Wall time of the whole run, model loading included."""
+    sweep_seconds: float
+    """Wall time from the first unit sent to the last result written."""
     run_number: int
+    workers: int
+    worker_restarts: int
 
 
 def run(overrides: list[str] | None = None) -> Path:
@@ -79,10 +84,16 @@ def run_config(cfg: DictConfig) -> SweepSummary:
             len(plan.units) - len(todo),
         )
         bar = tqdm(total=len(todo), unit="unit", disable=not spec.progress, desc="sweep")
+        cells, sweep_start = 0, time.perf_counter()
         for unit, values in runner.run(todo):
             store.write(unit, values, run_number)
+            cells += unit.n_cells
             bar.update(1)
+            rate = cells / max(time.perf_counter() - sweep_start, 1e-9)
+            bar.set_postfix(cells_per_s=f"{rate:.0f}", refresh=False)
         bar.close()
+        sweep_seconds = time.perf_counter() - sweep_start
+        workers, restarts = runner.n_workers, runner.restarts
     finally:
         runner.close()
     return SweepSummary(
@@ -91,5 +102,8 @@ def run_config(cfg: DictConfig) -> SweepSummary:
         units_run=len(todo),
         cells_run=sum(u.n_cells for u in todo),
         seconds=time.perf_counter() - start,
+        sweep_seconds=sweep_seconds,
         run_number=run_number,
+        workers=workers,
+        worker_restarts=restarts,
     )

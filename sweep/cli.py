@@ -28,8 +28,11 @@ def report(summary: SweepSummary, top: int = 5) -> str:
     ds = open_results(summary.path)
     lines = [
         f"store: {summary.path}",
-        f"units: {summary.units_run} computed this run, {summary.units_total} in the sweep "
-        f"({summary.cells_run} cells, {summary.seconds:.1f} s)",
+        f"units: {summary.units_run} computed this run, {summary.units_total} in the sweep; "
+        f"{summary.cells_run} cells in {summary.sweep_seconds:.1f} s "
+        f"({summary.cells_run / max(summary.sweep_seconds, 1e-9):.0f} cells/s; "
+        f"{summary.seconds:.1f} s with loading) on {summary.workers} worker(s), "
+        f"{summary.worker_restarts} replaced",
     ]
     metric = str(ds["metric"].values[0])
     clean = float(ds["clean_baseline"].sel(metric=metric).mean())

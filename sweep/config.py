@@ -87,6 +87,22 @@ class LocalRunnerConfig:
 
 
 @dataclass
+class RayRunnerConfig:
+    kind: str = "ray"
+    max_batch_tokens: int = 65536
+    progress: bool = True
+    address: str | None = None
+    """Ray to join (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``); null starts a local Ray."""
+    num_workers: int | None = None
+    """Workers (each loads the model once); default one per GPU, or 1 on a CPU-only cluster."""
+    in_flight_per_worker: int = 2
+    """Units queued on each worker, so the next one starts as soon as one finishes."""
+    max_worker_restarts: int = 3
+    """How often each worker may die (killed, out of memory) and be replaced."""
+    connect_timeout_s: float = 5.0
+
+
+@dataclass
 class StoreConfig:
     path: str = "outputs/sweep.zarr"
     chunk_kb: int = 1024
@@ -117,4 +133,5 @@ def register() -> None:
     cs.store(group="intervention", name="base_patch", node=InterventionConfig)
     cs.store(group="metric", name="base_metric", node=MetricConfig)
     cs.store(group="runner", name="base_local", node=LocalRunnerConfig)
+    cs.store(group="runner", name="base_ray", node=RayRunnerConfig)
     cs.store(group="store", name="base_store", node=StoreConfig)

@@ -27,9 +27,20 @@ class Runner(Protocol):
 
     def close(self) -> None: ...
 
+    @property
+    def n_workers(self) -> int: ...
+
+    @property
+    def restarts(self) -> int:
+        """Workers replaced after they died."""
+        ...
+
 
 class LocalRunner:
     """One worker in this process: the laptop path and the reference for the others."""
+
+    restarts = 0
+    n_workers = 1
 
     def __init__(self, spec: SweepSpec) -> None:
         self.worker = Worker(spec)
@@ -46,4 +57,8 @@ class LocalRunner:
 
 
 def make_runner(spec: SweepSpec) -> Runner:
+    if spec.runner.kind == "ray":
+        from sweep.ray_runner import RayRunner  # only the Ray runner imports ray
+
+        return RayRunner(spec)
     return LocalRunner(spec)

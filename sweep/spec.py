@@ -53,6 +53,17 @@ class GridSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class RunnerSpec:
+    kind: str
+    """``local`` (in-process) or ``ray``."""
+    address: str | None = None
+    num_workers: int | None = None
+    in_flight_per_worker: int = 2
+    max_worker_restarts: int = 3
+    connect_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class SweepSpec:
     """Everything a sweep needs, validated; built once by ``SweepSpec.from_config``."""
 
@@ -64,6 +75,7 @@ class SweepSpec:
     metrics: tuple[str, ...]
     max_batch_tokens: int
     progress: bool
+    runner: RunnerSpec
     store_path: str
     chunk_bytes: int
     overwrite: bool
@@ -79,6 +91,7 @@ class SweepSpec:
             metrics=_metrics(cfg.metric.names),
             max_batch_tokens=_positive("runner.max_batch_tokens", cfg.runner.max_batch_tokens),
             progress=bool(cfg.runner.progress),
+            runner=_runner_spec(cfg.runner),
             store_path=str(cfg.store.path),
             chunk_bytes=1024 * _positive("store.chunk_kb", cfg.store.chunk_kb),
             overwrite=bool(cfg.store.overwrite),
@@ -103,6 +116,21 @@ def _positive(key: str, value: int) -> int:
     if int(value) <= 0:
         raise ConfigError(f"{key}: must be a positive integer, got {value}")
     return int(value)
+
+
+def _runner_spec(r: DictConfig) -> RunnerSpec:
+    kind = _one_of("runner.kind", str(r.kind), ("local", "ray"))
+    if kind == "local":
+        return RunnerSpec(kind)
+    workers = r.num_workers
+    return RunnerSpec(
+        kind=kind,
+        address=None if r.address in (None, "") else str(r.address),
+        num_workers=None if workers is None else _positive("runner.num_workers", workers),
+        in_flight_per_worker=_positive("runner.in_flight_per_worker", r.in_flight_per_worker),
+        max_worker_restarts=max(0, int(r.max_worker_restarts)),
+        connect_timeout_s=float(r.connect_timeout_s),
+    )
 
 
 def _model_spec(m: DictConfig) -> ModelSpec:

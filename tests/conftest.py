@@ -96,3 +96,20 @@ def ioi_rows(n: int = 4) -> list[dict[str, str]]:
 @pytest.fixture
 def task_file(tmp_path: Path) -> Path:
     return write_task(tmp_path / "task.jsonl", ioi_rows())
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test session, on loopback, with two fake GPUs so that
+    GPU pinning is checked on CPU-only machines. Stopped at the end: only what we started."""
+    ray = pytest.importorskip("ray")
+    assert not ray.is_initialized()
+    ray.init(
+        num_cpus=2,
+        num_gpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+    )
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

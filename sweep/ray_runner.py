@@ -1,0 +1,210 @@
+"""The Ray runner: one worker actor per GPU, each loading the model once.
+
+The only module that imports ray. The driver keeps a bounded number of units in flight,
+yields results in completion order (the caller streams them into the store), and
+replaces a worker whose process dies, re-queueing the units it held. Units are
+idempotent (same unit -> same chunk, same values), so one that ran twice is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+
+from sweep.engine import TaskInfo, Worker
+from sweep.errors import ConfigError, SweepError
+from sweep.plan import WorkUnit
+from sweep.spec import RunnerSpec, SweepSpec
+
+log = logging.getLogger(__name__)
+
+# A dead or restarting actor: the unit goes back to the queue and the worker is replaced.
+LOST_WORKER = (RayActorError, ActorUnavailableError)
+
+
+class _RayWorker:
+    """Actor body: builds the Worker in ``setup`` so its errors come back as values."""
+
+    def __init__(self, spec: SweepSpec, threads: int) -> None:
+        self.spec = spec
+        self.threads = threads
+        self.worker: Worker | None = None
+
+    def setup(self) -> dict[str, Any]:
+        torch.set_num_threads(self.threads)
+        self.worker = Worker(self.spec)
+        return {
+            "pid": os.getpid(),
+            "node": ray.get_runtime_context().get_node_id(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "device": str(self.worker.device),
+        }
+
+    def describe(self) -> TaskInfo:
+        assert self.worker is not None
+        return self.worker.describe()
+
+    def run(self, unit: WorkUnit) -> np.ndarray:
+        assert self.worker is not None
+        return self.worker.run(unit)
+
+
+@dataclass
+class _Slot:
+    """One worker position; its actor is replaced when it dies."""
+
+    actor: Any
+    generation: int = 0
+    restarts: int = 0
+    in_flight: int = 0
+
+
+def default_num_workers(configured: int | None, gpus: float) -> int:
+    """One worker per GPU; a CPU-only cluster gets the configured number, or one."""
+    if configured is not None:
+        if gpus and configured > gpus:
+            raise ConfigError(
+                f"runner.num_workers: {configured} workers need {configured} GPUs, "
+                f"the cluster has {int(gpus)}"
+            )
+        return configured
+    return int(gpus) if gpus >= 1 else 1
+
+
+def check_reachable(address: str, timeout_s: float) -> None:
+    """Fail in seconds, naming the address, when nothing listens there."""
+    if address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"runner.address: {address!r} is not HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConfigError(
+            f"runner.address: nothing answers at {address} ({e}); start a Ray head there "
+            "(ray start --head) or leave runner.address unset to start a local Ray"
+        ) from None
+
+
+def connect(spec: RunnerSpec) -> bool:
+    """Join or start Ray; True when this call connected (and close should disconnect)."""
+    if spec.address is not None:
+        check_reachable(spec.address, spec.connect_timeout_s)
+    if ray.is_initialized():
+        return False  # a notebook or test session that already holds a Ray connection
+    if spec.address is None:
+        # A private Ray for this sweep: loopback only, no dashboard (nothing to expose).
+        ray.init(
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            _node_ip_address="127.0.0.1",
+        )
+        return True
+    try:
+        ray.init(address=spec.address, log_to_driver=False, configure_logging=False)
+    except ConnectionError as e:
+        raise ConfigError(f"runner.address: could not join Ray at {spec.address}: {e}") from None
+    return True
+
+
+def _unwrap(e: RayTaskError) -> Exception:
+    """Our own errors come back wrapped; show the user the original message."""
+    cause = e.cause
+    return cause if isinstance(cause, SweepError) else e
+
+
+class RayRunner:
+    def __init__(self, spec: SweepSpec) -> None:
+        self.spec = spec
+        self.owns_connection = connect(spec.runner)
+        resources = ray.cluster_resources()
+        gpus = float(resources.get("GPU", 0.0))
+        n = default_num_workers(spec.runner.num_workers, gpus)
+        threads = max(1, int(resources.get("CPU", 1)) // n)
+        self.actor_class = ray.remote(_RayWorker).options(
+            num_gpus=1 if gpus >= 1 else 0,
+            # CPUs are not reserved: Ray would otherwise hold them for the actors' lifetime
+            # and starve other work on small nodes; torch threads are sized instead.
+            num_cpus=0,
+            max_restarts=0,
+        )
+        self.threads = threads
+        self.slots = [_Slot(self._new_actor()) for _ in range(n)]
+        self.worker_info = self._get([s.actor.setup.remote() for s in self.slots])
+        self.restarts = 0
+        log.info("ray: %d workers, %d torch threads each", n, threads)
+
+    @property
+    def n_workers(self) -> int:
+        return len(self.slots)
+
+    def _new_actor(self) -> Any:
+        return self.actor_class.remote(self.spec, self.threads)
+
+    def _get(self, refs: Any) -> Any:
+        try:
+            return ray.get(refs)
+        except RayTaskError as e:
+            raise _unwrap(e) from None
+
+    def describe(self) -> TaskInfo:
+        return self._get(self.slots[0].actor.describe.remote())
+
+    def run(self, units: Sequence[WorkUnit]) -> Iterator[tuple[WorkUnit, np.ndarray]]:
+        queue = deque(units)
+        pending: dict[Any, tuple[int, int, WorkUnit]] = {}
+        limit = self.spec.runner.in_flight_per_worker
+        while queue or pending:
+            for i, slot in enumerate(self.slots):
+                while queue and slot.in_flight < limit:
+                    unit = queue.popleft()
+                    pending[slot.actor.run.remote(unit)] = (i, slot.generation, unit)
+                    slot.in_flight += 1
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            i, generation, unit = pending.pop(ref)
+            slot = self.slots[i]
+            if generation == slot.generation:
+                slot.in_flight -= 1
+            try:
+                values = self._get(ref)
+            except LOST_WORKER as e:
+                queue.appendleft(unit)
+                if generation == slot.generation:
+                    self._replace(i, e)
+                continue
+            yield unit, values
+
+    def _replace(self, i: int, cause: Exception) -> None:
+        slot = self.slots[i]
+        if slot.restarts >= self.spec.runner.max_worker_restarts:
+            raise SweepError(
+                f"worker {i} died {slot.restarts + 1} times (last: {cause}); giving up. "
+                "Run the same command again to resume, or raise runner.max_worker_restarts"
+            ) from cause
+        log.warning("worker %d died (%s); replacing it and re-queueing its units", i, cause)
+        ray.kill(slot.actor, no_restart=True)
+        slot.actor = self._new_actor()
+        slot.actor.setup.remote()  # runs before any unit sent to it: actor calls are ordered
+        slot.generation += 1
+        slot.restarts += 1
+        slot.in_flight = 0
+        self.restarts += 1
+
+    def close(self) -> None:
+        for slot in self.slots:
+            ray.kill(slot.actor, no_restart=True)
+        if self.owns_connection:
+            ray.shutdown()
