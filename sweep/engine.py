@@ -19,6 +19,7 @@ import torch
 
 from sweep import __version__
 from sweep.components import COMPONENTS, Component
+from sweep.errors import ConfigError
 from sweep.metrics import evaluate
 from sweep.models import load_model
 from sweep.plan import Axes, ModelShape, WorkUnit, make_axes
@@ -59,6 +60,7 @@ class Worker:
         self.task: TokenizedTask = tokenize(load_examples(spec.task, self.model), self.model)
         self.device = self.model.cfg.device
         self.shape = ModelShape(int(self.model.cfg.n_layers), int(self.model.cfg.n_heads))
+        _check_kv_heads(spec.grid.components, self.model.cfg)
         self.axes: Axes = make_axes(spec.grid, self.shape, self.task.seq_len)
         names = _cache_names(spec.grid.components, self.axes.layers)
         self.clean_logits, self.clean_cache = self._run_cached(self.task.clean, names)
@@ -164,6 +166,18 @@ def _patcher(
         return act
 
     return hook
+
+
+def _check_kv_heads(components: tuple[Component, ...], cfg: Any) -> None:
+    """Grouped-query models have fewer k/v heads than query heads: no per-head k/v grid."""
+    n_kv = getattr(cfg, "n_key_value_heads", None)
+    kv = [c.name for c in components if c.name.split("_")[0] in ("k", "v")]
+    if kv and n_kv is not None and n_kv != cfg.n_heads:
+        raise ConfigError(
+            f"grid.components: {kv} are not supported on this model: it has {n_kv} key/value "
+            f"heads shared by {cfg.n_heads} query heads (grouped-query attention); "
+            "sweep z, q or pattern instead"
+        )
 
 
 def _cells(unit: WorkUnit) -> list[tuple[int, int]]:

@@ -152,3 +152,13 @@ def test_hub_id_that_cannot_be_fetched_offline(tmp_path: Path) -> None:
         ConfigError, match=r"model.name: could not load 'no-such-org/no-such-model'"
     ):
         _run(tmp_path, "model.name=no-such-org/no-such-model")
+
+
+def test_per_head_k_on_grouped_query_model(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"grid.components: \['k'\] are not supported.*2 key/value"
+    ):
+        _run(tmp_path, "+model.native.n_key_value_heads=2", "grid.components=[k,z]")
+    # z and q have one value per query head there, and still run.
+    _run(tmp_path, "+model.native.n_key_value_heads=2", "grid.components=[z,q]")
+    assert sweep.open_results(tmp_path / "out.zarr")["q"].notnull().all()
