@@ -100,7 +100,7 @@ def run_config(cfg: DictConfig) -> SweepSummary:
         path=path,
         units_total=len(plan.units),
         units_run=len(todo),
-        cells_run=sum(u.n_cells for u in todo),
+        cells_run=cells,
         seconds=time.perf_counter() - start,
         sweep_seconds=sweep_seconds,
         run_number=run_number,

@@ -171,7 +171,7 @@ def _patcher(
 def _check_kv_heads(components: tuple[Component, ...], cfg: Any) -> None:
     """Grouped-query models have fewer k/v heads than query heads: no per-head k/v grid."""
     n_kv = getattr(cfg, "n_key_value_heads", None)
-    kv = [c.name for c in components if c.name.split("_")[0] in ("k", "v")]
+    kv = [c.name for c in components if c.hook.endswith(("hook_k", "hook_v"))]
     if kv and n_kv is not None and n_kv != cfg.n_heads:
         raise ConfigError(
             f"grid.components: {kv} are not supported on this model: it has {n_kv} key/value "

@@ -144,12 +144,15 @@ class RayRunner:
         self.threads = threads
         self.slots = [_Slot(self._new_actor()) for _ in range(n)]
         self.worker_info = self._get([s.actor.setup.remote() for s in self.slots])
-        self.restarts = 0
         log.info("ray: %d workers, %d torch threads each", n, threads)
 
     @property
     def n_workers(self) -> int:
         return len(self.slots)
+
+    @property
+    def restarts(self) -> int:
+        return sum(s.restarts for s in self.slots)
 
     def _new_actor(self) -> Any:
         return self.actor_class.remote(self.spec, self.threads)
@@ -201,7 +204,6 @@ class RayRunner:
         slot.generation += 1
         slot.restarts += 1
         slot.in_flight = 0
-        self.restarts += 1
 
     def close(self) -> None:
         for slot in self.slots:

@@ -62,8 +62,7 @@ def test_every_component_equals_transformerlens(runner_args, task, reference, tm
 def test_resumes_a_store_left_by_a_crash(runner_args, task, tmp_path) -> None:
     """A crash leaves units written but not marked done, or not written at all."""
     path = tmp_path / "s.zarr"
-    overrides = [*_grid(task), "runner=local", "runner.progress=false", f"store.path={path}"]
-    sweep.run(overrides)
+    sweep.run([*_grid(task), "runner=local", "runner.progress=false", f"store.path={path}"])
     before = sweep.open_results(path).load()
     group = zarr.open_group(str(path), mode="r+")
     done = group["_patchsweep/done"]
@@ -73,7 +72,7 @@ def test_resumes_a_store_left_by_a_crash(runner_args, task, tmp_path) -> None:
         group[name][:] = np.nan
         done[unit] = 0
     summary = sweep.run_config(
-        sweep.compose_config([*overrides[:-2], *runner_args, f"store.path={path}"])
+        sweep.compose_config([*_grid(task), *runner_args, f"store.path={path}"])
     )
     assert summary.units_run == 5 and summary.run_number == 2
     assert (np.asarray(done[:]) > 0).all()
