@@ -51,6 +51,8 @@ class SweepSummary:
     run_number: int
     workers: int
     worker_restarts: int
+    engine: str
+    """The patched forward the workers used: ``fast`` or ``hooks``."""
 
 
 def run(overrides: list[str] | None = None) -> Path:
@@ -106,4 +108,5 @@ def run_config(cfg: DictConfig) -> SweepSummary:
         run_number=run_number,
         workers=workers,
         worker_restarts=restarts,
+        engine=info.engine,
     )

@@ -32,7 +32,7 @@ def report(summary: SweepSummary, top: int = 5) -> str:
         f"{summary.cells_run} cells in {summary.sweep_seconds:.1f} s "
         f"({summary.cells_run / max(summary.sweep_seconds, 1e-9):.0f} cells/s; "
         f"{summary.seconds:.1f} s with loading) on {summary.workers} worker(s), "
-        f"{summary.worker_restarts} replaced",
+        f"{summary.worker_restarts} replaced; {summary.engine} engine",
     ]
     metric = str(ds["metric"].values[0])
     clean = float(ds["clean_baseline"].sel(metric=metric).mean())

@@ -30,6 +30,11 @@ class Component:
         return self.hook.format(layer=layer)
 
     @property
+    def stage(self) -> str:
+        """Where in a block the patch lands: the hook's own name (``resid_pre``, ``z``...)."""
+        return self.hook.rsplit("hook_", 1)[1]
+
+    @property
     def grid_dims(self) -> tuple[str, ...]:
         """The grid axes after ``layer``, in store order."""
         return tuple(d for d, on in (("pos", self.has_pos), ("head", self.has_head)) if on)

@@ -81,15 +81,18 @@ class MetricConfig:
 @dataclass
 class LocalRunnerConfig:
     kind: str = "local"
-    max_batch_tokens: int = 65536
-    """Upper bound on batch x sequence tokens in one patched forward (memory budget)."""
+    memory_mb: float = 1024.0
+    """Working memory of one batched patched forward; cells per forward are sized to it."""
+    engine: str = "auto"
+    """``fast`` (suffix forward), ``hooks`` (the model's own hooked forward) or ``auto``."""
     progress: bool = True
 
 
 @dataclass
 class RayRunnerConfig:
     kind: str = "ray"
-    max_batch_tokens: int = 65536
+    memory_mb: float = 1024.0
+    engine: str = "auto"
     progress: bool = True
     address: str | None = None
     """Ray to join (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``); null starts a local Ray."""

@@ -1,15 +1,18 @@
 """The patched-forward engine and the worker that owns the model.
 
 Many cells ride in one forward: the cells of one layer are stacked along the batch
-dimension, the forward starts at that layer from the cached ``resid_pre`` (the prefix
-is unchanged by a patch there), and the unembedding runs only at each prompt's last
-position, which is all the metric reads.
+dimension, as many as ``runner.memory_mb`` allows. The forward starts at the patched layer
+from the cached run, and only each prompt's last position is unembedded, which is all the
+metric reads. With the suffix forward (``sweep.suffix``) only positions at and after the
+patched one are recomputed, over the cached keys and values of earlier ones; models it
+does not implement run through their own hooked forward from the patched layer.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
@@ -22,8 +25,10 @@ from sweep.components import COMPONENTS, Component
 from sweep.errors import ConfigError
 from sweep.metrics import evaluate
 from sweep.models import load_model
+from sweep.patches import hook_patch, packed_patch
 from sweep.plan import Axes, ModelShape, WorkUnit, make_axes
 from sweep.spec import SweepSpec
+from sweep.suffix import STAGES, Rows, SuffixForward
 from sweep.tasks import TokenizedTask, load_examples, tokenize
 
 log = logging.getLogger(__name__)
@@ -46,12 +51,15 @@ class TaskInfo:
     corrupted_baseline: np.ndarray
     task_digest: str
     versions: dict[str, str]
+    engine: str
+    """``fast`` (suffix forward) or ``hooks`` (the model's hooked forward)."""
 
 
 class Worker:
     """Loads the model once, keeps the clean and corrupted runs, executes work units.
 
-    The same class runs in-process and (later) inside a Ray actor.
+    The same class runs in-process and inside a Ray actor. The *base* run is the one being
+    patched (corrupted, for denoising) and the *source* run the one patched in (clean).
     """
 
     def __init__(self, spec: SweepSpec) -> None:
@@ -62,12 +70,51 @@ class Worker:
         self.shape = ModelShape(int(self.model.cfg.n_layers), int(self.model.cfg.n_heads))
         _check_kv_heads(spec.grid.components, self.model.cfg)
         self.axes: Axes = make_axes(spec.grid, self.shape, self.task.seq_len)
-        names = _cache_names(spec.grid.components, self.axes.layers)
-        self.clean_logits, self.clean_cache = self._run_cached(self.task.clean, names)
-        self.corr_logits, self.corr_cache = self._run_cached(self.task.corrupted, names)
+        self.first = min(self.axes.layers)
+        self.suffix = self._suffix_forward()
+        source_names = {c.hook_name(i) for c in spec.grid.components for i in self.axes.layers}
+        self.clean_logits, self.source = self._run_cached(self.task.clean, source_names)
+        self.corr_logits, self.base = self._run_cached(self.task.corrupted, self._base_names())
         self.answer = self.task.answer.to(self.device)
         self.wrong = self.task.wrong.to(self.device)
         self.last = (self.task.lengths - 1).to(self.device)
+        if self.suffix is not None:
+            self._verify_suffix(self.suffix)
+        self.engine = "fast" if self.suffix is not None else "hooks"
+        cell_mb = self.task.n_prompts * row_bytes(self.model.cfg, self.task.seq_len, self.engine)
+        if cell_mb / 2**20 > spec.memory_mb:
+            log.warning(
+                "runner.memory_mb=%g is less than one cell needs (about %.0f MB for %d prompts); "
+                "running one cell per forward",
+                spec.memory_mb,
+                cell_mb / 2**20,
+                self.task.n_prompts,
+            )
+
+    def _suffix_forward(self) -> SuffixForward | None:
+        if self.spec.engine == "hooks":
+            return None
+        why = SuffixForward.unsupported(self.model)
+        if why is None:
+            return SuffixForward(self.model)
+        self._no_suffix(f"this model is not supported: {why}")
+        return None
+
+    def _no_suffix(self, why: str) -> None:
+        if self.spec.engine == "fast":
+            raise ConfigError(f"runner.engine=fast: {why}; use runner.engine=auto or hooks")
+        log.warning("using the model's hooked forward (slower): %s", why)
+        self.suffix = None
+
+    def _base_names(self) -> set[str]:
+        """The base run's hooks a forward starts from; the suffix forward also reuses every
+        later layer's keys and values, and checks itself on the first layer's stages."""
+        layers = range(self.first, self.shape.n_layers)
+        names = {f"blocks.{i}.hook_resid_pre" for i in self.axes.layers}
+        if self.suffix is not None:
+            names |= {f"blocks.{i}.attn.hook_{kv}" for i in layers for kv in "kv"}
+            names |= {c.hook_name(self.first) for c in COMPONENTS.values()}
+        return names
 
     @torch.inference_mode()
     def _run_cached(self, tokens: torch.Tensor, names: set[str]) -> tuple[torch.Tensor, Any]:
@@ -76,6 +123,52 @@ class Worker:
         )
         rows = torch.arange(tokens.shape[0])
         return logits[rows, self.task.lengths - 1], cache
+
+    @torch.inference_mode()
+    def _verify_suffix(self, suffix: SuffixForward) -> None:
+        """Run the unpatched base through the suffix forward and compare with the model's
+        own hooks and logits; on any difference, fall back to the hooked forward."""
+        n_p = self.task.n_prompts
+        rows = Rows.make(torch.arange(n_p, device=self.device), 0 * self.last, self.last)
+        x = self._entry(self.first, rows)
+        keys, values = self._kv()
+        trace: dict[str, torch.Tensor] = {}
+        suffix.block(self.first, x, rows, keys[self.first], values[self.first], trace=trace)
+        got, want = {}, {}
+        valid = torch.arange(self.task.seq_len, device=self.device) <= self.last[:, None]
+        by_stage = {c.stage: c for c in COMPONENTS.values()}
+        for c in (by_stage[st] for st in STAGES):  # in block order: name the first difference
+            ref = self.base[c.hook_name(self.first)]
+            if c.act_kind == "pattern":
+                mask = valid[:, None, :, None]
+                got[c.stage], want[c.stage] = trace[c.stage] * mask, ref * mask
+            else:
+                got[c.stage], want[c.stage] = trace[c.stage], ref[rows.tok_prompt, rows.tok_pos]
+        got["logits"] = suffix.forward(self.first, x, rows, keys, values)
+        want["logits"] = self.corr_logits
+        eps = torch.finfo(x.dtype).eps
+        for name, ref in want.items():
+            err = (got[name].float() - ref.float()).abs().max().item()
+            tol = max(1e-4, 20 * eps) * max(1.0, ref.float().abs().max().item())
+            if not err <= tol:
+                self._no_suffix(
+                    f"its blocks differ from the suffix forward at {name} "
+                    f"(max abs difference {err:.3g} > {tol:.3g})"
+                )
+                return
+
+    def _kv(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The base run's keys and values per layer (empty before the first patched layer)."""
+        empty = torch.empty(0, device=self.device)
+        layers = range(self.shape.n_layers)
+        return (
+            [self.base[f"blocks.{i}.attn.hook_k"] if i >= self.first else empty for i in layers],
+            [self.base[f"blocks.{i}.attn.hook_v"] if i >= self.first else empty for i in layers],
+        )
+
+    def _entry(self, layer: int, rows: Rows) -> torch.Tensor:
+        """The packed residual entering ``layer``, from the base run."""
+        return self.base[f"blocks.{layer}.hook_resid_pre"][rows.tok_prompt, rows.tok_pos]
 
     def describe(self) -> TaskInfo:
         t = self.task
@@ -90,6 +183,7 @@ class Worker:
             corrupted_baseline=self._metric(self.corr_logits, t.n_prompts),
             task_digest=t.digest(),
             versions={"patchsweep": __version__, "transformer_lens": version("transformer-lens")},
+            engine=self.engine,
         )
 
     def _metric(self, logits: torch.Tensor, n_rows: int) -> np.ndarray:
@@ -99,14 +193,17 @@ class Worker:
         )
         return vals.cpu().numpy().astype(np.float32)
 
+    def cells_per_forward(self) -> int:
+        """As many cells as fit ``runner.memory_mb`` (at least one)."""
+        cell = self.task.n_prompts * row_bytes(self.model.cfg, self.task.seq_len, self.engine)
+        return max(1, int(self.spec.memory_mb * 2**20 // cell))
+
     @torch.inference_mode()
     def run(self, unit: WorkUnit) -> np.ndarray:
         """Values of one unit: [metric, layer, (pos), (head), prompt], float32."""
         c = unit.spec
         cells = _cells(unit)
-        per_forward = max(
-            1, self.spec.max_batch_tokens // (self.task.n_prompts * self.task.seq_len)
-        )
+        per_forward = self.cells_per_forward()
         per_layer = []
         for layer in unit.layers:
             parts = [
@@ -126,46 +223,53 @@ class Worker:
         """One forward over ``len(cells)`` stacked copies of the prompts: [metric, cell, prompt]."""
         n_p = self.task.n_prompts
         g = len(cells)
-        base, source = self.corr_cache, self.clean_cache  # denoise: clean into corrupted
-        x = base[f"blocks.{layer}.hook_resid_pre"].repeat(g, 1, 1)
         prompt = torch.arange(n_p, device=self.device).repeat(g)
         pos = torch.tensor([p for p, _ in cells], device=self.device).repeat_interleave(n_p)
         head = torch.tensor([h for _, h in cells], device=self.device).repeat_interleave(n_p)
-        src = source[c.hook_name(layer)]
-        patch = _patcher(c, src, prompt, pos, head)
+        src = self.source[c.hook_name(layer)]
+        if self.suffix is not None:
+            last = self.last.repeat(g)
+            start = torch.minimum(pos, last) if c.has_pos else torch.zeros_like(last)
+            rows = Rows.make(prompt, start, last)
+            keys, values = self._kv()
+            patch = packed_patch(c, src, rows, pos, head)
+            logits = self.suffix.forward(
+                layer, self._entry(layer, rows), rows, keys, values, c.stage, patch
+            )
+        else:
+            logits = self._hooked_forward(c, layer, hook_patch(c, src, prompt, pos, head), g)
+        vals = evaluate(self.spec.metrics, logits, self.answer.repeat(g), self.wrong.repeat(g))
+        return vals.reshape(len(self.spec.metrics), g, n_p)
+
+    def _hooked_forward(self, c: Component, layer: int, patch: Any, g: int) -> torch.Tensor:
+        """The model's own forward from ``layer`` (all positions), unembedding the last."""
+        x = self.base[f"blocks.{layer}.hook_resid_pre"].repeat(g, 1, 1)
         last = self.last.repeat(g)
-        rows = torch.arange(g * n_p, device=self.device)
+        rows = torch.arange(len(last), device=self.device)
 
         def keep_last(act: torch.Tensor, hook: Any) -> torch.Tensor:
             return act[rows, last].unsqueeze(1)
 
-        logits = self.model.run_with_hooks(
-            x,
-            start_at_layer=layer,
-            fwd_hooks=[(c.hook_name(layer), patch), (UNEMBED_IN, keep_last)],
-        )[:, 0]
-        vals = evaluate(self.spec.metrics, logits, self.answer.repeat(g), self.wrong.repeat(g))
-        return vals.reshape(len(self.spec.metrics), g, n_p)
+        hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = [
+            (c.hook_name(layer), patch),
+            (UNEMBED_IN, keep_last),
+        ]
+        return self.model.run_with_hooks(x, start_at_layer=layer, fwd_hooks=hooks)[:, 0]
 
 
-def _patcher(
-    c: Component, src: torch.Tensor, prompt: torch.Tensor, pos: torch.Tensor, head: torch.Tensor
-) -> Any:
-    """A hook that writes each batch row's cell from the source run (row r = cell r // P)."""
-    rows = torch.arange(prompt.shape[0], device=prompt.device)
+def row_bytes(cfg: Any, seq_len: int, engine: str) -> int:
+    """Activation bytes one batch row needs in a patched forward (an upper estimate).
 
-    def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
-        if c.act_kind == "resid":
-            act[rows, pos] = src[prompt, pos].to(act.dtype)
-        elif c.act_kind == "pattern":
-            act[rows, head] = src[prompt, head].to(act.dtype)
-        elif c.has_pos:
-            act[rows, pos, head] = src[prompt, pos, head].to(act.dtype)
-        else:
-            act[rows, :, head] = src[prompt, :, head].to(act.dtype)
-        return act
-
-    return hook
+    Per position: the residual and its copies, q/k/v/z and their padded copies, and the
+    MLP hidden layer with the activation function's temporaries; per head the [seq, seq]
+    scores; the last position's logits and the metric's softmax. The factors were set from
+    measured peaks (bench/patching_speed.py) with a margin for the allocator. The hooked
+    forward keeps more alive: twice that.
+    """
+    itemsize = torch.finfo(getattr(cfg, "dtype", torch.float32)).bits // 8
+    d, d_mlp, h = int(cfg.d_model), int(cfg.d_mlp or 4 * cfg.d_model), int(cfg.n_heads)
+    per_row = seq_len * (24 * d + 8 * d_mlp) + 2 * h * seq_len**2 + 3 * int(cfg.d_vocab)
+    return itemsize * per_row * (1 if engine == "fast" else 2)
 
 
 def _check_kv_heads(components: tuple[Component, ...], cfg: Any) -> None:
@@ -196,13 +300,6 @@ def _mask_padding(out: np.ndarray, positions: tuple[int, ...], lengths: np.ndarr
     # out: [metric, layer, pos, (head), prompt]
     shape = [1, 1, len(pos)] + [1] * (out.ndim - 4) + [len(lengths)]
     out[np.broadcast_to(invalid.reshape(shape), out.shape)] = np.nan
-
-
-def _cache_names(components: tuple[Component, ...], layers: tuple[int, ...]) -> set[str]:
-    """Only the hooks the grid reads: the patched activations and each layer's entry point."""
-    names = {f"blocks.{layer}.hook_resid_pre" for layer in layers}
-    names |= {c.hook_name(layer) for c in components for layer in layers}
-    return names
 
 
 __all__ = ["COMPONENTS", "TaskInfo", "Worker"]

@@ -19,6 +19,7 @@ from sweep.errors import ConfigError
 from sweep.metrics import METRICS
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
+ENGINES = ("auto", "fast", "hooks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,8 @@ class SweepSpec:
     intervention: str
     direction: str
     metrics: tuple[str, ...]
-    max_batch_tokens: int
+    memory_mb: float
+    engine: str
     progress: bool
     runner: RunnerSpec
     store_path: str
@@ -89,7 +91,8 @@ class SweepSpec:
             intervention=_one_of("intervention.kind", cfg.intervention.kind, ("patch",)),
             direction=_one_of("intervention.direction", cfg.intervention.direction, ("denoise",)),
             metrics=_metrics(cfg.metric.names),
-            max_batch_tokens=_positive("runner.max_batch_tokens", cfg.runner.max_batch_tokens),
+            memory_mb=_positive_float("runner.memory_mb", cfg.runner.memory_mb),
+            engine=_one_of("runner.engine", cfg.runner.engine, ENGINES),
             progress=bool(cfg.runner.progress),
             runner=_runner_spec(cfg.runner),
             store_path=str(cfg.store.path),
@@ -116,6 +119,12 @@ def _positive(key: str, value: int) -> int:
     if int(value) <= 0:
         raise ConfigError(f"{key}: must be a positive integer, got {value}")
     return int(value)
+
+
+def _positive_float(key: str, value: float) -> float:
+    if not float(value) > 0:
+        raise ConfigError(f"{key}: must be a positive number, got {value}")
+    return float(value)
 
 
 def _runner_spec(r: DictConfig) -> RunnerSpec:

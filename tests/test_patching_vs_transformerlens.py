@@ -68,16 +68,24 @@ def _reference(model: TransformerBridge, task: Path) -> dict[str, np.ndarray]:
     return out
 
 
-@pytest.fixture(scope="module", params=["native", "gpt2", "gpt2-compat"])
+@pytest.fixture(
+    scope="module",
+    params=["native/fast", "native/hooks", "gpt2/fast", "gpt2-compat/fast", "gpt2-compat/hooks"],
+)
 def swept(request, gpt2_dir, tmp_path_factory):
-    """One sweep over every component, plus TL's reference on an independently loaded model."""
+    """One sweep over every component, plus TL's reference on an independently loaded model.
+
+    ``fast`` is the suffix forward (it raises rather than fall back), ``hooks`` the model's
+    own hooked forward from the patched layer.
+    """
     tmp = tmp_path_factory.mktemp("tl")
     from conftest import ioi_rows, write_task
 
+    name, engine = request.param.split("/")
     task = write_task(tmp / "task.jsonl", ioi_rows(4))
     model_args = ["model.name=native", "model.native.n_layers=3"]
-    if request.param.startswith("gpt2"):
-        model_args = [f"model.name={gpt2_dir}", f"model.compat={request.param.endswith('compat')}"]
+    if name.startswith("gpt2"):
+        model_args = [f"model.name={gpt2_dir}", f"model.compat={name.endswith('compat')}"]
     overrides = [
         *model_args,
         "task=prompts",
@@ -85,12 +93,13 @@ def swept(request, gpt2_dir, tmp_path_factory):
         f"grid.components=[{','.join(COMPONENTS)}]",
         f"store.path={tmp / 'store.zarr'}",
         "runner.progress=false",
-        "runner.max_batch_tokens=200",  # several forwards per layer
+        "runner.memory_mb=1",  # several forwards per layer
+        f"runner.engine={engine}",
     ]
     path = sweep.run(overrides)
-    if request.param.startswith("gpt2"):
+    if name.startswith("gpt2"):
         model = TransformerBridge.boot_transformers(str(gpt2_dir))
-        if request.param.endswith("compat"):
+        if name.endswith("compat"):
             model.enable_compatibility_mode()
         model.eval()
     else:

@@ -27,7 +27,7 @@ SLOW_GRID = [
     "task.n_prompts=6",
     "grid.components=[z_by_pos,resid_pre]",
     "store.chunk_kb=1",  # z_by_pos: one layer per unit
-    "runner.max_batch_tokens=40",  # one cell per forward, so units take a while
+    "runner.memory_mb=0.01",  # one cell per forward, so units take a while
     "runner.progress=false",
 ]
 

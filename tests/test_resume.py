@@ -21,7 +21,7 @@ OVERRIDES = [
     "task.n_prompts=6",
     "grid.components=[z_by_pos,resid_pre,mlp_out]",
     "store.chunk_kb=1",  # one layer per unit: 12 units
-    "runner.max_batch_tokens=40",  # one cell per forward, so units take a while
+    "runner.memory_mb=0.01",  # one cell per forward, so units take a while
 ]
 
 

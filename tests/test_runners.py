@@ -44,7 +44,7 @@ def _grid(task: Path) -> list[str]:
         f"task.path={task}",
         f"grid.components=[{','.join(COMPONENTS)}]",
         "store.chunk_kb=1",  # one unit per layer: several units per component
-        "runner.max_batch_tokens=200",
+        "runner.memory_mb=1",
     ]
 
 

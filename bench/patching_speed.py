@@ -1,0 +1,236 @@
+"""patchsweep's engine against transformer_lens.patching on the same model and grid.
+
+    python bench/patching_speed.py [--models gpt2-small,small] [--device cpu|cuda]
+
+Both run in this process on the same random-weight model, the same 8 prompts of 15 tokens
+and the same metric (logit difference at the last position). For each grid it prints the
+measured speed-up (TransformerLens seconds / patchsweep seconds), the FLOP ceiling of that
+grid (a full forward per cell over the work a cell really needs: layers >= l, positions
+>= p, the last position's logits), the fraction of the ceiling reached, and peak memory.
+It then runs patchsweep's resid_pre grid under low ``runner.memory_mb`` budgets, each in a
+fresh process, and reports whether the peak stayed under the budget.
+Peak memory: on CPU the rise of the process's peak resident set (Linux VmHWM, reset before
+each measurement); on CUDA ``torch.cuda.max_memory_allocated``. Results are checked equal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # transformer_lens.patching's progress bars
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformer_lens.patching as tlp  # noqa: E402
+
+import sweep
+from sweep.components import get_component
+from sweep.engine import Worker
+from sweep.ioi import NAMES
+from sweep.plan import WorkUnit
+from sweep.spec import SweepSpec
+from sweep.tokenizer import build_tokenizer
+
+MODELS = {
+    "gpt2-small": dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072),
+    "small": dict(n_layers=4, d_model=256, n_heads=8, d_head=32, d_mlp=1024),
+}
+TL = {"resid_pre": tlp.get_act_patch_resid_pre, "z": tlp.get_act_patch_attn_head_out_all_pos}
+SEQ, PROMPTS, VOCAB = 15, 8, 50257
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--models", default="gpt2-small,small")
+    p.add_argument("--grids", default="resid_pre,z")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--memory-mb", type=float, default=1024.0)
+    p.add_argument("--budgets", default="64,256", help="low runner.memory_mb values to check")
+    p.add_argument("--peak-only", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    torch.manual_seed(0)
+    if args.peak_only:  # one budget, in a fresh process (see _budget_row)
+        with tempfile.TemporaryDirectory() as tmp:
+            w = _worker(args.models, Path(tmp), args.device, args.memory_mb)
+            unit = _unit(w, "resid_pre")
+            w.run(_unit_first_layer(unit))
+            _, peak = _measure(lambda: w.run(unit), args.device)
+            print(json.dumps({"peak_mb": peak, "cells_per_forward": w.cells_per_forward()}))
+        return
+    dev = f"{args.device} ({_device_name(args.device)}, {torch.get_num_threads()} threads)"
+    print(f"device: {dev}; {PROMPTS} prompts x {SEQ} tokens; vocab {VOCAB}; random weights")
+    head = "| model | grid | cells | TL s | patchsweep s | speed-up | ceiling | of ceiling "
+    print(head + "| cells/s | peak MB TL | peak MB patchsweep |")
+    print("|" + " --- |" * 11)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            w = _worker(name, Path(tmp), args.device, args.memory_mb)
+            for grid in args.grids.split(","):
+                print(_row(name, grid, w), flush=True)
+    print("\n| model | runner.memory_mb | cells per forward | peak MB (resid_pre grid) |")
+    print("| --- | --- | --- | --- |")
+    for name in args.models.split(","):
+        for budget in args.budgets.split(","):
+            print(_budget_row(name, float(budget), args.device), flush=True)
+
+
+def _budget_row(name: str, budget: float, device: str) -> str:
+    """Peak memory of a whole resid_pre grid under a low budget, measured in a fresh
+    process: a process that already ran other sweeps keeps freed memory resident."""
+    cmd = [sys.executable, __file__, "--peak-only", "--models", name, "--device", device]
+    out = subprocess.run(
+        [*cmd, "--memory-mb", str(budget)], check=True, capture_output=True, text=True
+    ).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    verdict = "within" if got["peak_mb"] <= budget else "OVER"
+    return (
+        f"| {name} | {budget:g} | {got['cells_per_forward']} | "
+        f"{got['peak_mb']:.0f} ({verdict} budget) |"
+    )
+
+
+def _worker(name: str, tmp: Path, device: str, memory_mb: float) -> Worker:
+    shape = {**MODELS[name], "d_vocab": VOCAB, "n_ctx": 64}
+    task = tmp / "task.jsonl"
+    _write_task(task)
+    overrides = [f"model.native.{k}={v}" for k, v in shape.items() if k != "d_vocab"]
+    overrides += [
+        f"+model.native.d_vocab={VOCAB}",
+        f"model.device={device}",
+        "task=prompts",
+        f"task.path={task}",
+        "grid.components=[resid_pre,z]",
+        f"runner.memory_mb={memory_mb}",
+        "runner.engine=fast",
+    ]
+    w = Worker(SweepSpec.from_config(sweep.compose_config(overrides)))
+    assert w.task.seq_len == SEQ and bool((w.task.lengths == SEQ).all()), "prompt length"
+    return w
+
+
+def _write_task(path: Path) -> None:
+    """Name lists of 15 tokens (BOS + 14 single-token names); the corruption swaps names."""
+    tokenizer = build_tokenizer()
+    names = [n for n in NAMES if len(tokenizer.encode(" " + n, add_special_tokens=False)) == 1]
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(PROMPTS):
+        words = [" " + n for n in rng.choice(names, size=2 * (SEQ - 1))]
+        clean, corrupted = "".join(words[: SEQ - 1]), "".join(words[SEQ - 1 :])
+        rows.append({"clean": clean, "corrupted": corrupted, "answer": " Mary", "wrong": " John"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _unit(w: Worker, grid: str) -> WorkUnit:
+    c = get_component(grid)
+    positions = w.axes.positions if c.has_pos else ()
+    heads = w.axes.heads if c.has_head else ()
+    return WorkUnit(0, grid, 0, w.axes.layers, positions, heads)
+
+
+def _row(name: str, grid: str, w: Worker) -> str:
+    unit = _unit(w, grid)
+    w.run(_unit_first_layer(unit))  # warm-up
+    ours, ours_mb = _measure(lambda: w.run(unit), w.device)
+    model, corrupted = w.model, w.task.corrupted.to(w.device)
+    _, clean_cache = model.run_with_cache(w.task.clean.to(w.device))
+    answer, wrong = w.answer, w.wrong
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        last = logits[:, -1]
+        rows = torch.arange(len(last), device=last.device)
+        return (last[rows, answer] - last[rows, wrong]).mean()
+
+    def reference() -> Any:
+        with torch.no_grad():
+            return TL[grid](model, corrupted, clean_cache, metric)
+
+    tl, tl_mb = _measure(reference, w.device)
+    got = w.run(unit)[0].mean(-1)
+    want = reference().cpu().numpy()
+    err = np.abs(got - want).max()
+    assert err < 1e-3, f"{name} {grid}: patchsweep differs from TL by {err}"
+    cells = got.size
+    ceiling = _ceiling(name, grid)
+    speed = tl / ours
+    return (
+        f"| {name} | {grid} | {cells} | {tl:.1f} | {ours:.2f} | {speed:.2f}x | "
+        f"{ceiling:.2f}x | {speed / ceiling:.0%} | {cells / ours:.0f} | {tl_mb:.0f} | "
+        f"{ours_mb:.0f} |"
+    )
+
+
+def _unit_first_layer(unit: WorkUnit) -> WorkUnit:
+    return WorkUnit(0, unit.component, 0, unit.layers[:1], unit.positions, unit.heads)
+
+
+def _ceiling(name: str, grid: str) -> float:
+    """A full forward per cell over the FLOPs each cell needs (matmuls, 2 per MAC)."""
+    m = MODELS[name]
+    n_layers, d, d_mlp = m["n_layers"], m["d_model"], m["d_mlp"]
+
+    def token(t: int, qkv: bool = True) -> int:
+        """One layer at position t (attending to t + 1 keys)."""
+        attn = 2 * 3 * d * d + 4 * (t + 1) * d if qkv else 0
+        return attn + 2 * d * d + 4 * d * d_mlp
+
+    unembed = 2 * d * VOCAB
+    full = n_layers * sum(token(t) for t in range(SEQ)) + SEQ * unembed
+    need = []
+    for layer in range(n_layers):
+        later = (n_layers - layer - 1) * sum(token(t) for t in range(SEQ))
+        if grid == "resid_pre":  # this layer and later ones, positions >= p
+            need += [
+                (n_layers - layer) * sum(token(t) for t in range(p, SEQ)) + unembed
+                for p in range(SEQ)
+            ]
+        else:  # z of one head at every position: this layer from its output projection on
+            rest = sum(token(t, qkv=False) for t in range(SEQ))
+            need += [later + rest + unembed] * m["n_heads"]
+    return full * len(need) / sum(need)
+
+
+def _measure(fn: Callable[[], Any], device: str) -> tuple[float, float]:
+    """Seconds, and the peak memory (MB) the call adds."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        return time.perf_counter() - t0, (torch.cuda.max_memory_allocated() - before) / 2**20
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    before = _status_kb("VmRSS")
+    t0 = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - t0
+    return seconds, (_status_kb("VmHWM") - before) / 1024
+
+
+def _status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    return "CPU"
+
+
+if __name__ == "__main__":
+    main()
