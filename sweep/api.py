@@ -13,10 +13,12 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from sweep import config
-from sweep.plan import make_plan
-from sweep.runner import make_runner
+from sweep.analysis import top_cells
+from sweep.components import get_component
+from sweep.plan import Plan, make_plan
+from sweep.runner import Runner, make_runner
 from sweep.spec import SweepSpec, results_config
-from sweep.store import ResultStore, StoreMeta, check_config
+from sweep.store import ResultStore, StoreMeta, check_config, open_results
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,27 @@ class SweepSummary:
     """The patched forward the workers used: ``fast`` or ``hooks``."""
 
 
+def _verify_top_cells(
+    runner: Runner, store: ResultStore, plan: Plan, spec: SweepSpec, run_number: int
+) -> None:
+    """AtP: patch the K cells with the largest estimated effect exactly, into ``*_exact``."""
+    iv = spec.intervention
+    top = top_cells(open_results(store.path), iv.verify_top_k)
+    log.info("AtP: verifying the top %d cells by exact patching", len(top))
+    axes = plan.axes
+    for name, group in top.groupby("component", sort=False):
+        c = get_component(str(name))
+        cells = [(int(r.layer), int(r.pos), int(r.head)) for r in group.itertuples()]
+        index = []
+        for layer, pos, head in cells:
+            where = [axes.layers.index(layer)]
+            where += [axes.positions.index(pos)] if c.has_pos else []
+            where += [axes.heads.index(head)] if c.has_head else []
+            index.append(tuple(where))
+        store.write_cells(f"{name}_exact", index, runner.exact(str(name), cells), run_number)
+    store.mark_verified(run_number)
+
+
 def run(overrides: list[str] | None = None) -> Path:
     """Run or resume the sweep the overrides describe; returns the store path."""
     return run_config(compose_config(overrides)).path
@@ -74,7 +97,15 @@ def run_config(cfg: DictConfig) -> SweepSummary:
             spec.grid, info.shape, info.seq_len, info.n_prompts, spec.metrics, spec.chunk_bytes
         )
         fingerprint["task_digest"] = info.task_digest
-        meta = StoreMeta(OmegaConf.to_yaml(cfg, resolve=True), fingerprint, spec.model.name)
+        iv = spec.intervention
+        meta = StoreMeta(
+            OmegaConf.to_yaml(cfg, resolve=True),
+            fingerprint,
+            spec.model.name,
+            intervention=iv.kind,
+            base_run=iv.base,
+            exact=iv.verify_top_k > 0,
+        )
         store = ResultStore.open_or_create(path, plan, info, meta, overwrite=spec.overwrite)
         done = store.done()
         run_number = int(done.max(initial=0)) + 1
@@ -94,6 +125,8 @@ def run_config(cfg: DictConfig) -> SweepSummary:
             rate = cells / max(time.perf_counter() - sweep_start, 1e-9)
             bar.set_postfix(cells_per_s=f"{rate:.0f}", refresh=False)
         bar.close()
+        if iv.verify_top_k and store.verified() == 0 and (store.done() > 0).all():
+            _verify_top_cells(runner, store, plan, spec, run_number)
         sweep_seconds = time.perf_counter() - sweep_start
         workers, restarts = runner.n_workers, runner.restarts
     finally:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 
 import hydra
-import numpy as np
 from omegaconf import DictConfig
 
 from sweep import config
+from sweep.analysis import top_cells
 from sweep.api import SweepSummary, conf_dir, run_config
 from sweep.errors import SweepError
 from sweep.store import open_results
@@ -38,18 +38,12 @@ def report(summary: SweepSummary, top: int = 5) -> str:
     clean = float(ds["clean_baseline"].sel(metric=metric).mean())
     corr = float(ds["corrupted_baseline"].sel(metric=metric).mean())
     lines.append(f"{metric}: clean {clean:.3f}, corrupted {corr:.3f} (mean over prompts)")
-    cells = []
-    for name in ds.attrs["components"]:
-        mean = ds[name].sel(metric=metric).mean("prompt").load()
-        flat = mean.stack(cell=mean.dims)
-        for i in np.argsort(-np.abs(np.nan_to_num(flat.values - corr)))[:top]:
-            where = ", ".join(f"{d}={int(flat[d].values[i])}" for d in mean.dims)
-            cells.append(
-                (abs(float(flat.values[i]) - corr), f"{name}[{where}]", float(flat.values[i]))
-            )
-    lines.append(f"top cells by |patched - corrupted| of mean {metric}:")
-    for _, label, value in sorted(cells, reverse=True)[:top]:
-        lines.append(f"  {label}: {value:.3f}")
+    base = str(ds.attrs.get("base_run", "corrupted"))
+    lines.append(f"top cells by |value - {base} baseline| of mean {metric}:")
+    for r in top_cells(ds, top, metric).itertuples():
+        axes = (("layer", r.layer), ("pos", r.pos), ("head", r.head))
+        where = [f"{d}={v}" for d, v in axes if v >= 0]
+        lines.append(f"  {r.component}[{', '.join(where)}]: {r.value:.3f}")
     return "\n".join(lines)
 
 

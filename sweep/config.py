@@ -67,10 +67,39 @@ class GridConfig:
 
 
 @dataclass
-class InterventionConfig:
+class PatchConfig:
     kind: str = "patch"
     direction: str = "denoise"
-    """``denoise``: clean activations into the corrupted run."""
+    """``denoise``: clean activations into the corrupted run; ``noise``: corrupted into clean."""
+
+
+@dataclass
+class ZeroConfig:
+    kind: str = "zero"
+
+
+@dataclass
+class MeanConfig:
+    kind: str = "mean"
+    reference: str | None = None
+    """JSON Lines of prompts to average over (``{"prompt": ...}`` or task lines, whose
+    ``clean`` is used); null averages over the task's clean prompts."""
+
+
+@dataclass
+class ResampleConfig:
+    kind: str = "resample"
+    samples: int = 4
+    """Each prompt's activation is replaced by another prompt's, this many times (averaged)."""
+    seed: int = 0
+
+
+@dataclass
+class AtPConfig:
+    kind: str = "atp"
+    direction: str = "denoise"
+    verify_top_k: int = 0
+    """Patch the K cells with the largest estimated effect exactly, stored as ``*_exact``."""
 
 
 @dataclass
@@ -133,7 +162,11 @@ def register() -> None:
     cs.store(group="task", name="base_prompts", node=PromptsTaskConfig)
     cs.store(group="task", name="base_ioi", node=IOITaskConfig)
     cs.store(group="grid", name="base_grid", node=GridConfig)
-    cs.store(group="intervention", name="base_patch", node=InterventionConfig)
+    cs.store(group="intervention", name="base_patch", node=PatchConfig)
+    cs.store(group="intervention", name="base_zero", node=ZeroConfig)
+    cs.store(group="intervention", name="base_mean", node=MeanConfig)
+    cs.store(group="intervention", name="base_resample", node=ResampleConfig)
+    cs.store(group="intervention", name="base_atp", node=AtPConfig)
     cs.store(group="metric", name="base_metric", node=MetricConfig)
     cs.store(group="runner", name="base_local", node=LocalRunnerConfig)
     cs.store(group="runner", name="base_ray", node=RayRunnerConfig)

@@ -10,6 +10,7 @@ does not implement run through their own hooked forward from the patched layer.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 from collections.abc import Callable
@@ -20,8 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from sweep import __version__
-from sweep.components import COMPONENTS, Component
+from sweep import __version__, sources
+from sweep.atp import attributions, per_cell
+from sweep.components import COMPONENTS, Component, get_component
 from sweep.errors import ConfigError
 from sweep.metrics import evaluate
 from sweep.models import load_model
@@ -29,7 +31,7 @@ from sweep.patches import hook_patch, packed_patch
 from sweep.plan import Axes, ModelShape, WorkUnit, make_axes
 from sweep.spec import SweepSpec
 from sweep.suffix import STAGES, Rows, SuffixForward
-from sweep.tasks import TokenizedTask, load_examples, tokenize
+from sweep.tasks import TokenizedTask, load_examples, reference_tokens, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,8 @@ class Worker:
     """Loads the model once, keeps the clean and corrupted runs, executes work units.
 
     The same class runs in-process and inside a Ray actor. The *base* run is the one being
-    patched (corrupted, for denoising) and the *source* run the one patched in (clean).
+    changed (corrupted when denoising; clean when noising or ablating); the *source* is what
+    a cell gets: the other run's activation, zero, a mean, or another prompt's activation.
     """
 
     def __init__(self, spec: SweepSpec) -> None:
@@ -72,22 +75,47 @@ class Worker:
         self.axes: Axes = make_axes(spec.grid, self.shape, self.task.seq_len)
         self.first = min(self.axes.layers)
         self.suffix = self._suffix_forward()
-        source_names = {c.hook_name(i) for c in spec.grid.components for i in self.axes.layers}
-        self.clean_logits, self.source = self._run_cached(self.task.clean, source_names)
-        self.corr_logits, self.base = self._run_cached(self.task.corrupted, self._base_names())
+        self.iv = spec.intervention
+        grid_hooks = {c.hook_name(i) for c in spec.grid.components for i in self.axes.layers}
+        self._run_both(grid_hooks)
         self.answer = self.task.answer.to(self.device)
         self.wrong = self.task.wrong.to(self.device)
         self.last = (self.task.lengths - 1).to(self.device)
+        self.reference = self._reference(grid_hooks)
+        self.donors = (
+            sources.donors(self.task.lengths, self.iv.samples, self.iv.seed)
+            if self.iv.kind == "resample"
+            else None
+        )
+        self.estimates = self._attributions(grid_hooks) if self.iv.kind == "atp" else {}
         if self.suffix is not None:
             self._verify_suffix(self.suffix)
         self.engine = "fast" if self.suffix is not None else "hooks"
-        cell_mb = self.task.n_prompts * row_bytes(self.model.cfg, self.task.seq_len, self.engine)
-        if cell_mb / 2**20 > spec.memory_mb:
+        self._check_budget()
+
+    def _run_both(self, grid_hooks: set[str]) -> None:
+        """Run clean and corrupted once, keeping what the base run and the source need.
+
+        Ablations take their source from the base (clean) run itself.
+        """
+        base_names = self._base_names() | (grid_hooks if self.iv.is_ablation else set())
+        source_names = set() if self.iv.is_ablation else grid_hooks
+        clean_names, corr_names = base_names, source_names
+        if self.iv.base == "corrupted":
+            clean_names, corr_names = source_names, base_names
+        self.clean_logits, clean = self._run_cached(self.task.clean, clean_names)
+        self.corr_logits, corr = self._run_cached(self.task.corrupted, corr_names)
+        self.base, self.source = (clean, corr) if self.iv.base == "clean" else (corr, clean)
+        self.base_logits = self.clean_logits if self.iv.base == "clean" else self.corr_logits
+
+    def _check_budget(self) -> None:
+        cell = self.task.n_prompts * row_bytes(self.model.cfg, self.task.seq_len, self.engine)
+        if cell / 2**20 > self.spec.memory_mb:
             log.warning(
                 "runner.memory_mb=%g is less than one cell needs (about %.0f MB for %d prompts); "
                 "running one cell per forward",
-                spec.memory_mb,
-                cell_mb / 2**20,
+                self.spec.memory_mb,
+                cell / 2**20,
                 self.task.n_prompts,
             )
 
@@ -124,6 +152,45 @@ class Worker:
         rows = torch.arange(tokens.shape[0])
         return logits[rows, self.task.lengths - 1], cache
 
+    def _reference(self, hooks: set[str]) -> Any:
+        """Mean ablation over a reference file: its run, cached at the grid's hooks."""
+        if self.iv.reference is None:
+            return None
+        tokens = reference_tokens(self.iv.reference, self.model, self.task.seq_len)
+        with torch.inference_mode():
+            _, cache = self.model.run_with_cache(
+                tokens.to(self.device), names_filter=lambda n: n in hooks
+            )
+        return cache
+
+    def _attributions(self, hooks: set[str]) -> dict[str, torch.Tensor]:
+        """AtP products for every grid hook, [metric, *activation], from the base run."""
+        tokens = self.task.clean if self.iv.base == "clean" else self.task.corrupted
+        rows = torch.arange(self.task.n_prompts, device=self.device)
+
+        def metric(logits: torch.Tensor) -> torch.Tensor:
+            last = logits[rows, self.last]
+            return evaluate(self.spec.metrics, last, self.answer, self.wrong, self.clean_logits)
+
+        return attributions(self.model, tokens.to(self.device), hooks, self.source, metric)
+
+    def source_samples(self, c: Component, layer: int) -> list[torch.Tensor]:
+        """What each sample writes into ``c`` at ``layer``, [prompt, ...] each."""
+        hook = c.hook_name(layer)
+        if self.iv.kind in ("patch", "atp"):
+            return [self.source[hook]]
+        act = self.base[hook]
+        if self.iv.kind == "zero":
+            return [sources.zeros(act)]
+        if self.iv.kind == "mean":
+            if self.reference is None:
+                return [sources.position_mean(c, act, self.task.lengths)]
+            ref = self.reference[hook]
+            full = torch.full((ref.shape[0],), self.task.seq_len)
+            return [sources.position_mean(c, ref, full)[: act.shape[0]].expand_as(act)]
+        assert self.donors is not None  # resample
+        return [act[d.to(act.device)] for d in self.donors]
+
     @torch.inference_mode()
     def _verify_suffix(self, suffix: SuffixForward) -> None:
         """Run the unpatched base through the suffix forward and compare with the model's
@@ -145,7 +212,7 @@ class Worker:
             else:
                 got[c.stage], want[c.stage] = trace[c.stage], ref[rows.tok_prompt, rows.tok_pos]
         got["logits"] = suffix.forward(self.first, x, rows, keys, values)
-        want["logits"] = self.corr_logits
+        want["logits"] = self.base_logits
         eps = torch.finfo(x.dtype).eps
         for name, ref in want.items():
             err = (got[name].float() - ref.float()).abs().max().item()
@@ -181,17 +248,25 @@ class Worker:
             corrupted_str=t.corrupted_str,
             clean_baseline=self._metric(self.clean_logits, t.n_prompts),
             corrupted_baseline=self._metric(self.corr_logits, t.n_prompts),
-            task_digest=t.digest(),
+            task_digest=t.digest() + self._reference_digest(),
             versions={"patchsweep": __version__, "transformer_lens": version("transformer-lens")},
             engine=self.engine,
         )
 
+    def _reference_digest(self) -> str:
+        if self.iv.reference is None:
+            return ""
+        tokens = reference_tokens(self.iv.reference, self.model, self.task.seq_len)
+        return "+ref:" + hashlib.sha256(tokens.numpy().tobytes()).hexdigest()[:16]
+
     def _metric(self, logits: torch.Tensor, n_rows: int) -> np.ndarray:
-        reps = n_rows // self.task.n_prompts
-        vals = evaluate(
-            self.spec.metrics, logits, self.answer.repeat(reps), self.wrong.repeat(reps)
-        )
-        return vals.cpu().numpy().astype(np.float32)
+        return self._evaluate(logits, n_rows // self.task.n_prompts).cpu().numpy()
+
+    def _evaluate(self, logits: torch.Tensor, reps: int) -> torch.Tensor:
+        """[metric, reps * prompt] for logits of ``reps`` stacked copies of the prompts."""
+        answer, wrong = self.answer.repeat(reps), self.wrong.repeat(reps)
+        clean = self.clean_logits.repeat(reps, 1)
+        return evaluate(self.spec.metrics, logits, answer, wrong, clean)
 
     def cells_per_forward(self) -> int:
         """As many cells as fit ``runner.memory_mb`` (at least one)."""
@@ -203,14 +278,10 @@ class Worker:
         """Values of one unit: [metric, layer, (pos), (head), prompt], float32."""
         c = unit.spec
         cells = _cells(unit)
-        per_forward = self.cells_per_forward()
-        per_layer = []
-        for layer in unit.layers:
-            parts = [
-                self._forward(c, layer, cells[i : i + per_forward])
-                for i in range(0, len(cells), per_forward)
-            ]
-            per_layer.append(torch.cat(parts, dim=1))  # [metric, cell, prompt]
+        if self.iv.kind == "atp":
+            per_layer = [self._estimated(c, layer, unit) for layer in unit.layers]
+        else:
+            per_layer = [self._patched(c, layer, cells) for layer in unit.layers]
         out = torch.stack(per_layer, dim=1).cpu().numpy().astype(np.float32)
         grid = [len(unit.positions)] if c.has_pos else []
         grid += [len(unit.heads)] if c.has_head else []
@@ -219,14 +290,54 @@ class Worker:
             _mask_padding(out, unit.positions, self.task.lengths.numpy())
         return out
 
-    def _forward(self, c: Component, layer: int, cells: list[tuple[int, int]]) -> torch.Tensor:
+    @torch.inference_mode()
+    def exact(self, component: str, cells: list[tuple[int, int, int]]) -> np.ndarray:
+        """Exact patching of single (layer, pos, head) cells (-1: no such axis), whatever
+        the intervention: [metric, cell, prompt]. AtP checks its top cells with it."""
+        c = get_component(component)
+        out = [
+            self._forward(c, layer, [(pos, head)], self.source[c.hook_name(layer)])
+            for layer, pos, head in cells
+        ]
+        vals = torch.cat(out, dim=1).cpu().numpy().astype(np.float32)
+        if c.has_pos:
+            bad = np.array([p for _, p, _ in cells])[:, None] >= self.task.lengths.numpy()
+            vals[:, bad] = np.nan
+        return vals
+
+    def _patched(self, c: Component, layer: int, cells: list[tuple[int, int]]) -> torch.Tensor:
+        """[metric, cell, prompt] of one layer's cells, averaged over source samples."""
+        k = self.cells_per_forward()
+        per_sample = [
+            torch.cat(
+                [self._forward(c, layer, cells[i : i + k], src) for i in range(0, len(cells), k)],
+                dim=1,
+            )
+            for src in self.source_samples(c, layer)
+        ]
+        return torch.stack(per_sample).mean(0)
+
+    def _estimated(self, c: Component, layer: int, unit: WorkUnit) -> torch.Tensor:
+        """AtP: the base run's metric plus each cell's first-order change, [metric, cell,
+        prompt]."""
+        delta = per_cell(c, self.estimates[c.hook_name(layer)]).movedim(1, -1)
+        if c.has_pos:
+            delta = delta[:, list(unit.positions)]
+        if c.has_head:
+            delta = delta.index_select(2 if c.has_pos else 1, torch.tensor(unit.heads))
+        base = self._evaluate(self.base_logits, 1)
+        flat = delta.reshape(delta.shape[0], -1, delta.shape[-1])
+        return base[:, None, :] + flat.to(base.device)
+
+    def _forward(
+        self, c: Component, layer: int, cells: list[tuple[int, int]], src: torch.Tensor
+    ) -> torch.Tensor:
         """One forward over ``len(cells)`` stacked copies of the prompts: [metric, cell, prompt]."""
         n_p = self.task.n_prompts
         g = len(cells)
         prompt = torch.arange(n_p, device=self.device).repeat(g)
         pos = torch.tensor([p for p, _ in cells], device=self.device).repeat_interleave(n_p)
         head = torch.tensor([h for _, h in cells], device=self.device).repeat_interleave(n_p)
-        src = self.source[c.hook_name(layer)]
         if self.suffix is not None:
             last = self.last.repeat(g)
             start = torch.minimum(pos, last) if c.has_pos else torch.zeros_like(last)
@@ -238,8 +349,7 @@ class Worker:
             )
         else:
             logits = self._hooked_forward(c, layer, hook_patch(c, src, prompt, pos, head), g)
-        vals = evaluate(self.spec.metrics, logits, self.answer.repeat(g), self.wrong.repeat(g))
-        return vals.reshape(len(self.spec.metrics), g, n_p)
+        return self._evaluate(logits, g).reshape(len(self.spec.metrics), g, n_p)
 
     def _hooked_forward(self, c: Component, layer: int, patch: Any, g: int) -> torch.Tensor:
         """The model's own forward from ``layer`` (all positions), unembedding the last."""

@@ -1,8 +1,8 @@
 """Metrics on the logits at each prompt's answer position.
 
-A metric maps last-position logits [batch, vocab] plus the answer and wrong token ids
-[batch] to one value per row. The engine only ever computes those logits, never the
-full [batch, pos, vocab] tensor.
+A metric maps last-position logits [batch, vocab], the answer and wrong token ids [batch]
+and the clean run's last-position logits [batch, vocab] to one value per row. The engine
+only ever computes those logits, never the full [batch, pos, vocab] tensor.
 """
 
 from __future__ import annotations
@@ -11,21 +11,66 @@ from collections.abc import Callable
 
 import torch
 
-MetricFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+MetricFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def logit_diff(logits: torch.Tensor, answer: torch.Tensor, wrong: torch.Tensor) -> torch.Tensor:
-    """logit(answer) - logit(wrong), per row."""
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    return logits[rows, answer] - logits[rows, wrong]
+def _at(values: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+    return values.gather(1, token[:, None])[:, 0]
 
 
-METRICS: dict[str, MetricFn] = {"logit_diff": logit_diff}
+def logit_diff(
+    logits: torch.Tensor, answer: torch.Tensor, wrong: torch.Tensor, clean: torch.Tensor
+) -> torch.Tensor:
+    """logit(answer) - logit(wrong)."""
+    return _at(logits, answer) - _at(logits, wrong)
+
+
+def prob(
+    logits: torch.Tensor, answer: torch.Tensor, wrong: torch.Tensor, clean: torch.Tensor
+) -> torch.Tensor:
+    """Probability of the answer token."""
+    return _at(logits.softmax(-1), answer)
+
+
+def logprob(
+    logits: torch.Tensor, answer: torch.Tensor, wrong: torch.Tensor, clean: torch.Tensor
+) -> torch.Tensor:
+    """Log-probability of the answer token."""
+    return _at(logits.log_softmax(-1), answer)
+
+
+def loss(
+    logits: torch.Tensor, answer: torch.Tensor, wrong: torch.Tensor, clean: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropy of the answer token (= -logprob)."""
+    return -logprob(logits, answer, wrong, clean)
+
+
+def kl(
+    logits: torch.Tensor, answer: torch.Tensor, wrong: torch.Tensor, clean: torch.Tensor
+) -> torch.Tensor:
+    """KL(clean || patched) of the next-token distributions: 0 when the patched run
+    predicts exactly what the clean run does."""
+    p_log = clean.log_softmax(-1)
+    return (p_log.exp() * (p_log - logits.log_softmax(-1))).sum(-1)
+
+
+METRICS: dict[str, MetricFn] = {
+    "logit_diff": logit_diff,
+    "prob": prob,
+    "logprob": logprob,
+    "loss": loss,
+    "kl": kl,
+}
 
 
 def evaluate(
-    names: tuple[str, ...], logits: torch.Tensor, answer: torch.Tensor, wrong: torch.Tensor
+    names: tuple[str, ...],
+    logits: torch.Tensor,
+    answer: torch.Tensor,
+    wrong: torch.Tensor,
+    clean: torch.Tensor,
 ) -> torch.Tensor:
     """Every named metric, stacked to [metric, batch] in float32."""
-    logits = logits.float()
-    return torch.stack([METRICS[n](logits, answer, wrong) for n in names])
+    logits, clean = logits.float(), clean.float()
+    return torch.stack([METRICS[n](logits, answer, wrong, clean) for n in names])

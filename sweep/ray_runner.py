@@ -58,6 +58,10 @@ class _RayWorker:
         assert self.worker is not None
         return self.worker.run(unit)
 
+    def exact(self, component: str, cells: list[tuple[int, int, int]]) -> np.ndarray:
+        assert self.worker is not None
+        return self.worker.exact(component, cells)
+
 
 @dataclass
 class _Slot:
@@ -165,6 +169,9 @@ class RayRunner:
 
     def describe(self) -> TaskInfo:
         return self._get(self.slots[0].actor.describe.remote())
+
+    def exact(self, component: str, cells: list[tuple[int, int, int]]) -> np.ndarray:
+        return self._get(self.slots[0].actor.exact.remote(component, cells))
 
     def run(self, units: Sequence[WorkUnit]) -> Iterator[tuple[WorkUnit, np.ndarray]]:
         queue = deque(units)

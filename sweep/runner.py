@@ -25,6 +25,10 @@ class Runner(Protocol):
         """Results in completion order."""
         ...
 
+    def exact(self, component: str, cells: list[tuple[int, int, int]]) -> np.ndarray:
+        """Exact patching of single (layer, pos, head) cells: [metric, cell, prompt]."""
+        ...
+
     def close(self) -> None: ...
 
     @property
@@ -51,6 +55,9 @@ class LocalRunner:
     def run(self, units: Sequence[WorkUnit]) -> Iterator[tuple[WorkUnit, np.ndarray]]:
         for unit in units:
             yield unit, self.worker.run(unit)
+
+    def exact(self, component: str, cells: list[tuple[int, int, int]]) -> np.ndarray:
+        return self.worker.exact(component, cells)
 
     def close(self) -> None:
         pass

@@ -53,6 +53,37 @@ class GridSpec:
     heads: tuple[int, ...] | None
 
 
+ABLATIONS = ("zero", "mean", "resample")
+INTERVENTIONS = ("patch", *ABLATIONS, "atp")
+
+
+@dataclass(frozen=True, slots=True)
+class InterventionSpec:
+    kind: str
+    """``patch``, ``zero``, ``mean``, ``resample`` or ``atp`` (attribution patching)."""
+    direction: str = "denoise"
+    """Patching: ``denoise`` (clean into corrupted) or ``noise`` (corrupted into clean)."""
+    reference: str | None = None
+    """Mean ablation: prompts file to average over (None: the task's clean prompts)."""
+    samples: int = 1
+    """Resample ablation: donor prompts drawn per prompt (values are averaged)."""
+    seed: int = 0
+    verify_top_k: int = 0
+    """AtP: cells patched exactly after the estimates."""
+
+    @property
+    def is_ablation(self) -> bool:
+        """Ablations change the clean run; patching changes the run ``direction`` names."""
+        return self.kind in ABLATIONS
+
+    @property
+    def base(self) -> str:
+        """The run being changed: ``clean`` or ``corrupted``."""
+        if self.is_ablation or self.direction == "noise":
+            return "clean"
+        return "corrupted"
+
+
 @dataclass(frozen=True, slots=True)
 class RunnerSpec:
     kind: str
@@ -71,8 +102,7 @@ class SweepSpec:
     model: ModelSpec
     task: TaskSpec
     grid: GridSpec
-    intervention: str
-    direction: str
+    intervention: InterventionSpec
     metrics: tuple[str, ...]
     memory_mb: float
     engine: str
@@ -84,13 +114,20 @@ class SweepSpec:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> SweepSpec:
+        intervention = _intervention_spec(cfg.intervention)
+        metrics = _metrics(cfg.metric.names)
+        if "kl" in metrics and intervention.kind == "atp" and intervention.base == "clean":
+            raise ConfigError(
+                "metric.names: kl with intervention=atp direction=noise linearises at the "
+                "clean run, where KL from the clean run and its gradient are 0, so every "
+                "estimate would be 0; use another metric or direction=denoise"
+            )
         return cls(
             model=_model_spec(cfg.model),
             task=_task_spec(cfg.task),
             grid=_grid_spec(cfg.grid),
-            intervention=_one_of("intervention.kind", cfg.intervention.kind, ("patch",)),
-            direction=_one_of("intervention.direction", cfg.intervention.direction, ("denoise",)),
-            metrics=_metrics(cfg.metric.names),
+            intervention=intervention,
+            metrics=metrics,
             memory_mb=_positive_float("runner.memory_mb", cfg.runner.memory_mb),
             engine=_one_of("runner.engine", cfg.runner.engine, ENGINES),
             progress=bool(cfg.runner.progress),
@@ -196,6 +233,29 @@ def _grid_spec(g: DictConfig) -> GridSpec:
         positions=_index_list("grid.positions", g.positions, allow_negative=True),
         heads=_index_list("grid.heads", g.heads),
     )
+
+
+def _intervention_spec(i: DictConfig) -> InterventionSpec:
+    kind = _one_of("intervention.kind", str(i.kind), INTERVENTIONS)
+    spec = InterventionSpec(kind=kind)
+    if kind in ("patch", "atp"):
+        direction = _one_of("intervention.direction", str(i.direction), ("denoise", "noise"))
+        spec = InterventionSpec(kind, direction=direction)
+    if kind == "atp":
+        top_k = int(i.verify_top_k)
+        if top_k < 0:
+            raise ConfigError(f"intervention.verify_top_k: must be 0 or more, got {top_k}")
+        spec = InterventionSpec(kind, direction=spec.direction, verify_top_k=top_k)
+    if kind == "mean" and i.reference is not None:
+        ref = Path(str(i.reference)).expanduser()
+        if not ref.is_file():
+            raise ConfigError(f"intervention.reference: no such file: {ref}")
+        spec = InterventionSpec(kind, reference=str(ref.resolve()))
+    if kind == "resample":
+        spec = InterventionSpec(
+            kind, samples=_positive("intervention.samples", i.samples), seed=int(i.seed)
+        )
+    return spec
 
 
 def _metrics(names: Any) -> tuple[str, ...]:

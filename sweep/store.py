@@ -38,6 +38,11 @@ class StoreMeta:
     fingerprint: dict[str, Any]
     """Everything that changes results, compared on resume."""
     model: str
+    intervention: str = "patch"
+    base_run: str = "corrupted"
+    """The run the intervention changed: ``corrupted`` (denoise) or ``clean``."""
+    exact: bool = False
+    """Also hold ``{component}_exact`` (AtP: exact values of the verified cells)."""
 
 
 class ResultStore:
@@ -45,6 +50,7 @@ class ResultStore:
         self.path = path
         self.group = zarr.open_group(str(path), mode="r+")
         self.done_array = _array(self.group, f"{META_GROUP}/done")
+        self.verified_array = _array(self.group, f"{META_GROUP}/verified")
 
     @classmethod
     def open_or_create(
@@ -68,6 +74,23 @@ class ResultStore:
         region = (slice(None), slice(unit.layer_start, unit.layer_start + len(unit.layers)))
         arr[region] = values
         self.done_array[unit.index] = run
+
+    def verified(self) -> int:
+        """The run that stored the exact values of AtP's top cells (0: not yet)."""
+        return int(np.asarray(self.verified_array[:])[0])
+
+    def write_cells(
+        self, name: str, index: list[tuple[int, ...]], values: np.ndarray, run: int
+    ) -> None:
+        """Single cells of ``name`` (index per cell along layer, [pos], [head]; values
+        [metric, cell, prompt]); only the driver writes, after every unit is done."""
+        arr = _array(self.group, name)
+        for i, where in enumerate(index):
+            region: tuple[int | slice, ...] = (slice(None), *where, slice(None))
+            arr[region] = values[:, i]
+
+    def mark_verified(self, run: int) -> None:
+        self.verified_array[0] = run
 
 
 def _array(group: zarr.Group, name: str) -> zarr.Array:
@@ -138,10 +161,20 @@ def _create(path: Path, plan: Plan, info: TaskInfo, meta: StoreMeta) -> None:
             fill_value=np.nan,
             dimension_names=["metric", "layer", *c.grid_dims, "prompt"],
         )
+        if meta.exact:
+            group.create_array(
+                f"{c.name}_exact",
+                shape=plan.shape(c),
+                chunks=plan.shape(c),
+                dtype="float32",
+                fill_value=np.nan,
+                dimension_names=["metric", "layer", *c.grid_dims, "prompt"],
+            )
     meta_group = group.create_group(META_GROUP)
     meta_group.create_array(
         "done", shape=(len(plan.units),), chunks=(1,), dtype="int32", fill_value=0
     )
+    meta_group.create_array("verified", shape=(1,), chunks=(1,), dtype="int32", fill_value=0)
     with warnings.catch_warnings():
         # Consolidated metadata is not in the zarr v3 spec yet; xarray reads it quietly.
         warnings.simplefilter("ignore")
@@ -176,6 +209,8 @@ def _coordinates(plan: Plan, info: TaskInfo, meta: StoreMeta) -> xr.Dataset:
         patchsweep_version=info.versions["patchsweep"],
         transformer_lens_version=info.versions["transformer_lens"],
         components=[c.name for c in plan.components],
+        intervention=meta.intervention,
+        base_run=meta.base_run,
         patchsweep_fingerprint=json.dumps(meta.fingerprint, sort_keys=True),
     )
     return ds

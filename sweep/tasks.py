@@ -176,3 +176,32 @@ def _padded(rows: list[list[int]], pad: int) -> torch.Tensor:
 def _strings(model: Any, rows: list[list[int]], width: int) -> tuple[tuple[str, ...], ...]:
     tok = model.tokenizer
     return tuple(tuple(tok.decode([t]) for t in r) + ("",) * (width - len(r)) for r in rows)
+
+
+def reference_tokens(path: str, model: Any, seq_len: int) -> torch.Tensor:
+    """[prompt, pos] tokens of a mean-ablation reference file; each prompt must have the
+    task's token count, since the mean is taken position by position."""
+    bos = bool(model.cfg.default_prepend_bos)
+    rows = []
+    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{i}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise TaskError(f"{where}: not valid JSON ({e.msg})") from None
+        text = obj.get("prompt", obj.get("clean")) if isinstance(obj, dict) else None
+        if not isinstance(text, str) or not text:
+            raise TaskError(f'{where}: expected {{"prompt": "..."}} (or a task line with "clean")')
+        ids = _ids(model, text, bos)
+        if len(ids) != seq_len:
+            raise TaskError(
+                f"{where}: reference prompt is {len(ids)} tokens but the task's prompts are "
+                f"{seq_len}; mean ablation averages position by position, so reference "
+                "prompts must have the task's token count"
+            )
+        rows.append(ids)
+    if not rows:
+        raise TaskError(f'{path}: no reference prompts; write one {{"prompt": ...}} per line')
+    return torch.tensor(rows)

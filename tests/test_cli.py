@@ -27,7 +27,7 @@ def test_default_command_runs_offline_and_reports(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     store = tmp_path / "outputs" / "sweep.zarr"
     assert f"store: {store}" in out.stdout
-    assert "top cells by |patched - corrupted|" in out.stdout
+    assert "top cells by |value - corrupted baseline|" in out.stdout
     ds = xr.open_zarr(store)
     assert set(ds.attrs["components"]) == {"resid_pre", "attn_out", "mlp_out", "z"}
     assert ds["z"].notnull().all() and ds.sizes["prompt"] == 16

@@ -79,3 +79,25 @@ def test_resumes_a_store_left_by_a_crash(runner_args, task, tmp_path) -> None:
     after = sweep.open_results(path).load()
     for name in COMPONENTS:
         np.testing.assert_allclose(after[name].values, before[name].values, atol=1e-5, rtol=0)
+
+
+def test_ablations_and_atp_verification_run_alike(runner_args, task, tmp_path) -> None:
+    """Resampling (several samples) and AtP's exact top cells give the local runner's values."""
+    grid = [*_grid(task)[:3], "grid.components=[resid_pre,z]", "runner.memory_mb=1"]
+    runs = {
+        "resample": ["intervention=resample", "intervention.samples=2"],
+        "atp": ["intervention=atp", "intervention.verify_top_k=3"],
+    }
+    for name, extra in runs.items():
+        got = sweep.open_results(
+            sweep.run([*grid, *extra, *runner_args, f"store.path={tmp_path / name}"])
+        ).load()
+        local = [*grid, *extra, "runner=local", "runner.progress=false"]
+        want = sweep.open_results(sweep.run([*local, f"store.path={tmp_path / (name + 'L')}"]))
+        for var in got.data_vars:
+            np.testing.assert_allclose(got[var], want[var], atol=1e-5, err_msg=f"{name} {var}")
+    assert (
+        int(got["resid_pre_exact"].notnull().any("prompt").sum())
+        + int(got["z_exact"].notnull().any("prompt").sum())
+        == 3
+    )
