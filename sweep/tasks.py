@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,19 +69,22 @@ class TokenizedTask:
         return h.hexdigest()[:16]
 
 
-def read_prompts(path: str) -> list[Example]:
-    """Parse a JSON Lines task file; errors name the line."""
-    out = []
+def _json_lines(path: str) -> Iterator[tuple[str, Any]]:
+    """(``file:line``, object) for each non-blank line; bad JSON names its line."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     for i, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         where = f"{path}:{i}"
         try:
-            obj = json.loads(line)
+            yield where, json.loads(line)
         except json.JSONDecodeError as e:
             raise TaskError(f"{where}: not valid JSON ({e.msg})") from None
-        out.append(_example(obj, where))
+
+
+def read_prompts(path: str) -> list[Example]:
+    """Parse a JSON Lines task file; errors name the line."""
+    out = [_example(obj, where) for where, obj in _json_lines(path)]
     if not out:
         raise TaskError(f"{path}: no examples; write one JSON object per line with {FIELDS}")
     return out
@@ -183,14 +187,7 @@ def reference_tokens(path: str, model: Any, seq_len: int) -> torch.Tensor:
     task's token count, since the mean is taken position by position."""
     bos = bool(model.cfg.default_prepend_bos)
     rows = []
-    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{i}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise TaskError(f"{where}: not valid JSON ({e.msg})") from None
+    for where, obj in _json_lines(path):
         text = obj.get("prompt", obj.get("clean")) if isinstance(obj, dict) else None
         if not isinstance(text, str) or not text:
             raise TaskError(f'{where}: expected {{"prompt": "..."}} (or a task line with "clean")')

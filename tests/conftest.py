@@ -6,6 +6,7 @@ import json
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -113,3 +114,21 @@ def ray_session():
     )
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+def set_cell(c: Any, value: torch.Tensor, pos: int, head: int) -> Any:
+    """A hand-written TransformerLens hook, independent of sweep's patch code: the cell
+    (pos and/or head of component ``c``) takes ``value``'s entries (same layout)."""
+
+    def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        if c.act_kind == "resid":
+            act[:, pos] = value[:, pos]
+        elif c.act_kind == "pattern":
+            act[:, head] = value[:, head]
+        elif c.has_pos:
+            act[:, pos, head] = value[:, pos, head]
+        else:
+            act[:, :, head] = value[:, :, head]
+        return act
+
+    return hook

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import NAMES, write_task
+from conftest import NAMES, set_cell, write_task
 
 import sweep
 from sweep.components import COMPONENTS, Component
@@ -54,21 +54,6 @@ def _overrides(tmp: Path, task: Path, positions: list[int], engine: str) -> list
     ]
 
 
-def _set_cell(c: Component, src: torch.Tensor, pos: int, head: int) -> Any:
-    def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
-        if c.act_kind == "resid":
-            act[:, pos] = src[:, pos]
-        elif c.act_kind == "pattern":
-            act[:, head] = src[:, head]
-        elif c.has_pos:
-            act[:, pos, head] = src[:, pos, head]
-        else:
-            act[:, :, head] = src[:, :, head]
-        return act
-
-    return hook
-
-
 def _one_forward_per_cell(w: Worker, c: Component, positions: list[int]) -> np.ndarray:
     """[layer, (pos), (head), prompt] by one unbatched, unpadded forward per cell."""
     n_layers, n_heads = w.shape.n_layers, w.shape.n_heads
@@ -86,7 +71,7 @@ def _one_forward_per_cell(w: Worker, c: Component, positions: list[int]) -> np.n
                 if pos >= n:
                     continue  # past this prompt's end: the engine stores NaN
                 for j, head in enumerate(head_axis):
-                    hook = (c.hook_name(layer), _set_cell(c, src, pos, head))
+                    hook = (c.hook_name(layer), set_cell(c, src, pos, head))
                     logits = w.model.run_with_hooks(corrupted, fwd_hooks=[hook])[0, -1]
                     out[layer, i, j, p_i] = (logits[a] - logits[b]).item()
     shape = [n_layers] + ([len(pos_axis)] if c.has_pos else [])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ioi_rows, write_task
+from conftest import ioi_rows, set_cell, write_task
 from test_patching_vs_transformerlens import TL_FUNCTIONS
 
 import sweep
@@ -68,23 +68,6 @@ def test_noising_equals_transformerlens_with_roles_swapped(tmp_path: Path) -> No
     assert np.abs(ds["resid_pre"].sel(metric="logit_diff").values - clean).max() > 1e-2
 
 
-def _ablate_cell(c: Component, value: torch.Tensor, pos: int, head: int) -> Any:
-    """A hand-written hook: the cell's activation becomes ``value`` (same layout)."""
-
-    def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
-        if c.act_kind == "resid":
-            act[:, pos] = value[:, pos]
-        elif c.act_kind == "pattern":
-            act[:, head] = value[:, head]
-        elif c.has_pos:
-            act[:, pos, head] = value[:, pos, head]
-        else:
-            act[:, :, head] = value[:, :, head]
-        return act
-
-    return hook
-
-
 def _hand_ablation(w: Worker, name: str, value_of: Any) -> np.ndarray:
     """[layer, (pos), (head), prompt] by one hooked forward of the clean run per cell;
     ``value_of(layer, clean activation)`` gives what the cell is set to."""
@@ -97,7 +80,7 @@ def _hand_ablation(w: Worker, name: str, value_of: Any) -> np.ndarray:
         value = value_of(layer, cache[c.hook_name(layer)])
         for pos in range(t.seq_len) if c.has_pos else [-1]:
             for head in range(w.shape.n_heads) if c.has_head else [-1]:
-                hook = (c.hook_name(layer), _ablate_cell(c, value, pos, head))
+                hook = (c.hook_name(layer), set_cell(c, value, pos, head))
                 logits = w.model.run_with_hooks(t.clean, fwd_hooks=[hook])[:, -1]
                 out.append((logits[rows, t.answer] - logits[rows, t.wrong]).numpy())
     grid = [t.seq_len] if c.has_pos else []
@@ -215,7 +198,7 @@ def test_every_metric_equals_a_direct_computation_from_the_logits(tmp_path: Path
         clean = clean_logits[:, -1]
         c = get_component("resid_pre")
         for layer, pos in [(0, 3), (1, t.seq_len - 1), (2, 5)]:
-            hook = (c.hook_name(layer), _ablate_cell(c, cache[c.hook_name(layer)], pos, -1))
+            hook = (c.hook_name(layer), set_cell(c, cache[c.hook_name(layer)], pos, -1))
             logits = w.model.run_with_hooks(t.corrupted, fwd_hooks=[hook])[:, -1]
             want = {
                 "logit_diff": logits[rows, t.answer] - logits[rows, t.wrong],
