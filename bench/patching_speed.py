@@ -105,6 +105,7 @@ def _worker(name: str, tmp: Path, device: str, memory_mb: float) -> Worker:
     _write_task(task)
     overrides = [f"model.native.{k}={v}" for k, v in shape.items() if k != "d_vocab"]
     overrides += [
+        "model=native",
         f"+model.native.d_vocab={VOCAB}",
         f"model.device={device}",
         "task=prompts",

@@ -27,6 +27,8 @@ def main() -> None:
     p.add_argument("--components", default="resid_pre,z_by_pos")
     args = p.parse_args()
     grid = [
+        "model=native",
+        "task=ioi",
         f"model.native.n_layers={args.layers}",
         f"model.native.d_model={args.d_model}",
         f"model.native.n_heads={args.heads}",

@@ -21,6 +21,11 @@ def _app(cfg: DictConfig) -> None:
         print(f"patchsweep: error: {e}", file=sys.stderr)
         sys.exit(2)
     print(report(summary))
+    if cfg.store.plots:
+        from sweep.plot import render  # matplotlib loads only when pictures are drawn
+
+        out = render(summary.path)
+        print(f"pictures: {out / 'index.html'} and one PNG per component in {out}")
 
 
 def report(summary: SweepSummary, top: int = 5) -> str:

@@ -31,7 +31,8 @@ def _tiny_native() -> dict[str, Any]:
 @dataclass
 class ModelConfig:
     name: str = "native"
-    """Hub id, local checkpoint directory, or ``native`` (random weights from ``native``)."""
+    """Hub id, local checkpoint directory, ``native`` (random weights from ``native``) or
+    ``induction`` (the shipped 2-layer induction model, ``sweep.induction``)."""
     native: dict[str, Any] = field(default_factory=_tiny_native)
     """TransformerLens config for ``name=native``; ``d_vocab`` defaults to the tokenizer's."""
     compat: bool = False
@@ -56,8 +57,15 @@ class IOITaskConfig:
 
 
 @dataclass
+class InductionTaskConfig:
+    kind: str = "induction"
+    n_prompts: int = 16
+    seed: int = 0
+
+
+@dataclass
 class GridConfig:
-    components: list[str] = field(default_factory=lambda: ["resid_pre", "attn_out", "mlp_out", "z"])
+    components: list[str] = field(default_factory=lambda: ["resid_pre", "attn_out", "z"])
     layers: list[int] | None = None
     """Layers to sweep (default: all)."""
     positions: list[int] | None = None
@@ -141,6 +149,8 @@ class StoreConfig:
     """Target size of one zarr chunk (= one work unit); layers are grouped up to it."""
     overwrite: bool = False
     """Delete a store written by a different config instead of refusing it."""
+    plots: bool = True
+    """After a command-line sweep, draw heatmaps (PNG) and an HTML page into STORE.plots."""
 
 
 @dataclass
@@ -161,6 +171,7 @@ def register() -> None:
     cs.store(group="model", name="base_model", node=ModelConfig)
     cs.store(group="task", name="base_prompts", node=PromptsTaskConfig)
     cs.store(group="task", name="base_ioi", node=IOITaskConfig)
+    cs.store(group="task", name="base_induction", node=InductionTaskConfig)
     cs.store(group="grid", name="base_grid", node=GridConfig)
     cs.store(group="intervention", name="base_patch", node=PatchConfig)
     cs.store(group="intervention", name="base_zero", node=ZeroConfig)

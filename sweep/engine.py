@@ -72,6 +72,7 @@ class Worker:
         self.device = self.model.cfg.device
         self.shape = ModelShape(int(self.model.cfg.n_layers), int(self.model.cfg.n_heads))
         _check_kv_heads(spec.grid.components, self.model.cfg)
+        _check_hooks(spec.grid.components, self.model)
         self.axes: Axes = make_axes(spec.grid, self.shape, self.task.seq_len)
         self.first = min(self.axes.layers)
         self.suffix = self._suffix_forward()
@@ -141,7 +142,8 @@ class Worker:
         names = {f"blocks.{i}.hook_resid_pre" for i in self.axes.layers}
         if self.suffix is not None:
             names |= {f"blocks.{i}.attn.hook_{kv}" for i in layers for kv in "kv"}
-            names |= {c.hook_name(self.first) for c in COMPONENTS.values()}
+            stages = {c.hook_name(self.first) for c in COMPONENTS.values()}
+            names |= stages & set(self.model.hook_dict)
         return names
 
     @torch.inference_mode()
@@ -205,6 +207,8 @@ class Worker:
         valid = torch.arange(self.task.seq_len, device=self.device) <= self.last[:, None]
         by_stage = {c.stage: c for c in COMPONENTS.values()}
         for c in (by_stage[st] for st in STAGES):  # in block order: name the first difference
+            if c.hook_name(self.first) not in self.base:
+                continue  # a stage this model does not have (MLP of attention-only models)
             ref = self.base[c.hook_name(self.first)]
             if c.act_kind == "pattern":
                 mask = valid[:, None, :, None]
@@ -391,6 +395,16 @@ def _check_kv_heads(components: tuple[Component, ...], cfg: Any) -> None:
             f"grid.components: {kv} are not supported on this model: it has {n_kv} key/value "
             f"heads shared by {cfg.n_heads} query heads (grouped-query attention); "
             "sweep z, q or pattern instead"
+        )
+
+
+def _check_hooks(components: tuple[Component, ...], model: Any) -> None:
+    """Components the model has no hook for (e.g. mlp_out of an attention-only model)."""
+    missing = [c.name for c in components if c.hook_name(0) not in model.hook_dict]
+    if missing:
+        raise ConfigError(
+            f"grid.components: {missing} do not exist in this model "
+            f"(attention-only: {bool(getattr(model.cfg, 'attn_only', False))}); remove them"
         )
 
 

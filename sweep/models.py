@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
+from sweep import induction
 from sweep.errors import ConfigError
 from sweep.spec import ModelSpec
 from sweep.tokenizer import build_tokenizer
@@ -31,6 +32,8 @@ def load_model(spec: ModelSpec) -> TransformerBridge:
     dtype = getattr(torch, spec.dtype)
     if spec.name == "native":
         model = _native(spec, device, dtype)
+    elif spec.name == "induction":
+        model = induction.load(device, dtype)
     else:
         model = _pretrained(spec.name, device, dtype)
     if spec.compat:

@@ -197,7 +197,7 @@ def _model_spec(m: DictConfig) -> ModelSpec:
 
 
 def _task_spec(t: DictConfig) -> TaskSpec:
-    kind = _one_of("task.kind", str(t.kind), ("prompts", "ioi"))
+    kind = _one_of("task.kind", str(t.kind), ("prompts", "ioi", "induction"))
     if kind == "prompts":
         if OmegaConf.is_missing(t, "path"):
             raise ConfigError("task.path: missing; pass task.path=FILE (a JSON Lines task file)")

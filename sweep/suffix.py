@@ -10,8 +10,9 @@ projections, MLP: almost all FLOPs) runs on the packed suffix tokens of all rows
 row pays for another's longer suffix; attention runs padded to [rows, heads, seq, seq],
 which costs seq^2 rather than seq * d_model^2 per row.
 
-It implements the pre-norm GPT-2 family block (layer norm or RMS norm modules of the model
-itself, standard position embeddings, full multi-head attention, any position-wise MLP).
+It implements the pre-norm GPT-2 family block (the model's own layer norm or RMS norm
+modules, or none; standard position embeddings; full multi-head attention; any
+position-wise MLP, or none in attention-only models).
 The engine traces ``SuffixForward.block`` against the model's own hooks at start-up and
 uses the model's hooked forward instead where a model is not of this family.
 """
@@ -85,8 +86,9 @@ class Rows:
 @dataclass(frozen=True)
 class _Layer:
     ln1: Any
-    ln2: Any
-    mlp: Any
+    ln2: Any | None
+    mlp: Any | None
+    """None in attention-only models."""
     w_qkv: torch.Tensor
     """[d_model, 3 * heads * d_head]: one matmul for q, k and v."""
     b_qkv: torch.Tensor
@@ -113,8 +115,8 @@ class SuffixForward:
             self.layers = [
                 _Layer(
                     ln1=model.blocks[i].ln1,
-                    ln2=model.blocks[i].ln2,
-                    mlp=model.blocks[i].mlp,
+                    ln2=getattr(model.blocks[i], "ln2", None),
+                    mlp=getattr(model.blocks[i], "mlp", None),
                     w_qkv=torch.cat([x[i].permute(1, 0, 2).flatten(1) for x in w], 1).clone(),
                     b_qkv=torch.cat([x[i].flatten() for x in b]).clone(),
                     w_o=model.W_O[i].flatten(0, 1).clone(),
@@ -133,7 +135,6 @@ class SuffixForward:
                 "its position embeddings are not added at the input (e.g. rotary)",
             ),
             (bool(getattr(cfg, "parallel_attn_mlp", False)), "it has parallel attention/MLP"),
-            (bool(getattr(cfg, "attn_only", False)), "it is attention-only"),
             (
                 getattr(cfg, "n_key_value_heads", None) not in (None, cfg.n_heads),
                 "it has grouped-query attention",
@@ -200,6 +201,9 @@ class SuffixForward:
         z = self._attend(q, k, v, rows, k_cache, v_cache, at if explicit else None)
         z = at("z", z)
         attn_out = at("attn_out", z.flatten(1) @ w.w_o + w.b_o)
+        if w.mlp is None:  # attention-only
+            return at("resid_post", x + attn_out)
+        assert w.ln2 is not None
         mid = at("resid_mid", x + attn_out)
         mlp_out = at("mlp_out", w.mlp(w.ln2(mid.unsqueeze(0)))[0])
         return at("resid_post", mid + mlp_out)

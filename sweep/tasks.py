@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sweep import ioi
+from sweep import induction, ioi
 from sweep.errors import TaskError
 from sweep.spec import TaskSpec
 
@@ -104,6 +104,11 @@ def load_examples(spec: TaskSpec, model: Any) -> list[Example]:
     if spec.kind == "prompts":
         assert spec.path is not None
         return read_prompts(spec.path)
+    if spec.kind == "induction":
+        return [
+            Example(e.clean, e.corrupted, e.answer, e.wrong, f"induction #{i}")
+            for i, e in enumerate(induction.make_induction(spec.n_prompts, spec.seed))
+        ]
     names = ioi.usable_names(lambda s: len(_ids(model, s)) == 1)
     log.info("IOI: %d of %d names are single tokens for this tokenizer", len(names), len(ioi.NAMES))
     try:

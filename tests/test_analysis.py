@@ -19,6 +19,7 @@ def ds(tmp_path_factory: pytest.TempPathFactory) -> xr.Dataset:
     task = write_task(tmp / "task.jsonl", ioi_rows(8))  # one template: equal lengths
     path = sweep.run(
         [
+            "model=native",
             "model.native.n_layers=3",
             "task=prompts",
             f"task.path={task}",
@@ -88,7 +89,9 @@ def test_top_cells_ranks_every_component(ds: xr.Dataset) -> None:
 def test_top_cells_of_a_noising_store_are_relative_to_the_clean_run(tmp_path: Path) -> None:
     path = sweep.run(
         [
+            "model=native",
             "model.native.n_layers=2",
+            "task=ioi",
             "task.n_prompts=4",
             "grid.components=[resid_pre]",
             "intervention.direction=noise",

@@ -42,6 +42,7 @@ def _rows() -> list[dict[str, str]]:
 
 def _overrides(tmp: Path, task: Path, positions: list[int], engine: str) -> list[str]:
     return [
+        "model=native",
         "model.native.n_layers=3",
         "task=prompts",
         f"task.path={task}",
@@ -110,7 +111,8 @@ def test_engine_equals_one_forward_per_cell(variable_lengths: dict[str, Any], en
 
 def _worker(tmp: Path, *extra: str) -> Worker:
     task = write_task(tmp / "task.jsonl", _rows())
-    overrides = ["task=prompts", f"task.path={task}", "runner.progress=false", *extra]
+    overrides = ["model=native", "task=prompts", f"task.path={task}", "runner.progress=false"]
+    overrides += extra
     return Worker(SweepSpec.from_config(sweep.compose_config(overrides)))
 
 

@@ -13,7 +13,8 @@ from sweep.errors import ConfigError, StoreMismatchError, TaskError
 
 
 def _run(tmp_path: Path, *overrides: str) -> Path:
-    return sweep.run([f"store.path={tmp_path / 'out.zarr'}", "runner.progress=false", *overrides])
+    base = ["model=native", "task=ioi", f"store.path={tmp_path / 'out.zarr'}"]
+    return sweep.run([*base, "runner.progress=false", *overrides])
 
 
 def _task(tmp_path: Path, rows: list[dict]) -> str:

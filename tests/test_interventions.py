@@ -27,6 +27,7 @@ patching in test_patching_vs_transformerlens.py; the engine code path is shared)
 def _overrides(tmp: Path, name: str, *extra: str) -> list[str]:
     task = write_task(tmp / "task.jsonl", ioi_rows(4))
     return [
+        "model=native",
         "model.native.n_layers=3",
         "task=prompts",
         f"task.path={task}",

@@ -23,7 +23,9 @@ from sweep.ray_runner import RayRunner, default_num_workers
 from sweep.spec import SweepSpec
 
 SLOW_GRID = [
+    "model=native",
     "model.native.n_layers=4",
+    "task=ioi",
     "task.n_prompts=6",
     "grid.components=[z_by_pos,resid_pre]",
     "store.chunk_kb=1",  # z_by_pos: one layer per unit

@@ -17,7 +17,9 @@ import zarr
 import sweep
 
 OVERRIDES = [
+    "model=native",
     "model.native.n_layers=4",
+    "task=ioi",
     "task.n_prompts=6",
     "grid.components=[z_by_pos,resid_pre,mlp_out]",
     "store.chunk_kb=1",  # one layer per unit: 12 units

@@ -39,6 +39,7 @@ def reference(task: Path) -> dict[str, np.ndarray]:
 
 def _grid(task: Path) -> list[str]:
     return [
+        "model=native",
         "model.native.n_layers=3",
         "task=prompts",
         f"task.path={task}",
@@ -83,7 +84,14 @@ def test_resumes_a_store_left_by_a_crash(runner_args, task, tmp_path) -> None:
 
 def test_ablations_and_atp_verification_run_alike(runner_args, task, tmp_path) -> None:
     """Resampling (several samples) and AtP's exact top cells give the local runner's values."""
-    grid = [*_grid(task)[:3], "grid.components=[resid_pre,z]", "runner.memory_mb=1"]
+    grid = [
+        "model=native",
+        "model.native.n_layers=3",
+        "task=prompts",
+        f"task.path={task}",
+        "grid.components=[resid_pre,z]",
+        "runner.memory_mb=1",
+    ]
     runs = {
         "resample": ["intervention=resample", "intervention.samples=2"],
         "atp": ["intervention=atp", "intervention.verify_top_k=3"],

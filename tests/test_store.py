@@ -15,6 +15,7 @@ from sweep.tasks import read_prompts
 
 def _overrides(task, path) -> list[str]:
     return [
+        "model=native",
         "task=prompts",
         f"task.path={task}",
         "grid.components=[resid_pre,z,z_by_pos]",

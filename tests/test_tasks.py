@@ -16,15 +16,19 @@ from sweep.tasks import load_examples, tokenize
 
 @pytest.fixture(scope="module")
 def native():
-    return load_model(SweepSpec.from_config(sweep.compose_config([])).model)
+    return load_model(SweepSpec.from_config(sweep.compose_config(["model=native"])).model)
 
 
 def test_ioi_is_seeded_and_well_formed(native) -> None:
-    spec = SweepSpec.from_config(sweep.compose_config(["task.n_prompts=20", "task.seed=3"])).task
+    spec = SweepSpec.from_config(
+        sweep.compose_config(["task=ioi", "task.n_prompts=20", "task.seed=3"])
+    ).task
     a, b = load_examples(spec, native), load_examples(spec, native)
     assert a == b and len(a) == 20
     other = load_examples(
-        SweepSpec.from_config(sweep.compose_config(["task.n_prompts=20", "task.seed=4"])).task,
+        SweepSpec.from_config(
+            sweep.compose_config(["task=ioi", "task.n_prompts=20", "task.seed=4"])
+        ).task,
         native,
     )
     assert [e.clean for e in other] != [e.clean for e in a]
@@ -60,6 +64,7 @@ def test_prompts_of_different_lengths_are_right_padded(native, tmp_path: Path) -
     task = write_task(tmp_path / "t.jsonl", rows)
     path = sweep.run(
         [
+            "model=native",
             "task=prompts",
             f"task.path={task}",
             "grid.components=[resid_pre,z]",
@@ -79,6 +84,7 @@ def test_prompts_of_different_lengths_are_right_padded(native, tmp_path: Path) -
     alone = write_task(tmp_path / "alone.jsonl", rows[:1])
     p2 = sweep.run(
         [
+            "model=native",
             "task=prompts",
             f"task.path={alone}",
             "grid.components=[resid_pre,z]",
