@@ -18,7 +18,7 @@ from sweep.components import get_component
 from sweep.plan import Plan, make_plan
 from sweep.runner import Runner, make_runner
 from sweep.spec import SweepSpec, results_config
-from sweep.store import ResultStore, StoreMeta, check_config, open_results
+from sweep.store import Location, ResultStore, StoreMeta, check_config, location, open_results
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
 
 @dataclass(frozen=True, slots=True)
 class SweepSummary:
-    path: Path
+    path: Location
+    """The store: a local Path, or the fsspec URL given as store.path."""
     units_total: int
     units_run: int
     """Units computed by this run (the rest were done by earlier runs)."""
@@ -78,7 +79,7 @@ def _verify_top_cells(
     store.mark_verified(run_number)
 
 
-def run(overrides: list[str] | None = None) -> Path:
+def run(overrides: list[str] | None = None) -> Location:
     """Run or resume the sweep the overrides describe; returns the store path."""
     return run_config(compose_config(overrides)).path
 
@@ -86,7 +87,7 @@ def run(overrides: list[str] | None = None) -> Path:
 def run_config(cfg: DictConfig) -> SweepSummary:
     start = time.perf_counter()
     spec = SweepSpec.from_config(cfg)
-    path = Path(spec.store_path).expanduser().resolve()
+    path = location(spec.store_path)
     fingerprint: dict[str, Any] = {"config": results_config(cfg)}
     if not spec.overwrite:
         check_config(path, fingerprint)  # fail before the model loads

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import sys
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sweep import config
@@ -15,6 +19,7 @@ from sweep.store import open_results
 
 
 def _app(cfg: DictConfig) -> None:
+    _own_store_per_job(cfg)
     try:
         summary = run_config(cfg)
     except SweepError as e:
@@ -26,6 +31,27 @@ def _app(cfg: DictConfig) -> None:
 
         out = render(summary.path)
         print(f"pictures: {out / 'index.html'} and one PNG per component in {out}")
+
+
+def _own_store_per_job(cfg: DictConfig) -> None:
+    """Under ``-m`` (multirun) each job gets its own store, named by its overrides
+    (``sweep.zarr`` -> ``sweep-model.name=gpt2.zarr``), unless the sweep varies store.path.
+    The same command names the same stores, so a multirun resumes like a single run."""
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task]
+    if "store.path" in keys:
+        return
+    # What changes results names the store; runner and store settings do not.
+    parts = [
+        o
+        for o, k in zip(hc.overrides.task, keys, strict=True)
+        if not k.startswith(("runner", "store"))
+    ]
+    path = Path(cfg.store.path)
+    tag = re.sub(r"[^\w.,=+-]", "_", ",".join(sorted(parts)) or str(hc.job.num))
+    cfg.store.path = str(path.with_name(f"{path.stem}-{tag}{path.suffix}"))
 
 
 def report(summary: SweepSummary, top: int = 5) -> str:

@@ -93,9 +93,10 @@ def figure(h: Heatmap) -> Any:
 
 def render(store: str | Path, out: str | Path | None = None, metric: str | None = None) -> Path:
     """Write ``{component}.png`` (for ``metric``, default the first) and ``index.html``
-    (every metric) into ``out`` (default: next to the store, ``STORE.plots``)."""
+    (every metric) into ``out`` (default: next to the store, ``STORE.plots``; for a URL
+    store, ``NAME.plots`` in the working directory)."""
     ds = open_results(store).load()
-    out_dir = Path(out) if out is not None else Path(store).with_suffix(".plots")
+    out_dir = Path(out) if out is not None else _default_out(store)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = [str(m) for m in ds["metric"].values]
     metric = metric or metrics[0]
@@ -106,6 +107,13 @@ def render(store: str | Path, out: str | Path | None = None, metric: str | None 
     maps = [heatmap(ds, n, m) for n in components(ds) for m in metrics]
     (out_dir / "index.html").write_text(page(maps, str(store)), encoding="utf-8")
     return out_dir
+
+
+def _default_out(store: str | Path) -> Path:
+    """Next to a local store; for a URL store, in the working directory."""
+    if "://" in str(store):
+        return Path.cwd() / Path(str(store).rstrip("/").rsplit("/", 1)[-1]).with_suffix(".plots")
+    return Path(store).with_suffix(".plots")
 
 
 def page(maps: list[Heatmap], store: str) -> str:

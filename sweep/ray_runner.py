@@ -117,8 +117,13 @@ def connect(spec: RunnerSpec) -> bool:
             _node_ip_address="127.0.0.1",
         )
         return True
+    address = spec.address
+    if address == "auto":
+        # Inside a Ray job (ray job submit, KubeRay) RAY_ADDRESS names this job's cluster;
+        # "auto" alone would guess among every Ray on the machine.
+        address = os.environ.get("RAY_ADDRESS") or "auto"
     try:
-        ray.init(address=spec.address, log_to_driver=False, configure_logging=False)
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
     except ConnectionError as e:
         raise ConfigError(f"runner.address: could not join Ray at {spec.address}: {e}") from None
     return True

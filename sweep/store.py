@@ -17,16 +17,58 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.request import url2pathname
 
 import numpy as np
 import xarray as xr
 import zarr
 
 from sweep.engine import TaskInfo
-from sweep.errors import StoreMismatchError
+from sweep.errors import ConfigError, StoreMismatchError
 from sweep.plan import Plan, WorkUnit
 
 META_GROUP = "_patchsweep"
+FINGERPRINT = "patchsweep_fingerprint"
+
+Location = Path | str
+"""A local directory (resolved Path) or an fsspec URL (``s3://...``, ``file://...``)."""
+
+
+def location(path: str) -> Location:
+    """``store.path`` as a Location: URLs stay as given, local paths are resolved."""
+    if path.startswith("file://"):  # a local path in URL form: atomic creation applies
+        path = url2pathname(path.removeprefix("file://"))
+    if "://" not in path:
+        return Path(path).expanduser().resolve()
+    try:
+        import fsspec  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            f"store.path: {path} is a URL; URLs need fsspec (pip install 'patchsweep[cluster]'"
+            " and the filesystem's package, e.g. s3fs)"
+        ) from None
+    return path
+
+
+def _exists(loc: Location) -> bool:
+    if isinstance(loc, Path):
+        return loc.exists()
+    fs, root = _fs(loc)
+    return bool(fs.exists(root))
+
+
+def _remove(loc: Location) -> None:
+    if isinstance(loc, Path):
+        shutil.rmtree(loc)
+    else:
+        fs, root = _fs(loc)
+        fs.rm(root, recursive=True)
+
+
+def _fs(url: str) -> tuple[Any, str]:
+    from fsspec.core import url_to_fs
+
+    return url_to_fs(url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +88,7 @@ class StoreMeta:
 
 
 class ResultStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Location) -> None:
         self.path = path
         self.group = zarr.open_group(str(path), mode="r+")
         self.done_array = _array(self.group, f"{META_GROUP}/done")
@@ -54,11 +96,11 @@ class ResultStore:
 
     @classmethod
     def open_or_create(
-        cls, path: Path, plan: Plan, info: TaskInfo, meta: StoreMeta, overwrite: bool = False
+        cls, path: Location, plan: Plan, info: TaskInfo, meta: StoreMeta, overwrite: bool = False
     ) -> ResultStore:
-        if path.exists() and overwrite and _fingerprint(path) != meta.fingerprint:
-            shutil.rmtree(path)
-        if path.exists():
+        if _exists(path) and overwrite and _fingerprint(path) != meta.fingerprint:
+            _remove(path)
+        if _exists(path):
             _check_same(path, meta.fingerprint)
         else:
             _create(path, plan, info, meta)
@@ -99,22 +141,22 @@ def _array(group: zarr.Group, name: str) -> zarr.Array:
     return node
 
 
-def _fingerprint(path: Path) -> dict[str, Any] | None:
+def _fingerprint(path: Location) -> dict[str, Any] | None:
     try:
         attrs = zarr.open_group(str(path), mode="r").attrs
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         return None
-    fp = attrs.get("patchsweep_fingerprint")
+    fp = attrs.get(FINGERPRINT)
     return json.loads(fp) if isinstance(fp, str) else None
 
 
-def check_config(path: Path, want: dict[str, Any]) -> None:
+def check_config(path: Location, want: dict[str, Any]) -> None:
     """Refuse early (before the model loads) a store whose config differs from ``want``."""
-    if path.exists():
+    if _exists(path):
         _check_same(path, want, only=tuple(want))
 
 
-def _check_same(path: Path, want: dict[str, Any], only: tuple[str, ...] | None = None) -> None:
+def _check_same(path: Location, want: dict[str, Any], only: tuple[str, ...] | None = None) -> None:
     have = _fingerprint(path)
     if have is None:
         raise StoreMismatchError(
@@ -146,12 +188,23 @@ def _diff(have: dict[str, Any], want: dict[str, Any]) -> list[tuple[str, Any, An
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def _create(path: Path, plan: Plan, info: TaskInfo, meta: StoreMeta) -> None:
+def _create(path: Location, plan: Plan, info: TaskInfo, meta: StoreMeta) -> None:
+    """Local: build in a temporary directory and rename it into place. Object stores have
+    no rename: build in place and write the fingerprint last, so a half-made store is
+    never taken for a finished one (it is refused; store.overwrite=true replaces it)."""
+    if not isinstance(path, Path):
+        _populate(path, plan, info, meta)
+        return
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    _coordinates(plan, info, meta).to_zarr(str(tmp), mode="w", consolidated=False, zarr_format=3)
-    group = zarr.open_group(str(tmp), mode="r+")
+    _populate(str(tmp), plan, info, meta)
+    os.replace(tmp, path)
+
+
+def _populate(target: str, plan: Plan, info: TaskInfo, meta: StoreMeta) -> None:
+    _coordinates(plan, info, meta).to_zarr(target, mode="w", consolidated=False, zarr_format=3)
+    group = zarr.open_group(target, mode="r+")
     for c in plan.components:
         group.create_array(
             c.name,
@@ -175,11 +228,11 @@ def _create(path: Path, plan: Plan, info: TaskInfo, meta: StoreMeta) -> None:
         "done", shape=(len(plan.units),), chunks=(1,), dtype="int32", fill_value=0
     )
     meta_group.create_array("verified", shape=(1,), chunks=(1,), dtype="int32", fill_value=0)
+    group.attrs[FINGERPRINT] = json.dumps(meta.fingerprint, sort_keys=True)
     with warnings.catch_warnings():
         # Consolidated metadata is not in the zarr v3 spec yet; xarray reads it quietly.
         warnings.simplefilter("ignore")
-        zarr.consolidate_metadata(str(tmp))
-    os.replace(tmp, path)
+        zarr.consolidate_metadata(target)
 
 
 def _coordinates(plan: Plan, info: TaskInfo, meta: StoreMeta) -> xr.Dataset:
@@ -211,11 +264,10 @@ def _coordinates(plan: Plan, info: TaskInfo, meta: StoreMeta) -> xr.Dataset:
         components=[c.name for c in plan.components],
         intervention=meta.intervention,
         base_run=meta.base_run,
-        patchsweep_fingerprint=json.dumps(meta.fingerprint, sort_keys=True),
     )
     return ds
 
 
-def open_results(path: str | os.PathLike[str]) -> xr.Dataset:
+def open_results(path: str | os.PathLike[str]) -> xr.Dataset:  # a local path or fsspec URL
     """The store as an xarray Dataset (lazy; cells not yet computed are NaN)."""
     return xr.open_zarr(str(path))

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import xarray as xr
 import yaml
+import zarr
 
 import sweep
+from sweep.errors import StoreMismatchError
 from sweep.tasks import read_prompts
 
 
@@ -96,3 +98,33 @@ def test_rerun_computes_nothing_and_keeps_values(store) -> None:
     summary = sweep.run_config(sweep.compose_config(_overrides(task, path)))
     assert summary.units_run == 0 and summary.units_total == 3
     xr.testing.assert_identical(before, sweep.open_results(path).load())
+
+
+@pytest.mark.parametrize("scheme", ["file", "memory"])
+def test_store_path_may_be_an_fsspec_url(tmp_path, task_file, scheme) -> None:
+    """The same sweep into a URL store: equal values, resumable, opened by URL. memory://
+    is an fsspec filesystem with no rename, like an object store."""
+    local = sweep.open_results(sweep.run(_overrides(task_file, tmp_path / "local.zarr")))
+    url = f"memory://{tmp_path.name}/s.zarr"
+    if scheme == "file":
+        url = (tmp_path / "url.zarr").as_uri()
+    path = sweep.run(_overrides(task_file, url))
+    assert str(path) == (str(tmp_path / "url.zarr") if scheme == "file" else url)
+    ds = sweep.open_results(url)
+    assert ds.attrs["patchsweep_fingerprint"] == local.attrs["patchsweep_fingerprint"]
+    for name in ("resid_pre", "z", "z_by_pos"):
+        np.testing.assert_array_equal(ds[name].values, local[name].values)
+    summary = sweep.run_config(sweep.compose_config(_overrides(task_file, url)))
+    assert summary.units_run == 0 and summary.units_total > 0  # resumed: nothing left
+    with pytest.raises(StoreMismatchError, match="different config"):
+        sweep.run([*_overrides(task_file, url), "grid.heads=[2]"])
+
+
+def test_half_made_url_store_is_not_taken_for_a_store(tmp_path, task_file) -> None:
+    """A creation cut off before its fingerprint (written last) is refused, not resumed."""
+    url = f"memory://{tmp_path.name}/half.zarr"
+    zarr.open_group(url, mode="w").attrs["components"] = ["resid_pre"]
+    with pytest.raises(StoreMismatchError, match="not a patchsweep store"):
+        sweep.run(_overrides(task_file, url))
+    path = sweep.run([*_overrides(task_file, url), "store.overwrite=true"])
+    assert sweep.open_results(path)["resid_pre"].notnull().all()
