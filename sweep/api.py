@@ -75,7 +75,7 @@ def _verify_top_cells(
             where += [axes.positions.index(pos)] if c.has_pos else []
             where += [axes.heads.index(head)] if c.has_head else []
             index.append(tuple(where))
-        store.write_cells(f"{name}_exact", index, runner.exact(str(name), cells), run_number)
+        store.write_cells(f"{name}_exact", index, runner.exact(str(name), cells))
     store.mark_verified(run_number)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -49,9 +48,15 @@ def _own_store_per_job(cfg: DictConfig) -> None:
         for o, k in zip(hc.overrides.task, keys, strict=True)
         if not k.startswith(("runner", "store"))
     ]
-    path = Path(cfg.store.path)
     tag = re.sub(r"[^\w.,=+-]", "_", ",".join(sorted(parts)) or str(hc.job.num))
-    cfg.store.path = str(path.with_name(f"{path.stem}-{tag}{path.suffix}"))
+    cfg.store.path = tagged(str(cfg.store.path), tag)
+
+
+def tagged(path: str, tag: str) -> str:
+    """``dir/sweep.zarr`` -> ``dir/sweep-TAG.zarr``; string-wise, so URLs stay URLs."""
+    head, slash, name = path.rstrip("/").rpartition("/")
+    stem, dot, suffix = name.rpartition(".") if "." in name else (name, "", "")
+    return f"{head}{slash}{stem}-{tag}{dot}{suffix}"
 
 
 def report(summary: SweepSummary, top: int = 5) -> str:

@@ -121,9 +121,7 @@ class ResultStore:
         """The run that stored the exact values of AtP's top cells (0: not yet)."""
         return int(np.asarray(self.verified_array[:])[0])
 
-    def write_cells(
-        self, name: str, index: list[tuple[int, ...]], values: np.ndarray, run: int
-    ) -> None:
+    def write_cells(self, name: str, index: list[tuple[int, ...]], values: np.ndarray) -> None:
         """Single cells of ``name`` (index per cell along layer, [pos], [head]; values
         [metric, cell, prompt]); only the driver writes, after every unit is done."""
         arr = _array(self.group, name)

@@ -50,3 +50,11 @@ def test_multirun_gives_each_job_its_own_store_and_resumes(tmp_path: Path) -> No
     again = _cli(tmp_path, *args)  # the same command finds the same stores: nothing to do
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("units: 0 computed this run") == 2
+
+
+def test_multirun_store_names_keep_urls_and_directories() -> None:
+    from sweep.cli import tagged
+
+    assert tagged("outputs/sweep.zarr", "a=1") == "outputs/sweep-a=1.zarr"
+    assert tagged("s3://bucket/runs/sweep.zarr", "a=1") == "s3://bucket/runs/sweep-a=1.zarr"
+    assert tagged("store", "a=1") == "store-a=1"
