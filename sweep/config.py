@@ -51,16 +51,16 @@ class PromptsTaskConfig:
 
 @dataclass
 class IOITaskConfig:
+    """A generated task: ``n_prompts`` prompts drawn with ``seed``."""
+
     kind: str = "ioi"
     n_prompts: int = 16
     seed: int = 0
 
 
 @dataclass
-class InductionTaskConfig:
+class InductionTaskConfig(IOITaskConfig):
     kind: str = "induction"
-    n_prompts: int = 16
-    seed: int = 0
 
 
 @dataclass

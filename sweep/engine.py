@@ -155,10 +155,13 @@ class Worker:
         return logits[rows, self.task.lengths - 1], cache
 
     def _reference(self, hooks: set[str]) -> Any:
-        """Mean ablation over a reference file: its run, cached at the grid's hooks."""
+        """Mean ablation over a reference file: its run, cached at the grid's hooks (and
+        the digest of its tokens, which the store's fingerprint includes)."""
+        self.reference_digest = ""
         if self.iv.reference is None:
             return None
         tokens = reference_tokens(self.iv.reference, self.model, self.task.seq_len)
+        self.reference_digest = "+ref:" + hashlib.sha256(tokens.numpy().tobytes()).hexdigest()[:16]
         with torch.inference_mode():
             _, cache = self.model.run_with_cache(
                 tokens.to(self.device), names_filter=lambda n: n in hooks
@@ -252,16 +255,10 @@ class Worker:
             corrupted_str=t.corrupted_str,
             clean_baseline=self._metric(self.clean_logits, t.n_prompts),
             corrupted_baseline=self._metric(self.corr_logits, t.n_prompts),
-            task_digest=t.digest() + self._reference_digest(),
+            task_digest=t.digest() + self.reference_digest,
             versions={"patchsweep": __version__, "transformer_lens": version("transformer-lens")},
             engine=self.engine,
         )
-
-    def _reference_digest(self) -> str:
-        if self.iv.reference is None:
-            return ""
-        tokens = reference_tokens(self.iv.reference, self.model, self.task.seq_len)
-        return "+ref:" + hashlib.sha256(tokens.numpy().tobytes()).hexdigest()[:16]
 
     def _metric(self, logits: torch.Tensor, n_rows: int) -> np.ndarray:
         return self._evaluate(logits, n_rows // self.task.n_prompts).cpu().numpy()

@@ -132,3 +132,13 @@ def set_cell(c: Any, value: torch.Tensor, pos: int, head: int) -> Any:
         return act
 
     return hook
+
+
+def native_prompts(task: Path, n_layers: int = 3) -> list[str]:
+    """Overrides for a random-weight native model of ``n_layers`` on a task file."""
+    return [
+        "model=native",
+        f"model.native.n_layers={n_layers}",
+        "task=prompts",
+        f"task.path={task}",
+    ]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import ioi_rows, write_task
+from conftest import ioi_rows, native_prompts, write_task
 
 import sweep
 from sweep import analysis
@@ -19,10 +19,7 @@ def ds(tmp_path_factory: pytest.TempPathFactory) -> xr.Dataset:
     task = write_task(tmp / "task.jsonl", ioi_rows(8))  # one template: equal lengths
     path = sweep.run(
         [
-            "model=native",
-            "model.native.n_layers=3",
-            "task=prompts",
-            f"task.path={task}",
+            *native_prompts(task),
             "grid.components=[resid_pre,resid_post,z]",
             f"store.path={tmp / 'store'}",
             "runner.progress=false",

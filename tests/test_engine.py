@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import NAMES, set_cell, write_task
+from conftest import NAMES, native_prompts, set_cell, write_task
 
 import sweep
 from sweep.components import COMPONENTS, Component
@@ -42,10 +42,7 @@ def _rows() -> list[dict[str, str]]:
 
 def _overrides(tmp: Path, task: Path, positions: list[int], engine: str) -> list[str]:
     return [
-        "model=native",
-        "model.native.n_layers=3",
-        "task=prompts",
-        f"task.path={task}",
+        *native_prompts(task),
         f"grid.components=[{','.join(COMPONENTS)}]",
         f"grid.positions=[{','.join(map(str, positions))}]",
         f"store.path={tmp / engine}",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ioi_rows, set_cell, write_task
+from conftest import ioi_rows, native_prompts, set_cell, write_task
 from test_patching_vs_transformerlens import TL_FUNCTIONS
 
 import sweep
@@ -27,10 +27,7 @@ patching in test_patching_vs_transformerlens.py; the engine code path is shared)
 def _overrides(tmp: Path, name: str, *extra: str) -> list[str]:
     task = write_task(tmp / "task.jsonl", ioi_rows(4))
     return [
-        "model=native",
-        "model.native.n_layers=3",
-        "task=prompts",
-        f"task.path={task}",
+        *native_prompts(task),
         f"store.path={tmp / name}",
         "runner.progress=false",
         "runner.memory_mb=1",

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from conftest import native_prompts
 from test_patching_vs_transformerlens import _reference
 
 import sweep
@@ -39,10 +40,7 @@ def reference(task: Path) -> dict[str, np.ndarray]:
 
 def _grid(task: Path) -> list[str]:
     return [
-        "model=native",
-        "model.native.n_layers=3",
-        "task=prompts",
-        f"task.path={task}",
+        *native_prompts(task),
         f"grid.components=[{','.join(COMPONENTS)}]",
         "store.chunk_kb=1",  # one unit per layer: several units per component
         "runner.memory_mb=1",
@@ -85,10 +83,7 @@ def test_resumes_a_store_left_by_a_crash(runner_args, task, tmp_path) -> None:
 def test_ablations_and_atp_verification_run_alike(runner_args, task, tmp_path) -> None:
     """Resampling (several samples) and AtP's exact top cells give the local runner's values."""
     grid = [
-        "model=native",
-        "model.native.n_layers=3",
-        "task=prompts",
-        f"task.path={task}",
+        *native_prompts(task),
         "grid.components=[resid_pre,z]",
         "runner.memory_mb=1",
     ]
