@@ -35,11 +35,11 @@ import transformer_lens.patching as tlp  # noqa: E402
 
 import sweep
 from sweep.components import get_component
-from sweep.engine import Worker
-from sweep.ioi import NAMES
+from sweep.config import to_spec
+from sweep.engine.worker import Worker
+from sweep.models.native import build_tokenizer
 from sweep.plan import WorkUnit
-from sweep.spec import SweepSpec
-from sweep.tokenizer import build_tokenizer
+from sweep.tasks.ioi import NAMES
 
 MODELS = {
     "gpt2-small": dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072),
@@ -114,7 +114,7 @@ def _worker(name: str, tmp: Path, device: str, memory_mb: float) -> Worker:
         f"runner.memory_mb={memory_mb}",
         "runner.engine=fast",
     ]
-    w = Worker(SweepSpec.from_config(sweep.compose_config(overrides)))
+    w = Worker(to_spec(sweep.compose_config(overrides)))
     assert w.task.seq_len == SEQ and bool((w.task.lengths == SEQ).all()), "prompt length"
     return w
 
@@ -133,10 +133,8 @@ def _write_task(path: Path) -> None:
 
 
 def _unit(w: Worker, grid: str) -> WorkUnit:
-    c = get_component(grid)
-    positions = w.axes.positions if c.has_pos else ()
-    heads = w.axes.heads if c.has_head else ()
-    return WorkUnit(0, grid, 0, w.axes.layers, positions, heads)
+    cells = w.axes.of(get_component(grid))
+    return WorkUnit(0, grid, 0, w.axes.layers, cells, 0, w.task.n_prompts)
 
 
 def _row(name: str, grid: str, w: Worker) -> str:
@@ -145,7 +143,7 @@ def _row(name: str, grid: str, w: Worker) -> str:
     ours, ours_mb = _measure(lambda: w.run(unit), w.device)
     model, corrupted = w.model, w.task.corrupted.to(w.device)
     _, clean_cache = model.run_with_cache(w.task.clean.to(w.device))
-    answer, wrong = w.answer, w.wrong
+    answer, wrong = w.task.answer.to(w.device), w.task.wrong.to(w.device)
 
     def metric(logits: torch.Tensor) -> torch.Tensor:
         last = logits[:, -1]
@@ -172,7 +170,7 @@ def _row(name: str, grid: str, w: Worker) -> str:
 
 
 def _unit_first_layer(unit: WorkUnit) -> WorkUnit:
-    return WorkUnit(0, unit.component, 0, unit.layers[:1], unit.positions, unit.heads)
+    return WorkUnit(0, unit.component, 0, unit.layers[:1], unit.grid, 0, unit.prompt_stop)
 
 
 def _ceiling(name: str, grid: str) -> float:

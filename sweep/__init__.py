@@ -1,8 +1,28 @@
-"""patchsweep: activation-patching sweeps over transformer language models, into zarr."""
+"""patchsweep: activation-patching sweeps over transformer language models, into zarr.
 
-__version__ = "0.1.0"
+Exports are loaded on first use, so ``import sweep`` (and the results side: opening a
+store, analysis, plots, status) imports no torch, TransformerLens or Hydra.
+"""
 
-from sweep.api import compose_config, run, run_config  # noqa: E402
-from sweep.store import open_results  # noqa: E402
+from __future__ import annotations
 
-__all__ = ["__version__", "compose_config", "open_results", "run", "run_config"]
+import importlib
+from typing import Any
+
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    "run": "sweep.driver",
+    "run_config": "sweep.driver",
+    "compose_config": "sweep.driver",
+    "open_results": "sweep.results.store",
+    "status": "sweep.results.status",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'sweep' has no attribute {name!r}")

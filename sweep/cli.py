@@ -1,55 +1,73 @@
-"""``python -m sweep [overrides]``: a thin Hydra wrapper around ``sweep.api.run_config``."""
+"""``python -m sweep [overrides]``: a thin Hydra wrapper around ``sweep.driver.run_config``.
+
+Every mistake a user can make on the command line ends in one line on stderr,
+``patchsweep: error: ...``, naming the key or file, and a non-zero exit: the overrides of
+every job are composed and checked before Hydra starts, so a wrong key, type or value
+fails before any model loads.
+"""
 
 from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sweep import config
-from sweep.analysis import top_cells
-from sweep.api import SweepSummary, conf_dir, run_config
-from sweep.errors import SweepError
-from sweep.store import open_results
+from sweep.errors import Interrupted, SweepError
+
+if TYPE_CHECKING:
+    from sweep.driver import SweepSummary
+
+GROUPS = ("model", "task", "grid", "intervention", "metric", "runner", "store")
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"patchsweep: error: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 def _app(cfg: DictConfig) -> None:
-    _own_store_per_job(cfg)
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from sweep.driver import run_config
+
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        cfg.store.path = job_store(cfg, list(HydraConfig.get().overrides.task))
     try:
         summary = run_config(cfg)
+        print(report(summary))
+        if cfg.store.plots:
+            from sweep.results.plot import render  # matplotlib loads only for pictures
+
+            out = render(summary.path)
+            print(f"pictures: {out / 'index.html'} and one PNG per component in {out}")
+    except Interrupted as e:
+        fail(str(e), e.exit_code)
     except SweepError as e:
-        print(f"patchsweep: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(report(summary))
-    if cfg.store.plots:
-        from sweep.plot import render  # matplotlib loads only when pictures are drawn
-
-        out = render(summary.path)
-        print(f"pictures: {out / 'index.html'} and one PNG per component in {out}")
+        fail(str(e))
 
 
-def _own_store_per_job(cfg: DictConfig) -> None:
-    """Under ``-m`` (multirun) each job gets its own store, named by its overrides
-    (``sweep.zarr`` -> ``sweep-model.name=gpt2.zarr``), unless the sweep varies store.path.
-    The same command names the same stores, so a multirun resumes like a single run."""
-    hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN:
-        return
-    keys = [o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task]
-    if "store.path" in keys:
-        return
-    # What changes results names the store; runner and store settings do not.
-    parts = [
-        o
-        for o, k in zip(hc.overrides.task, keys, strict=True)
-        if not k.startswith(("runner", "store"))
-    ]
-    tag = re.sub(r"[^\w.,=+-]", "_", ",".join(sorted(parts)) or str(hc.job.num))
-    cfg.store.path = tagged(str(cfg.store.path), tag)
+def job_store(cfg: DictConfig, overrides: list[str]) -> str:
+    """Under ``-m`` (multirun) each job gets its own store under ``store.path``, named by
+    its overrides of keys that change results (the fingerprint's keys): ``sweep.zarr`` ->
+    ``sweep-model.name=gpt2.zarr``. The same command names the same stores, so a multirun
+    resumes like a single run; jobs that differ only in other keys share a store."""
+    from sweep.config import result_keys
+
+    keys = result_keys(cfg)
+    parts = []
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        group_choice = key in GROUPS and key not in ("runner", "store")
+        if group_choice or any(key == k or key.startswith(k + ".") for k in keys):
+            parts.append(o)
+    if not parts:
+        return str(cfg.store.path)
+    tag = re.sub(r"[^\w.,=+-]", "_", ",".join(sorted(parts)))
+    return tagged(str(cfg.store.path), tag)
 
 
 def tagged(path: str, tag: str) -> str:
@@ -59,32 +77,157 @@ def tagged(path: str, tag: str) -> str:
     return f"{head}{slash}{stem}-{tag}{dot}{suffix}"
 
 
-def report(summary: SweepSummary, top: int = 5) -> str:
+def report(s: SweepSummary, top: int = 5) -> str:
     """A short, human summary: what ran, the baselines, the cells with the largest effect."""
-    ds = open_results(summary.path)
+    from sweep.results.analysis import DIMS, base_run, metrics, top_cells
+    from sweep.results.store import open_results
+
+    ds = open_results(s.path)
+    lost = f" ({s.units_lost} recomputed: chunk files were missing)" if s.units_lost else ""
+    rate = s.cells_run / max(s.sweep_seconds, 1e-9)
     lines = [
-        f"store: {summary.path}",
-        f"units: {summary.units_run} computed this run, {summary.units_total} in the sweep; "
-        f"{summary.cells_run} cells in {summary.sweep_seconds:.1f} s "
-        f"({summary.cells_run / max(summary.sweep_seconds, 1e-9):.0f} cells/s; "
-        f"{summary.seconds:.1f} s with loading) on {summary.workers} worker(s), "
-        f"{summary.worker_restarts} replaced; {summary.engine} engine",
+        f"store: {s.path}",
+        f"units: {s.units_run} computed this run{lost}, {s.units_total} in the sweep; "
+        f"{s.cells_run} cells in {s.sweep_seconds:.1f} s ({rate:.0f} cells/s; "
+        f"{s.seconds:.1f} s with loading) on {s.workers} worker(s), "
+        f"{s.worker_restarts} replaced; {s.engine} engine",
     ]
-    metric = str(ds["metric"].values[0])
+    metric = metrics(ds)[0]
+    n = ds.sizes["prompt"]
     clean = float(ds["clean_baseline"].sel(metric=metric).mean())
     corr = float(ds["corrupted_baseline"].sel(metric=metric).mean())
-    lines.append(f"{metric}: clean {clean:.3f}, corrupted {corr:.3f} (mean over prompts)")
-    base = str(ds.attrs.get("base_run", "corrupted"))
-    lines.append(f"top cells by |value - {base} baseline| of mean {metric}:")
-    for r in top_cells(ds, top, metric).itertuples():
-        axes = (("layer", r.layer), ("pos", r.pos), ("head", r.head))
-        where = [f"{d}={v}" for d, v in axes if v >= 0]
-        lines.append(f"  {r.component}[{', '.join(where)}]: {r.value:.3f}")
+    lines.append(f"{metric}: clean {clean:.3f}, corrupted {corr:.3f} (mean over all {n} prompts)")
+    base = base_run(ds)
+    lines.append(
+        f"top cells by |effect| on {metric}: the cell's value minus each prompt's own {base} "
+        "baseline, averaged over the n prompts that reach the cell:"
+    )
+    for _, r in top_cells(ds, top, metric).iterrows():
+        where = [f"layer={int(r['layer'])}"]
+        where += [f"{d}={int(r[d])}" for d in DIMS if r.notna()[d]]
+        lines.append(
+            f"  {r['component']}[{', '.join(where)}]: effect {r['effect']:+.3f} "
+            f"(value {r['value']:.3f}, n={int(r['n'])})"
+        )
     return "\n".join(lines)
 
 
-def main() -> None:
+def help_text() -> str:
+    """The groups and their options (from conf/), with the keys users set most."""
+    from sweep.driver import conf_dir
+
+    root = conf_dir()
+    lines = [
+        "patchsweep: activation-patching and ablation sweeps into a resumable zarr store",
+        "",
+        "usage: python -m sweep [GROUP=OPTION ...] [KEY=VALUE ...] [-m] [--cfg job]",
+        "",
+        "Config groups (GROUP=OPTION; default marked *):",
+    ]
+    defaults = _defaults(root)
+    for group in GROUPS:
+        options = sorted(p.stem for p in (root / group).glob("*.yaml"))
+        shown = [f"{o}*" if o == defaults.get(group) else o for o in options]
+        lines.append(f"  {group:<13} {', '.join(shown)}")
+    lines += [
+        "",
+        "Keys: python -m sweep [GROUP=OPTION ...] --cfg job   prints every key with its value.",
+        "Examples:",
+        "  python -m sweep                                   the shipped induction demo",
+        "  python -m sweep model=native task=ioi grid.components=[resid_pre,z]",
+        "  python -m sweep model=hf model.name=gpt2 task=prompts task.path=my.jsonl",
+        "  python -m sweep -m task.n_prompts=8,16            one store per job",
+        "  python -m sweep.status STORE [--verify]           progress and health of a store",
+        "  python -m sweep.plot STORE                        heatmaps and an HTML page",
+        "",
+        "Hydra's own options: python -m sweep --hydra-help",
+    ]
+    return "\n".join(lines)
+
+
+def _defaults(root: Path) -> dict[str, str]:
+    import yaml
+
+    data = yaml.safe_load((root / "config.yaml").read_text())
+    out = {}
+    for d in data.get("defaults", []):
+        if isinstance(d, dict):
+            out.update({str(k): str(v) for k, v in d.items()})
+    return out
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Compose every job's config and build its spec, so that a bad key, type or value
+    fails here in one line, before Hydra starts and before any model loads."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from sweep.config import to_spec
+    from sweep.driver import compose_config
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    overrides = [o for o in args.overrides if not o.lstrip("+~").startswith("hydra")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        raise SweepError(_one_line(e)) from None
+    first, variants = [], []
+    for o in parsed:
+        line = str(o.input_line)
+        head = line.split("=", 1)[0]
+        if o.is_sweep_override():
+            values = list(o.sweep_string_iterator())
+            first.append(f"{head}={values[0]}")
+            variants += [(len(first) - 1, f"{head}={v}") for v in values[1:]]
+        else:
+            first.append(line)
+    jobs = [first] + [first[:i] + [v] + first[i + 1 :] for i, v in variants]
+    for job in jobs:
+        try:
+            to_spec(compose_config(job))
+        except HydraException as e:
+            raise SweepError(_one_line(e)) from None
+
+
+def _one_line(e: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line messages, as one line naming the key."""
+    cause = e.__cause__ or e.__context__
+    key = getattr(cause, "full_key", None)
+    text = str(cause if key else e)
+    if key and ("not in struct" in text or re.search(r"Key '\w+' not in", text)):
+        return f"{key}: no such key; see every key with: python -m sweep --cfg job"
+    if key:
+        msg = getattr(cause, "msg", text).strip().splitlines()[0]
+        return f"{key}: {msg}"
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    missing = re.search(r"Could not find '([\w/]+)'", str(e))
+    if missing:
+        group, _, option = missing.group(1).partition("/")
+        listed = lines[lines.index(next(x for x in lines if x.startswith("Available"))) + 1 :]
+        options = [x for x in listed[: listed.index("Config search path:")] if "base_" not in x]
+        return f"{group}={option}: no such option; choose from: {', '.join(options)}"
+    return "; ".join(lines) if lines else type(e).__name__
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:
+        print(help_text())
+        return
+    hydra_only = {"--cfg", "-c", "--info", "--shell-completion", "-sc", "--hydra-help"}
+    try:
+        if not hydra_only & set(argv):
+            check_overrides(argv)
+    except SweepError as e:
+        fail(str(e))
+    import hydra
+
+    from sweep import config
+    from sweep.driver import conf_dir
+
     config.register()
+    sys.argv = [sys.argv[0], *argv]
     hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_app)()
 
 

@@ -1,6 +1,9 @@
-"""The patchable components: hook name, and which grid axes one result has.
+"""The patchable components, as data: hook, where in a block, activation layout, grid dims.
 
-Kept as data so the planner, the engine and the store agree on one table.
+One table that the planner, the engine, the interventions and the store all read. A new
+grid axis (a key/value head, a neuron) is a new layout axis and a new dim here; the patch
+and estimate code in ``sweep.engine.cells`` is written over named axes, not per component.
+Torch-free, so the planner and the results side can import it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,24 @@ from sweep.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
+class Layout:
+    """How one activation is laid out after its batch (prompt) axis."""
+
+    name: str
+    axes: tuple[str, ...]
+    """Axis names in order, e.g. ``("pos", "head", "d_head")``."""
+    query_axis: str
+    """The token-position axis a position-wise mean runs along (``pos``, or ``q``)."""
+    token_axes: tuple[str, ...]
+    """Axes that index token positions (a shorter prompt block has fewer of them)."""
+
+
+RESID = Layout("resid", ("pos", "d_model"), "pos", ("pos",))
+HEADS = Layout("heads", ("pos", "head", "d_head"), "pos", ("pos",))
+PATTERN = Layout("pattern", ("head", "q", "k"), "q", ("q", "k"))
+
+
+@dataclass(frozen=True, slots=True)
 class Component:
     """One row of the component table in DESIGN.md."""
 
@@ -18,13 +39,14 @@ class Component:
     """Name used in config and as the store variable."""
     hook: str
     """Hook name template with ``{layer}``."""
-    has_pos: bool
-    """Results have a ``pos`` axis (one cell per position)."""
-    has_head: bool
-    """Results have a ``head`` axis (one cell per head)."""
-    act_kind: str
-    """How the activation is laid out: ``resid`` [b,pos,d], ``head`` [b,pos,head,d],
-    ``pattern`` [b,head,q,k]."""
+    layout: Layout
+    dims: tuple[str, ...]
+    """Grid dims after ``layer``, in store order; each is an axis of ``layout``, patched
+    one index at a time. Axes that are not dims are patched whole (``z``: every position)."""
+
+    def __post_init__(self) -> None:
+        order = [a for a in self.layout.axes if a in self.dims]
+        assert list(self.dims) == order, f"{self.name}: dims must follow the layout's axes"
 
     def hook_name(self, layer: int) -> str:
         return self.hook.format(layer=layer)
@@ -34,18 +56,17 @@ class Component:
         """Where in a block the patch lands: the hook's own name (``resid_pre``, ``z``...)."""
         return self.hook.rsplit("hook_", 1)[1]
 
-    @property
-    def grid_dims(self) -> tuple[str, ...]:
-        """The grid axes after ``layer``, in store order."""
-        return tuple(d for d, on in (("pos", self.has_pos), ("head", self.has_head)) if on)
+    def has(self, dim: str) -> bool:
+        return dim in self.dims
 
 
 def _resid(name: str, hook: str) -> Component:
-    return Component(name, hook, has_pos=True, has_head=False, act_kind="resid")
+    return Component(name, hook, RESID, ("pos",))
 
 
-def _head(name: str, hook: str, by_pos: bool) -> Component:
-    return Component(name, hook, has_pos=by_pos, has_head=True, act_kind="head")
+def _heads(name: str, by_pos: bool) -> Component:
+    hook = f"blocks.{{layer}}.attn.hook_{name[0]}"
+    return Component(name, hook, HEADS, ("pos", "head") if by_pos else ("head",))
 
 
 COMPONENTS: dict[str, Component] = {
@@ -56,17 +77,32 @@ COMPONENTS: dict[str, Component] = {
         _resid("resid_post", "blocks.{layer}.hook_resid_post"),
         _resid("attn_out", "blocks.{layer}.hook_attn_out"),
         _resid("mlp_out", "blocks.{layer}.hook_mlp_out"),
-        *(_head(x, f"blocks.{{layer}}.attn.hook_{x}", by_pos=False) for x in "zqkv"),
-        *(_head(f"{x}_by_pos", f"blocks.{{layer}}.attn.hook_{x}", by_pos=True) for x in "zqkv"),
-        Component(
-            "pattern",
-            "blocks.{layer}.attn.hook_pattern",
-            has_pos=False,
-            has_head=True,
-            act_kind="pattern",
-        ),
+        *(_heads(x, by_pos=False) for x in "zqkv"),
+        *(_heads(f"{x}_by_pos", by_pos=True) for x in "zqkv"),
+        Component("pattern", "blocks.{layer}.attn.hook_pattern", PATTERN, ("head",)),
     ]
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Dim:
+    """A grid dim after ``layer``: its store coordinate, the grid key restricting it, and
+    what its full range is (a ``ModelShape`` attribute, or the task's ``seq_len``)."""
+
+    name: str
+    key: str
+    """The ``grid`` field that restricts it (null: the full range)."""
+    size_of: str
+    relative: bool = False
+    """Negative values count from each prompt's own end (positions)."""
+
+
+DIM_TABLE = (
+    Dim("pos", key="positions", size_of="seq_len", relative=True),
+    Dim("head", key="heads", size_of="n_heads"),
+)
+DIMS = tuple(d.name for d in DIM_TABLE)
+"""Every grid dim after ``layer``, in store order (coordinates of the store)."""
 
 
 def get_component(name: str) -> Component:

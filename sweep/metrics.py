@@ -3,15 +3,20 @@
 A metric maps last-position logits [batch, vocab], the answer and wrong token ids [batch]
 and the clean run's last-position logits [batch, vocab] to one value per row. The engine
 only ever computes those logits, never the full [batch, pos, vocab] tensor.
+Imports no torch at load time, so the config checks can read ``METRICS``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads with the engine; the config side only needs the names
+    import torch
 
-MetricFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+MetricFn = Callable[
+    ["torch.Tensor", "torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"
+]
 
 
 def _at(values: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
@@ -72,5 +77,7 @@ def evaluate(
     clean: torch.Tensor,
 ) -> torch.Tensor:
     """Every named metric, stacked to [metric, batch] in float32."""
+    import torch
+
     logits, clean = logits.float(), clean.float()
     return torch.stack([METRICS[n](logits, answer, wrong, clean) for n in names])

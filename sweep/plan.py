@@ -1,19 +1,27 @@
 """The planner: config + model shape + task shape -> frozen work units.
 
-Pure: no model, no Ray, no disk. One work unit fills exactly one zarr chunk of one
-result variable, so writers never share a chunk (zarr loses data when they do).
+Pure: no model, no Ray, no disk, no torch. One work unit fills exactly one zarr chunk of
+one result variable (a block of layers x every cell of them x a block of prompts), so
+writers never share a chunk (zarr loses data when they do).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from sweep.components import COMPONENTS, Component
+import numpy as np
+
+from sweep.components import COMPONENTS, DIM_TABLE, Component
 from sweep.errors import ConfigError
 from sweep.spec import GridSpec
 
 BYTES_PER_VALUE = 4  # results are float32
+
+Cell = tuple[int, ...]
+"""One coordinate per dim of a component, in its ``dims`` order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,18 +30,49 @@ class ModelShape:
     n_heads: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
+class TaskInfo:
+    """What the driver needs from a worker to plan and create the store."""
+
+    shape: ModelShape
+    lengths: tuple[int, ...]
+    """Token count of each prompt."""
+    clean_str: tuple[tuple[str, ...], ...]
+    """[prompt][pos] token strings, '' past a prompt's end."""
+    corrupted_str: tuple[tuple[str, ...], ...]
+    clean_baseline: np.ndarray
+    """[metric, prompt] metric of the unpatched clean run."""
+    corrupted_baseline: np.ndarray
+    versions: dict[str, str]
+    engine: str
+    """``fast`` (a suffix forward) or ``hooks`` (the model's hooked forward)."""
+
+    @property
+    def n_prompts(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def seq_len(self) -> int:
+        return max(self.lengths)
+
+
+@dataclass(frozen=True)
 class Axes:
     """The coordinates of the grid, shared by every component in the store."""
 
     layers: tuple[int, ...]
-    positions: tuple[int, ...]
-    heads: tuple[int, ...]
+    coords: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Each grid dim after ``layer`` (``pos``, ``head``) -> its coordinate values. A
+    negative position counts from each prompt's own end."""
+
+    def of(self, c: Component) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        return tuple((d, self.coords[d]) for d in c.dims)
 
 
 @dataclass(frozen=True, slots=True)
 class WorkUnit:
-    """One zarr chunk of one component: a block of layers, every pos/head cell of them."""
+    """One zarr chunk of one component: a block of layers, every cell of them, a block of
+    prompts."""
 
     index: int
     """Stable id across runs of the same config (the store's done record uses it)."""
@@ -42,73 +81,101 @@ class WorkUnit:
     """First index into ``Axes.layers`` (the chunk's offset on the layer axis)."""
     layers: tuple[int, ...]
     """Model layer numbers this unit patches."""
-    positions: tuple[int, ...]
-    """Positions patched one at a time; empty for all-position components."""
-    heads: tuple[int, ...]
-    """Heads patched one at a time; empty for components without heads."""
+    grid: tuple[tuple[str, tuple[int, ...]], ...]
+    """The component's dims and the coordinates of each, in store order."""
+    prompt_start: int
+    prompt_stop: int
 
     @property
     def spec(self) -> Component:
         return COMPONENTS[self.component]
 
     @property
-    def cells_per_layer(self) -> int:
-        return max(len(self.positions), 1) * max(len(self.heads), 1)
+    def cells(self) -> list[Cell]:
+        """Every cell of one layer, in store order."""
+        return list(itertools.product(*(values for _, values in self.grid)))
 
     @property
     def n_cells(self) -> int:
-        return len(self.layers) * self.cells_per_layer
+        return len(self.layers) * math.prod(len(v) for _, v in self.grid)
+
+    @property
+    def n_prompts(self) -> int:
+        return self.prompt_stop - self.prompt_start
 
 
 @dataclass(frozen=True, slots=True)
+class ExactJob:
+    """Exact patching of single cells of one component and layer (AtP's verification)."""
+
+    component: str
+    layer: int
+    cells: tuple[Cell, ...]
+    prompt_start: int
+    prompt_stop: int
+
+
+@dataclass(frozen=True, slots=True)
+class Describe:
+    """Ask a worker for the task's shape, tokens and baselines (``TaskInfo``)."""
+
+
+Job = WorkUnit | ExactJob | Describe
+"""What a runner sends a worker."""
+
+
+@dataclass(frozen=True)
 class Plan:
     axes: Axes
     components: tuple[Component, ...]
     metrics: tuple[str, ...]
     n_prompts: int
+    prompt_block: int
+    """Prompts per work unit (the store's chunk size on the ``prompt`` axis)."""
     units: tuple[WorkUnit, ...]
 
+    def grid_shape(self, c: Component) -> tuple[int, ...]:
+        return tuple(len(v) for _, v in self.axes.of(c))
+
     def shape(self, c: Component) -> tuple[int, ...]:
-        """Store shape of one component: metric, layer, [pos], [head], prompt."""
-        return (len(self.metrics), len(self.axes.layers), *self._grid(c), self.n_prompts)
+        """Store shape of one component: metric, layer, *dims, prompt."""
+        return (len(self.metrics), len(self.axes.layers), *self.grid_shape(c), self.n_prompts)
 
     def chunks(self, c: Component) -> tuple[int, ...]:
-        sizes = [u.layers for u in self.units if u.component == c.name]
-        return (len(self.metrics), len(sizes[0]), *self._grid(c), self.n_prompts)
+        layers = next(len(u.layers) for u in self.units if u.component == c.name)
+        return (len(self.metrics), layers, *self.grid_shape(c), self.prompt_block)
 
-    def _grid(self, c: Component) -> tuple[int, ...]:
-        out = []
-        if c.has_pos:
-            out.append(len(self.axes.positions))
-        if c.has_head:
-            out.append(len(self.axes.heads))
-        return tuple(out)
+    @property
+    def prompt_blocks(self) -> list[tuple[int, int]]:
+        n, b = self.n_prompts, self.prompt_block
+        return [(s, min(s + b, n)) for s in range(0, n, b)]
 
 
 def make_axes(grid: GridSpec, shape: ModelShape, seq_len: int) -> Axes:
-    """Check the grid's restrictions against the model and task; normalise negatives."""
+    """Check the grid's restrictions against the model and task (every dim of the table
+    in ``sweep.components``)."""
     layers = _check("grid.layers", grid.layers, shape.n_layers, "layers")
-    heads = _check("grid.heads", grid.heads, shape.n_heads, "heads")
-    positions = grid.positions
-    if positions is not None:
-        bad = [p for p in positions if not -seq_len <= p < seq_len]
-        if bad:
-            raise ConfigError(
-                f"grid.positions: {bad} out of range; the longest prompt has {seq_len} token "
-                f"positions (0..{seq_len - 1}, or -{seq_len}..-1 from the end)"
-            )
-        positions = tuple(p + seq_len if p < 0 else p for p in positions)
-        if len(set(positions)) != len(positions):
-            raise ConfigError(f"grid.positions: {list(grid.positions or ())} name a position twice")
-    return Axes(layers, _check("grid.positions", positions, seq_len, "token positions"), heads)
+    coords = {}
+    for dim in DIM_TABLE:
+        size = seq_len if dim.size_of == "seq_len" else int(getattr(shape, dim.size_of))
+        chosen = getattr(grid, dim.key)
+        coords[dim.name] = _check(f"grid.{dim.key}", chosen, size, dim.key, dim.relative)
+    return Axes(layers, coords)
 
 
-def _check(key: str, chosen: tuple[int, ...] | None, size: int, what: str) -> tuple[int, ...]:
+def _check(
+    key: str, chosen: tuple[int, ...] | None, size: int, what: str, relative: bool = False
+) -> tuple[int, ...]:
     if chosen is None:
         return tuple(range(size))
-    bad = [i for i in chosen if not 0 <= i < size]
+    low = -size if relative else 0
+    bad = [i for i in chosen if not low <= i < size]
     if bad:
-        raise ConfigError(f"{key}: {bad} out of range; there are {size} {what} (0..{size - 1})")
+        ends = f", or -{size}..-1 from each prompt's own end" if relative else ""
+        what = "token positions in the longest prompt" if key == "grid.positions" else what
+        raise ConfigError(
+            f"{key}: {bad} out of range; there are {size} {what} (0..{size - 1}{ends})"
+        )
     return tuple(chosen)
 
 
@@ -117,20 +184,25 @@ def make_plan(
     shape: ModelShape,
     seq_len: int,
     n_prompts: int,
-    metrics: tuple[str, ...],
+    metrics: Sequence[str],
     chunk_bytes: int,
+    prompt_block: int | None = None,
 ) -> Plan:
-    """Split each component's grid into layer blocks of about ``chunk_bytes`` each."""
+    """Split each component's grid into chunks of about ``chunk_bytes``: blocks of layers
+    times blocks of ``prompt_block`` prompts (default: all prompts in one block)."""
     axes = make_axes(grid, shape, seq_len)
+    block = min(prompt_block or n_prompts, n_prompts)
+    starts = range(0, n_prompts, block)
     units: list[WorkUnit] = []
-    for c in grid.components:
-        pos = axes.positions if c.has_pos else ()
-        heads = axes.heads if c.has_head else ()
-        layer_bytes = len(metrics) * max(len(pos), 1) * max(len(heads), 1) * n_prompts
+    for c in grid.component_list:
+        cells = axes.of(c)
+        layer_bytes = len(metrics) * math.prod(len(v) for _, v in cells) * block
         per_chunk = min(
             len(axes.layers), max(1, math.ceil(chunk_bytes / (layer_bytes * BYTES_PER_VALUE)))
         )
         for start in range(0, len(axes.layers), per_chunk):
-            block = axes.layers[start : start + per_chunk]
-            units.append(WorkUnit(len(units), c.name, start, block, pos, heads))
-    return Plan(axes, grid.components, metrics, n_prompts, tuple(units))
+            layers = axes.layers[start : start + per_chunk]
+            for p in starts:
+                stop = min(p + block, n_prompts)
+                units.append(WorkUnit(len(units), c.name, start, layers, cells, p, stop))
+    return Plan(axes, grid.component_list, tuple(metrics), n_prompts, block, tuple(units))

@@ -1,18 +1,21 @@
-"""Frozen, validated value objects built from the Hydra config at the edge.
+"""Frozen, validated value objects: the one definition of every config key and its default.
 
-Everything here is checked without loading a model, so a bad config fails in
-milliseconds with a message that names the key. Checks that need the model's shape
-(layer in range, ...) live in ``sweep.plan``.
+Each config group option is one frozen dataclass here (or in its plug-in module: tasks and
+interventions). ``sweep.config`` derives Hydra's schemas from these classes, so defaults
+live in one place; ``__post_init__`` checks values without loading a model, naming the key.
+Checks that need the model's shape (layer in range, ...) live in ``sweep.plan``.
+
+Torch-free: the command line fails on a bad config in a fraction of a second.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from omegaconf import DictConfig, OmegaConf
+from typing import Any, ClassVar
 
 from sweep.components import Component, get_component
 from sweep.errors import ConfigError
@@ -23,192 +26,145 @@ ENGINES = ("auto", "fast", "hooks")
 
 
 @dataclass(frozen=True, slots=True)
-class ModelSpec:
-    name: str
-    """Hub id, local checkpoint dir, or ``native``."""
-    native: tuple[tuple[str, Any], ...]
-    """Sorted items of the native config (hashable)."""
-    compat: bool
-    dtype: str
-    device: str
+class Spec:
+    """Base of every group's spec: where it lives in the config, what changes results."""
 
-    def native_dict(self) -> dict[str, Any]:
-        return dict(self.native)
+    GROUP: ClassVar[str] = ""
+    KIND: ClassVar[str] = ""
+    """The group option's kind (``patch``, ``ioi``...): the registry key."""
+    RESULTS: ClassVar[tuple[str, ...] | None] = None
+    """Fields that change results (None: all). Only these enter the store's fingerprint
+    and multirun store names."""
 
+    def key(self, name: str) -> str:
+        return f"{self.GROUP}.{name}"
 
-@dataclass(frozen=True, slots=True)
-class TaskSpec:
-    kind: str
-    """``prompts`` or ``ioi``."""
-    path: str | None = None
-    n_prompts: int = 0
-    seed: int = 0
+    def identity(self) -> dict[str, Any]:
+        """What of this spec changes results, in a form that compares by meaning."""
+        return {f: getattr(self, f) for f in result_fields(type(self))}
 
 
-@dataclass(frozen=True, slots=True)
-class GridSpec:
-    components: tuple[Component, ...]
-    layers: tuple[int, ...] | None
-    positions: tuple[int, ...] | None
-    heads: tuple[int, ...] | None
+def result_fields(cls: type[Spec]) -> list[str]:
+    names = [f.name for f in dataclasses.fields(cls)]
+    return names if cls.RESULTS is None else [n for n in names if n in cls.RESULTS]
 
 
-ABLATIONS = ("zero", "mean", "resample")
-INTERVENTIONS = ("patch", *ABLATIONS, "atp")
-
-
-@dataclass(frozen=True, slots=True)
-class InterventionSpec:
-    kind: str
-    """``patch``, ``zero``, ``mean``, ``resample`` or ``atp`` (attribution patching)."""
-    direction: str = "denoise"
-    """Patching: ``denoise`` (clean into corrupted) or ``noise`` (corrupted into clean)."""
-    reference: str | None = None
-    """Mean ablation: prompts file to average over (None: the task's clean prompts)."""
-    samples: int = 1
-    """Resample ablation: donor prompts drawn per prompt (values are averaged)."""
-    seed: int = 0
-    verify_top_k: int = 0
-    """AtP: cells patched exactly after the estimates."""
-
-    @property
-    def is_ablation(self) -> bool:
-        """Ablations change the clean run; patching changes the run ``direction`` names."""
-        return self.kind in ABLATIONS
-
-    @property
-    def base(self) -> str:
-        """The run being changed: ``clean`` or ``corrupted``."""
-        if self.is_ablation or self.direction == "noise":
-            return "clean"
-        return "corrupted"
-
-
-@dataclass(frozen=True, slots=True)
-class RunnerSpec:
-    kind: str
-    """``local`` (in-process) or ``ray``."""
-    address: str | None = None
-    num_workers: int | None = None
-    in_flight_per_worker: int = 2
-    max_worker_restarts: int = 3
-    connect_timeout_s: float = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class SweepSpec:
-    """Everything a sweep needs, validated; built once by ``SweepSpec.from_config``."""
-
-    model: ModelSpec
-    task: TaskSpec
-    grid: GridSpec
-    intervention: InterventionSpec
-    metrics: tuple[str, ...]
-    memory_mb: float
-    engine: str
-    progress: bool
-    runner: RunnerSpec
-    store_path: str
-    chunk_bytes: int
-    overwrite: bool
-
-    @classmethod
-    def from_config(cls, cfg: DictConfig) -> SweepSpec:
-        intervention = _intervention_spec(cfg.intervention)
-        metrics = _metrics(cfg.metric.names)
-        if "kl" in metrics and intervention.kind == "atp" and intervention.base == "clean":
-            raise ConfigError(
-                "metric.names: kl with intervention=atp direction=noise linearises at the "
-                "clean run, where KL from the clean run and its gradient are 0, so every "
-                "estimate would be 0; use another metric or direction=denoise"
-            )
-        return cls(
-            model=_model_spec(cfg.model),
-            task=_task_spec(cfg.task),
-            grid=_grid_spec(cfg.grid),
-            intervention=intervention,
-            metrics=metrics,
-            memory_mb=_positive_float("runner.memory_mb", cfg.runner.memory_mb),
-            engine=_one_of("runner.engine", cfg.runner.engine, ENGINES),
-            progress=bool(cfg.runner.progress),
-            runner=_runner_spec(cfg.runner),
-            store_path=str(cfg.store.path),
-            chunk_bytes=1024 * _positive("store.chunk_kb", cfg.store.chunk_kb),
-            overwrite=bool(cfg.store.overwrite),
-        )
-
-
-def results_config(cfg: DictConfig) -> dict[str, Any]:
-    """The part of the config that changes results (not runner, not store location)."""
-    keep = ("model", "task", "grid", "intervention", "metric")
-    out = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in keep}
-    out["store"] = {"chunk_kb": int(cfg.store.chunk_kb)}
-    return json.loads(json.dumps(out, sort_keys=True))
-
-
-def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> str:
+def one_of(key: str, value: Any, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
-    return value
+    return str(value)
 
 
-def _positive(key: str, value: int) -> int:
-    if int(value) <= 0:
+def positive(key: str, value: Any) -> int:
+    if isinstance(value, bool) or int(value) != value or int(value) <= 0:
         raise ConfigError(f"{key}: must be a positive integer, got {value}")
     return int(value)
 
 
-def _positive_float(key: str, value: float) -> float:
+def positive_float(key: str, value: float) -> float:
     if not float(value) > 0:
         raise ConfigError(f"{key}: must be a positive number, got {value}")
     return float(value)
 
 
-def _runner_spec(r: DictConfig) -> RunnerSpec:
-    kind = _one_of("runner.kind", str(r.kind), ("local", "ray"))
-    if kind == "local":
-        return RunnerSpec(kind)
-    workers = r.num_workers
-    return RunnerSpec(
-        kind=kind,
-        address=None if r.address in (None, "") else str(r.address),
-        num_workers=None if workers is None else _positive("runner.num_workers", workers),
-        in_flight_per_worker=_positive("runner.in_flight_per_worker", r.in_flight_per_worker),
-        max_worker_restarts=max(0, int(r.max_worker_restarts)),
-        connect_timeout_s=float(r.connect_timeout_s),
+def file_digest(key: str, path: str) -> str:
+    """Hash of a file's bytes: a task or reference file compares by content, not path."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError as e:
+        raise ConfigError(f"{key}: cannot read {path}: {e.strerror}") from None
+
+
+def existing_file(key: str, path: str) -> str:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        what = "a directory, not a file" if p.is_dir() else "no such file"
+        raise ConfigError(f"{key}: {what}: {p}")
+    return str(p.resolve())
+
+
+def _set(spec: Spec, name: str, value: Any) -> None:
+    object.__setattr__(spec, name, value)
+
+
+# ---------------------------------------------------------------------------- model
+
+
+def _tiny_native() -> dict[str, Any]:
+    return dict(
+        n_layers=2,
+        d_model=64,
+        n_ctx=128,
+        d_head=16,
+        n_heads=4,
+        d_mlp=256,
+        act_fn="gelu_new",
+        normalization_type="LN",
+        seed=0,
     )
 
 
-def _model_spec(m: DictConfig) -> ModelSpec:
-    if not str(m.name):
-        raise ConfigError("model.name: empty; give a hub id, a local directory or 'native'")
-    native = OmegaConf.to_container(m.native, resolve=True)
-    assert isinstance(native, dict)
-    device = str(m.device)
-    if device != "auto" and not (device == "cpu" or device.startswith(("cuda", "mps"))):
-        raise ConfigError(f"model.device: {device!r}; use auto, cpu, cuda or cuda:N")
-    return ModelSpec(
-        name=str(m.name),
-        native=tuple(sorted((str(k), v) for k, v in native.items())),
-        compat=bool(m.compat),
-        dtype=_one_of("model.dtype", str(m.dtype), DTYPES),
-        device=device,
-    )
+@dataclass(frozen=True, slots=True)
+class ModelSpec(Spec):
+    """A hub id, a local checkpoint directory, or the shipped ``induction`` model."""
+
+    GROUP = "model"
+    KIND = "pretrained"
+    RESULTS: ClassVar[tuple[str, ...] | None] = ("name", "compat", "dtype")
+
+    name: str = "induction"
+    """Hub id, local checkpoint directory, or ``induction`` (the shipped 2-layer model)."""
+    compat: bool = False
+    """Call ``enable_compatibility_mode()`` (HookedTransformer-style processed weights)."""
+    dtype: str = "float32"
+    device: str = "auto"
+    """``auto`` picks CUDA when there is one, else CPU. Does not change results' meaning."""
+
+    def __post_init__(self) -> None:
+        if not str(self.name):
+            raise ConfigError("model.name: empty; give a hub id, a local directory or induction")
+        if self.name == "native" and type(self) is ModelSpec:
+            raise ConfigError(
+                "model.name: native needs the native model's settings; use model=native "
+                "(and model.native.KEY=VALUE overrides)"
+            )
+        one_of("model.dtype", self.dtype, DTYPES)
+        d = str(self.device)
+        if d != "auto" and not (d == "cpu" or d.startswith(("cuda", "mps"))):
+            raise ConfigError(f"model.device: {d!r}; use auto, cpu, cuda or cuda:N")
+
+    def identity(self) -> dict[str, Any]:
+        out = Spec.identity(self)
+        local = Path(self.name).expanduser()
+        if local.is_dir():  # a checkpoint directory, however it is spelled
+            out["name"] = str(local.resolve())
+        return out
 
 
-def _task_spec(t: DictConfig) -> TaskSpec:
-    kind = _one_of("task.kind", str(t.kind), ("prompts", "ioi", "induction"))
-    if kind == "prompts":
-        if OmegaConf.is_missing(t, "path"):
-            raise ConfigError("task.path: missing; pass task.path=FILE (a JSON Lines task file)")
-        path = Path(str(t.path))
-        if not path.is_file():
-            raise ConfigError(f"task.path: no such file: {path}")
-        return TaskSpec(kind=kind, path=str(path.resolve()))
-    return TaskSpec(kind=kind, n_prompts=_positive("task.n_prompts", t.n_prompts), seed=int(t.seed))
+@dataclass(frozen=True, slots=True)
+class NativeModelSpec(ModelSpec):
+    """Random weights from a TransformerLens config, with a tokenizer trained in memory."""
+
+    KIND = "native"
+    RESULTS: ClassVar[tuple[str, ...] | None] = ("name", "compat", "dtype", "native")
+
+    name: str = "native"
+    native: dict[str, Any] = field(default_factory=_tiny_native)
+    """TransformerLens config; ``d_vocab`` defaults to the tokenizer's size."""
+
+    def __post_init__(self) -> None:
+        ModelSpec.__post_init__(self)
+        if self.name != "native":
+            raise ConfigError(
+                f"model.name: {self.name!r} under model=native; use model=hf "
+                "(or leave model= at its default) for a hub id or a checkpoint directory"
+            )
 
 
-def _index_list(key: str, values: Any, allow_negative: bool = False) -> tuple[int, ...] | None:
+# ---------------------------------------------------------------------------- grid
+
+
+def _indices(key: str, values: Any, allow_negative: bool = False) -> tuple[int, ...] | None:
     if values is None:
         return None
     out = tuple(int(v) for v in values)
@@ -221,52 +177,201 @@ def _index_list(key: str, values: Any, allow_negative: bool = False) -> tuple[in
     return out
 
 
-def _grid_spec(g: DictConfig) -> GridSpec:
-    names = list(g.components)
-    if not names:
-        raise ConfigError("grid.components: empty; name at least one component")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"grid.components: repeated entries in {names}")
-    return GridSpec(
-        components=tuple(get_component(n) for n in names),
-        layers=_index_list("grid.layers", g.layers),
-        positions=_index_list("grid.positions", g.positions, allow_negative=True),
-        heads=_index_list("grid.heads", g.heads),
-    )
+@dataclass(frozen=True, slots=True)
+class GridSpec(Spec):
+    GROUP = "grid"
+
+    components: tuple[str, ...] = ("resid_pre", "attn_out", "z")
+    """Component names (see the component table); add mlp_out for models with MLPs."""
+    layers: tuple[int, ...] | None = None
+    """Layers to sweep (null: all)."""
+    positions: tuple[int, ...] | None = None
+    """Token positions (null: all). Negative counts from each prompt's own end: -1 is
+    each prompt's last token, the one the metric reads."""
+    heads: tuple[int, ...] | None = None
+    """Heads to sweep (null: all)."""
+
+    def __post_init__(self) -> None:
+        names = tuple(str(n) for n in self.components)
+        if not names:
+            raise ConfigError("grid.components: empty; name at least one component")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"grid.components: repeated entries in {list(names)}")
+        for n in names:
+            get_component(n)
+        _set(self, "components", names)
+        _set(self, "layers", _indices("grid.layers", self.layers))
+        _set(self, "positions", _indices("grid.positions", self.positions, allow_negative=True))
+        _set(self, "heads", _indices("grid.heads", self.heads))
+
+    @property
+    def component_list(self) -> tuple[Component, ...]:
+        return tuple(get_component(n) for n in self.components)
 
 
-def _intervention_spec(i: DictConfig) -> InterventionSpec:
-    kind = _one_of("intervention.kind", str(i.kind), INTERVENTIONS)
-    spec = InterventionSpec(kind=kind)
-    if kind in ("patch", "atp"):
-        direction = _one_of("intervention.direction", str(i.direction), ("denoise", "noise"))
-        spec = InterventionSpec(kind, direction=direction)
-    if kind == "atp":
-        top_k = int(i.verify_top_k)
-        if top_k < 0:
-            raise ConfigError(f"intervention.verify_top_k: must be 0 or more, got {top_k}")
-        spec = InterventionSpec(kind, direction=spec.direction, verify_top_k=top_k)
-    if kind == "mean" and i.reference is not None:
-        ref = Path(str(i.reference)).expanduser()
-        if not ref.is_file():
-            raise ConfigError(f"intervention.reference: no such file: {ref}")
-        spec = InterventionSpec(kind, reference=str(ref.resolve()))
-    if kind == "resample":
-        spec = InterventionSpec(
-            kind, samples=_positive("intervention.samples", i.samples), seed=int(i.seed)
-        )
-    return spec
+# ---------------------------------------------------------------------------- metric
 
 
-def _metrics(names: Any) -> tuple[str, ...]:
-    out = tuple(str(n) for n in names)
-    if not out:
-        raise ConfigError("metric.names: empty; name at least one metric")
-    for n in out:
-        if n not in METRICS:
+@dataclass(frozen=True, slots=True)
+class MetricSpec(Spec):
+    GROUP = "metric"
+
+    names: tuple[str, ...] = ("logit_diff",)
+    """Any of logit_diff, prob, logprob, loss, kl (the store's ``metric`` axis)."""
+
+    def __post_init__(self) -> None:
+        out = tuple(str(n) for n in self.names)
+        if not out:
+            raise ConfigError("metric.names: empty; name at least one metric")
+        for n in out:
+            if n not in METRICS:
+                raise ConfigError(
+                    f"metric.names: unknown metric {n!r}; choose from: {', '.join(METRICS)}"
+                )
+        if len(set(out)) != len(out):
+            raise ConfigError(f"metric.names: repeated entries in {list(out)}")
+        _set(self, "names", out)
+
+
+# ---------------------------------------------------------------------------- plug-in bases
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec(Spec):
+    """Base of the task kinds (``sweep.tasks``)."""
+
+    GROUP = "task"
+    kind: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InterventionSpec(Spec):
+    """Base of the intervention kinds (``sweep.interventions``)."""
+
+    GROUP = "intervention"
+    RESULTS = None
+    kind: str = ""
+
+
+# ---------------------------------------------------------------------------- runner and store
+
+
+@dataclass(frozen=True, slots=True)
+class LocalRunnerSpec(Spec):
+    """One worker in this process."""
+
+    GROUP = "runner"
+    KIND = "local"
+    RESULTS = ()
+
+    kind: str = "local"
+    memory_mb: float = 1024.0
+    """Working memory of one batched patched forward; cells per forward are sized to it."""
+    engine: str = "auto"
+    """``fast`` (suffix forward), ``hooks`` (the model's own hooked forward) or ``auto``."""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _set(self, "memory_mb", positive_float("runner.memory_mb", self.memory_mb))
+        one_of("runner.engine", self.engine, ENGINES)
+
+
+@dataclass(frozen=True, slots=True)
+class RayRunnerSpec(LocalRunnerSpec):
+    """Workers as Ray actors, one per GPU."""
+
+    KIND = "ray"
+
+    kind: str = "ray"
+    address: str | None = None
+    """Ray to join (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``); null starts a local Ray."""
+    num_workers: int | None = None
+    """Workers (each loads the model once); default one per GPU, or 1 on a CPU-only cluster."""
+    in_flight_per_worker: int = 2
+    """Jobs queued on each worker, so the next one starts as soon as one finishes."""
+    max_worker_restarts: int = 3
+    """How often each worker may die (killed, out of memory) and be replaced."""
+    connect_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        LocalRunnerSpec.__post_init__(self)
+        if self.address in ("", None):
+            _set(self, "address", None)
+        if self.num_workers is not None:
+            positive("runner.num_workers", self.num_workers)
+        positive("runner.in_flight_per_worker", self.in_flight_per_worker)
+        if int(self.max_worker_restarts) < 0:
+            raise ConfigError("runner.max_worker_restarts: must be 0 or more")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSpec(Spec):
+    GROUP = "store"
+    RESULTS = ("chunk_kb",)
+
+    path: str = "outputs/sweep.zarr"
+    """A local directory or an fsspec URL (s3://, gs://, memory://...)."""
+    chunk_kb: int = 1024
+    """Target size of one zarr chunk (= one work unit); layers are grouped up to it."""
+    overwrite: bool = False
+    """Delete a patchsweep store written by a different config instead of refusing it.
+    Only ever deletes a patchsweep store that no live driver holds."""
+    plots: bool = True
+    """After a command-line sweep, draw heatmaps (PNG) and an HTML page into STORE.plots."""
+    lease_timeout_s: float = 120.0
+    """A lease not renewed for this long (its driver on another host is gone) is taken over."""
+
+    def __post_init__(self) -> None:
+        if not str(self.path).strip():
+            raise ConfigError("store.path: empty; give a directory or a URL")
+        positive("store.chunk_kb", self.chunk_kb)
+        positive_float("store.lease_timeout_s", self.lease_timeout_s)
+
+    @property
+    def chunk_bytes(self) -> int:
+        return 1024 * int(self.chunk_kb)
+
+
+# ---------------------------------------------------------------------------- the whole sweep
+
+
+@dataclass(frozen=True, slots=True)
+class SweepSpec:
+    """Everything a sweep needs, validated; built once by ``sweep.config.to_spec``."""
+
+    model: ModelSpec
+    task: TaskSpec
+    grid: GridSpec
+    intervention: InterventionSpec
+    metric: MetricSpec
+    runner: LocalRunnerSpec
+    store: StoreSpec
+
+    def __post_init__(self) -> None:
+        iv = self.intervention
+        if (
+            "kl" in self.metric.names
+            and iv.kind == "atp"
+            and getattr(iv, "direction", "") == ("noise")
+        ):
             raise ConfigError(
-                f"metric.names: unknown metric {n!r}; choose from: {', '.join(METRICS)}"
+                "metric.names: kl with intervention=atp direction=noise linearises at the "
+                "clean run, where KL from the clean run and its gradient are 0, so every "
+                "estimate would be 0; use another metric or direction=denoise"
             )
-    if len(set(out)) != len(out):
-        raise ConfigError(f"metric.names: repeated entries in {list(out)}")
-    return out
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return self.metric.names
+
+
+GROUPS = ("model", "task", "grid", "intervention", "metric", "runner", "store")
+
+
+def fingerprint(spec: SweepSpec) -> dict[str, Any]:
+    """Everything that changes results, compared by meaning when a store is resumed:
+    the task as read (not its path), the model's identity, dtype, grid, intervention,
+    metrics and chunking; not the device, the runner or where the store is."""
+    out = {g: getattr(spec, g).identity() for g in GROUPS}
+    out = {g: v for g, v in out.items() if v}
+    return json.loads(json.dumps(out, sort_keys=True, default=list))

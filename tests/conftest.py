@@ -1,21 +1,17 @@
-"""Shared fixtures: tiny real models built locally (no hub), task files, seeding."""
+"""Shared fixtures: tiny real models built locally (no hub), seeding, one local Ray."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
+from helpers import ioi_rows, write_task
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-NAMES = ["Mary", "John", "Kevin", "Laura", "Sarah", "James", "Lisa", "Paul", "Amy", "Mark"]
-TEMPLATE = "When {a} and {b} went to the store, {s} gave a drink to"
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +24,7 @@ def _train_tokenizer(directory: Path) -> int:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from sweep import ioi
+    from sweep.tasks import ioi
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -73,27 +69,6 @@ def gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def write_task(path: Path, rows: list[dict[str, str]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def ioi_rows(n: int = 4) -> list[dict[str, str]]:
-    """Same-template IOI rows: every prompt has the same token count."""
-    rows = []
-    for i in range(n):
-        a, b, c, d, e = (NAMES[(i + k) % len(NAMES)] for k in range(5))
-        rows.append(
-            {
-                "clean": TEMPLATE.format(a=a, b=b, s=b),
-                "corrupted": TEMPLATE.format(a=c, b=d, s=e),
-                "answer": " " + a,
-                "wrong": " " + b,
-            }
-        )
-    return rows
-
-
 @pytest.fixture
 def task_file(tmp_path: Path) -> Path:
     return write_task(tmp_path / "task.jsonl", ioi_rows())
@@ -114,31 +89,3 @@ def ray_session():
     )
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
-
-
-def set_cell(c: Any, value: torch.Tensor, pos: int, head: int) -> Any:
-    """A hand-written TransformerLens hook, independent of sweep's patch code: the cell
-    (pos and/or head of component ``c``) takes ``value``'s entries (same layout)."""
-
-    def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
-        if c.act_kind == "resid":
-            act[:, pos] = value[:, pos]
-        elif c.act_kind == "pattern":
-            act[:, head] = value[:, head]
-        elif c.has_pos:
-            act[:, pos, head] = value[:, pos, head]
-        else:
-            act[:, :, head] = value[:, :, head]
-        return act
-
-    return hook
-
-
-def native_prompts(task: Path, n_layers: int = 3) -> list[str]:
-    """Overrides for a random-weight native model of ``n_layers`` on a task file."""
-    return [
-        "model=native",
-        f"model.native.n_layers={n_layers}",
-        "task=prompts",
-        f"task.path={task}",
-    ]

@@ -36,20 +36,24 @@ def test_sweep_error_is_one_line_without_traceback(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_multirun_gives_each_job_its_own_store_and_resumes(tmp_path: Path) -> None:
-    args = ["-m", "model=native", "task=ioi", "task.n_prompts=2", "model.native.n_layers=1,2"]
+    """The bug: ``-m task.n_prompts=4,8 store.chunk_kb=1,1024`` refused its second job (both
+    got one store name), and a fixed store.path turned per-job names off."""
+    args = ["-m", "model=native", "task=ioi", "task.n_prompts=2,3", "store.chunk_kb=1,1024"]
     args += ["grid.components=[resid_pre]", "store.plots=false", "runner.progress=false"]
+    args += ["store.path=runs/ioi.zarr"]
     out = _cli(tmp_path, *args)
     assert out.returncode == 0, out.stderr
-    stores = sorted((tmp_path / "outputs").glob("sweep-*.zarr"))
+    stores = sorted((tmp_path / "runs").glob("ioi-*.zarr"))
     assert [s.name for s in stores] == [
-        f"sweep-grid.components=_resid_pre_,model.native.n_layers={n},model=native,"
-        "task.n_prompts=2,task=ioi.zarr"
-        for n in (1, 2)
+        f"ioi-grid.components=_resid_pre_,model=native,store.chunk_kb={kb},"
+        f"task.n_prompts={n},task=ioi.zarr"
+        for kb in (1, 1024)
+        for n in (2, 3)
     ]
-    assert [xr.open_zarr(s).sizes["layer"] for s in stores] == [1, 2]
+    assert [xr.open_zarr(s).sizes["prompt"] for s in stores] == [2, 3, 2, 3]
     again = _cli(tmp_path, *args)  # the same command finds the same stores: nothing to do
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("units: 0 computed this run") == 2
+    assert again.stdout.count("units: 0 computed this run") == 4
 
 
 def test_multirun_store_names_keep_urls_and_directories() -> None:
@@ -58,3 +62,37 @@ def test_multirun_store_names_keep_urls_and_directories() -> None:
     assert tagged("outputs/sweep.zarr", "a=1") == "outputs/sweep-a=1.zarr"
     assert tagged("s3://bucket/runs/sweep.zarr", "a=1") == "s3://bucket/runs/sweep-a=1.zarr"
     assert tagged("store", "a=1") == "store-a=1"
+
+
+def test_help_lists_groups_and_options_without_internal_schemas(tmp_path: Path) -> None:
+    out = _cli(tmp_path, "--help")
+    assert out.returncode == 0
+    assert out.stdout.startswith("patchsweep: activation-patching")
+    assert "intervention  atp, mean, patch*, resample, zero" in out.stdout
+    assert "base_" not in out.stdout
+
+
+def test_cfg_job_shows_only_the_chosen_models_keys(tmp_path: Path) -> None:
+    out = _cli(tmp_path, "--cfg", "job")
+    assert out.returncode == 0 and "name: induction" in out.stdout
+    assert "native" not in out.stdout.split("task:")[0]
+    native = _cli(tmp_path, "model=native", "--cfg", "job")
+    assert "n_layers: 2" in native.stdout
+
+
+def test_a_store_is_resumed_however_its_task_path_and_device_are_spelled(tmp_path: Path) -> None:
+    from helpers import ioi_rows, write_task
+
+    write_task(tmp_path / "t.jsonl", ioi_rows(2))
+    base = ["model=native", "task=prompts", "grid.components=[resid_pre]", "store.plots=false",
+            "runner.progress=false", "store.path=s.zarr"]  # fmt: skip
+    first = _cli(tmp_path, *base, "task.path=t.jsonl")
+    assert first.returncode == 0, first.stderr
+    again = _cli(tmp_path, *base, f"task.path={tmp_path / 't.jsonl'}", "model.device=cpu")
+    assert again.returncode == 0, again.stderr
+    assert "units: 0 computed this run" in again.stdout
+    other = _cli(tmp_path, *base, "task.path=./t.jsonl", "grid.layers=[0]")
+    line = other.stderr.strip()
+    assert other.returncode == 2 and "\n" not in line
+    assert "grid.layers: store has None, this run has [0]" in line
+    assert line.index("another store.path") < line.index("store.overwrite=true")

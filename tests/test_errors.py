@@ -9,16 +9,16 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 import sweep
-from sweep.errors import ConfigError, StoreMismatchError, TaskError
+from sweep.errors import ConfigError, StoreError, StoreMismatchError, TaskError
 
 
-def _run(tmp_path: Path, *overrides: str) -> Path:
-    base = ["model=native", "task=ioi", f"store.path={tmp_path / 'out.zarr'}"]
+def _run(tmp_path: Path, *overrides: str, model: str = "native") -> Path:
+    base = [f"model={model}", "task=ioi", f"store.path={tmp_path / 'out.zarr'}"]
     return sweep.run([*base, "runner.progress=false", *overrides])
 
 
 def _task(tmp_path: Path, rows: list[dict]) -> str:
-    from conftest import write_task
+    from helpers import write_task
 
     return str(write_task(tmp_path / "task.jsonl", rows))
 
@@ -31,7 +31,7 @@ def test_unknown_component(tmp_path: Path) -> None:
 
 
 def test_token_counts_differ_names_the_line(tmp_path: Path) -> None:
-    from conftest import ioi_rows
+    from helpers import ioi_rows
 
     rows = ioi_rows(3)
     rows[1]["corrupted"] = rows[1]["corrupted"] + " again and again"
@@ -42,7 +42,7 @@ def test_token_counts_differ_names_the_line(tmp_path: Path) -> None:
 
 
 def test_answer_of_several_tokens(tmp_path: Path) -> None:
-    from conftest import ioi_rows
+    from helpers import ioi_rows
 
     rows = ioi_rows(2)
     rows[0]["answer"] = " Maryanne Smithson"
@@ -108,7 +108,7 @@ def test_store_from_another_config_is_refused(tmp_path: Path) -> None:
 def test_store_path_that_is_not_a_store(tmp_path: Path) -> None:
     (tmp_path / "out.zarr").mkdir()
     (tmp_path / "out.zarr" / "notes.txt").write_text("mine")
-    with pytest.raises(StoreMismatchError, match="is not a patchsweep store"):
+    with pytest.raises(StoreError, match="is not a patchsweep store"):
         _run(tmp_path)
     assert (tmp_path / "out.zarr" / "notes.txt").read_text() == "mine"
 
@@ -136,15 +136,15 @@ def test_wrong_type_fails_at_composition() -> None:
     ],
 )
 def test_bad_values_fail_before_the_model_loads(override: str, message: str) -> None:
-    from sweep.spec import SweepSpec
+    from sweep.config import to_spec
 
     with pytest.raises(ConfigError, match=message):
-        SweepSpec.from_config(sweep.compose_config([override]))
+        to_spec(sweep.compose_config([override]))
 
 
 def test_local_dir_without_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="has no config.json"):
-        _run(tmp_path, f"model.name={tmp_path}")
+        _run(tmp_path, f"model.name={tmp_path}", model="hf")
 
 
 def test_hub_id_that_cannot_be_fetched_offline(tmp_path: Path) -> None:
@@ -152,7 +152,7 @@ def test_hub_id_that_cannot_be_fetched_offline(tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError, match=r"model.name: could not load 'no-such-org/no-such-model'"
     ):
-        _run(tmp_path, "model.name=no-such-org/no-such-model")
+        _run(tmp_path, "model.name=no-such-org/no-such-model", model="hf")
 
 
 def test_per_head_k_on_grouped_query_model(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import FrozenInstanceError
 
 import pytest
@@ -16,7 +15,7 @@ SHAPE = ModelShape(n_layers=12, n_heads=12)
 
 
 def grid(*names: str, layers=None, positions=None, heads=None) -> GridSpec:
-    return GridSpec(tuple(COMPONENTS[n] for n in names), layers, positions, heads)
+    return GridSpec(names, layers, positions, heads)
 
 
 def test_every_cell_is_in_exactly_one_unit() -> None:
@@ -30,14 +29,9 @@ def test_every_cell_is_in_exactly_one_unit() -> None:
     )
     for c in plan.components:
         units = [u for u in plan.units if u.component == c.name]
-        layer_cells = [
-            (layer, cell)
-            for u in units
-            for layer in u.layers
-            for cell in itertools.product(u.positions or (None,), u.heads or (None,))
-        ]
+        layer_cells = [(layer, cell) for u in units for layer in u.layers for cell in u.cells]
         assert len(layer_cells) == len(set(layer_cells))
-        expected = 12 * (15 if c.has_pos else 1) * (12 if c.has_head else 1)
+        expected = 12 * (15 if c.has("pos") else 1) * (12 if c.has("head") else 1)
         assert len(layer_cells) == expected
         # Units tile the layer axis in chunk-sized steps, so each writes one whole chunk.
         step = plan.chunks(c)[1]
@@ -82,20 +76,20 @@ def test_restrictions_and_negative_positions() -> None:
         chunk_bytes=1,
     )
     assert plan.axes.layers == (3, 7)
-    assert plan.axes.positions == (0, 14)
-    assert plan.axes.heads == (5,)
-    assert [(u.layers, u.positions, u.heads) for u in plan.units] == [
-        ((3,), (0, 14), (5,)),
-        ((7,), (0, 14), (5,)),
+    assert plan.axes.coords == {"pos": (0, -1), "head": (5,)}  # -1: each prompt's last
+    assert [(u.layers, u.grid) for u in plan.units] == [
+        ((3,), (("pos", (0, -1)), ("head", (5,)))),
+        ((7,), (("pos", (0, -1)), ("head", (5,)))),
     ]
+    assert plan.units[0].cells == [(0, 5), (-1, 5)]
     assert plan.shape(COMPONENTS["z_by_pos"]) == (1, 2, 2, 1, 2)
 
 
 def test_out_of_range_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"grid.layers: \[12\] out of range; there are 12 layers"):
         make_plan(grid("z", layers=(12,)), SHAPE, 15, 2, ("logit_diff",), 1024)
-    with pytest.raises(ConfigError, match=r"grid.positions: \[0, -15\] name a position twice"):
-        make_plan(grid("resid_pre", positions=(0, -15)), SHAPE, 15, 2, ("logit_diff",), 1024)
+    with pytest.raises(ConfigError, match=r"grid.positions: \[-16\] out of range"):
+        make_plan(grid("resid_pre", positions=(0, -16)), SHAPE, 15, 2, ("logit_diff",), 1024)
 
 
 def test_units_are_frozen() -> None:

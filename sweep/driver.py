@@ -1,0 +1,257 @@
+"""The driver: config -> spec -> plan -> runner -> store. ``sweep.run`` is the Python entry.
+
+The store is checked and its lease taken before any model loads, so a second driver, a
+store of another config or a path that is not a store fail in a second. The driver is the
+only writer: each unit's chunk as it arrives, then its done mark.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from sweep import config
+from sweep.errors import Interrupted, StoreMismatchError
+from sweep.plan import ExactJob, Plan, make_plan
+from sweep.results.analysis import cell_of, top_cells
+from sweep.results.backends import backend_for
+from sweep.results.lease import Lease
+from sweep.results.store import (
+    Location,
+    ResultStore,
+    StoreMeta,
+    check_only_store,
+    check_same,
+    create,
+    is_store,
+    open_results,
+)
+from sweep.runners.base import Runner, WorkerFactory, default_worker, make_runner
+from sweep.spec import SweepSpec, fingerprint
+
+log = logging.getLogger(__name__)
+
+
+def conf_dir() -> Path:
+    """conf/ at the repository root (editable install) or shipped as sweep/conf (wheel)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError("patchsweep's conf/ directory is missing from this install")
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """The config ``python -m sweep OVERRIDES`` would run, without Hydra's run directory."""
+    from hydra import compose, initialize_config_dir
+
+    config.register()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides or []))
+
+
+@dataclass(frozen=True, slots=True)
+class SweepSummary:
+    path: Location
+    """The store: a local Path, or the fsspec URL given as store.path."""
+    units_total: int
+    units_run: int
+    """Units computed by this run (the rest were done by earlier runs)."""
+    units_lost: int
+    """Units marked done whose chunk file was missing: recomputed by this run."""
+    cells_run: int
+    seconds: float
+    """Wall time of the whole run, model loading included."""
+    sweep_seconds: float
+    """Wall time from the first unit sent to the last result written."""
+    run_number: int
+    workers: int
+    worker_restarts: int
+    engine: str
+    """The patched forward the workers used: ``fast`` or ``hooks``."""
+
+
+def run(overrides: list[str] | None = None) -> Location:
+    """Run or resume the sweep the overrides describe; returns the store path."""
+    return run_config(compose_config(overrides)).path
+
+
+def run_config(cfg: DictConfig, make_worker: WorkerFactory = default_worker) -> SweepSummary:
+    spec = config.to_spec(cfg)
+    return run_spec(spec, OmegaConf.to_yaml(cfg, resolve=True), make_worker)
+
+
+def run_spec(
+    spec: SweepSpec, config_yaml: str, make_worker: WorkerFactory = default_worker
+) -> SweepSummary:
+    start = time.perf_counter()
+    want = fingerprint(spec)
+    backend = backend_for(spec.store.path)
+    backend.check_writable()
+    lease = Lease(backend, spec.store.lease_timeout_s)
+    exists = is_store(backend)
+    replace = False
+    progress = _Progress()
+    try:
+        with _signals_as_interrupts(progress):
+            if exists:
+                lease.acquire()  # before the model loads: a second driver fails at once
+                try:
+                    check_same(backend, want)
+                except StoreMismatchError:
+                    if not spec.store.overwrite:
+                        raise
+                    check_only_store(backend)
+                    replace = True
+            runner = make_runner(spec, make_worker)
+            try:
+                return _sweep(spec, config_yaml, want, backend, lease, runner, exists, replace,
+                              progress, start)  # fmt: skip
+            finally:
+                runner.close()
+    finally:
+        lease.release()
+
+
+@dataclass
+class _Progress:
+    """What an interruption reports: units done of the total, once a store exists."""
+
+    done: int = 0
+    total: int = 0
+    critical: bool = False
+    """Inside a chunk write and its done mark: a signal waits until both are written."""
+    pending: int | None = None
+
+    def message(self) -> str:
+        if not self.total:
+            return "interrupted before the store was created; nothing was written"
+        return (
+            f"interrupted: {self.done} of {self.total} units done; run the same command to resume"
+        )
+
+
+@contextmanager
+def _signals_as_interrupts(progress: _Progress) -> Iterator[None]:
+    """SIGINT (Ctrl-C) and SIGTERM stop the sweep with ``Interrupted`` (exit 130 / 143),
+    never between a unit's chunk and its done mark. Only the main thread gets signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if progress.critical:
+            progress.pending = signum
+            return
+        raise Interrupted(progress.message(), 128 + signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _sweep(
+    spec: SweepSpec,
+    config_yaml: str,
+    want: dict[str, Any],
+    backend: Any,
+    lease: Lease,
+    runner: Runner,
+    exists: bool,
+    replace: bool,
+    progress: _Progress,
+    start: float,
+) -> SweepSummary:
+    info = runner.describe()
+    plan = make_plan(
+        spec.grid, info.shape, info.seq_len, info.n_prompts, spec.metrics,
+        spec.store.chunk_bytes,
+    )  # fmt: skip
+    iv = spec.intervention
+    meta = StoreMeta(
+        config_yaml,
+        want,
+        spec.model.name,
+        intervention=iv.kind,
+        base_run=_base_run(spec),
+        exact=getattr(iv, "verify_top_k", 0) > 0,
+    )
+    if not exists or replace:
+        create(backend, plan, info, meta, lease, replace)
+    store = ResultStore(backend, lease)
+    run_number = store.begin_run()
+    todo, lost = store.todo(plan)
+    if lost:
+        log.warning("%d done unit(s) had lost their chunk file; recomputing them", len(lost))
+    progress.total, progress.done = len(plan.units), len(plan.units) - len(todo)
+    log.info("%d of %d units to compute, %d done earlier", len(todo), progress.total, progress.done)
+    bar = tqdm(total=len(todo), unit="unit", disable=not spec.runner.progress, desc="sweep")
+    cells, sweep_start = 0, time.perf_counter()
+    for unit, values in runner.run(todo):
+        progress.critical = True
+        store.write(unit, values, run_number)
+        progress.critical = False
+        progress.done += 1
+        if progress.pending is not None:
+            raise Interrupted(progress.message(), 128 + progress.pending)
+        cells += unit.n_cells
+        bar.update(1)
+        rate = cells / max(time.perf_counter() - sweep_start, 1e-9)
+        bar.set_postfix(cells_per_s=f"{rate:.0f}", refresh=False)
+    bar.close()
+    k = getattr(iv, "verify_top_k", 0)
+    if k and store.verified() == 0 and (store.done() > 0).all():
+        _verify_top_cells(runner, store, plan, k, run_number)
+    stats = runner.stats
+    return SweepSummary(
+        path=backend.path,
+        units_total=len(plan.units),
+        units_run=len(todo),
+        units_lost=len(lost),
+        cells_run=cells,
+        seconds=time.perf_counter() - start,
+        sweep_seconds=time.perf_counter() - sweep_start,
+        run_number=run_number,
+        workers=stats.workers,
+        worker_restarts=stats.restarts,
+        engine=info.engine,
+    )
+
+
+def _base_run(spec: SweepSpec) -> str:
+    from sweep.interventions import build
+
+    return build(spec.intervention).base_run
+
+
+def _verify_top_cells(runner: Runner, store: ResultStore, plan: Plan, k: int, run: int) -> None:
+    """AtP: patch the K cells with the largest estimated effect exactly, into ``*_exact``;
+    jobs (one per component, layer and prompt block) are queued on the workers like units."""
+    top = top_cells(open_results(store.path), k)
+    log.info("AtP: verifying the top %d cells by exact patching", len(top))
+    cells: dict[tuple[str, int], list[dict[str, int]]] = {}
+    for _, row in top.iterrows():
+        where = cell_of(row)
+        cells.setdefault((str(row["component"]), where["layer"]), []).append(where)
+    jobs = []
+    for (name, layer), group in cells.items():
+        dims = plan.components[[c.name for c in plan.components].index(name)].dims
+        coords = tuple(tuple(w[d] for d in dims) for w in group)
+        jobs += [ExactJob(name, layer, coords, a, b) for a, b in plan.prompt_blocks]
+    for job, values in runner.exact(jobs):
+        store.write_cells(f"{job.component}_exact", cells[(job.component, job.layer)], values,
+                          slice(job.prompt_start, job.prompt_stop))  # fmt: skip
+    store.mark_verified(run)

@@ -1,0 +1,1 @@
+"""The engine: workers, cached runs, memory budget and forwards (torch)."""

@@ -1,0 +1,103 @@
+"""The suffix forward of the GPT-2 family of blocks.
+
+Pre-norm blocks with the model's own norm modules (LayerNorm, RMSNorm, folded norms in
+compatibility mode) or none; position embeddings added at the input; full multi-head
+attention; any position-wise MLP (gated too) or none (attention-only models). Other
+families fall back to the hooked forward, with the reason in the log.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sweep.engine.forward.suffix import Rows, SuffixForward, Trace, attend
+
+
+@dataclass(frozen=True)
+class _Layer:
+    ln1: Any
+    ln2: Any | None
+    mlp: Any | None
+    """None in attention-only models."""
+    w_qkv: torch.Tensor
+    """[d_model, 3 * heads * d_head]: one matmul for q, k and v."""
+    b_qkv: torch.Tensor
+    w_o: torch.Tensor
+    """[heads * d_head, d_model]"""
+    b_o: torch.Tensor
+
+
+class GPT2Forward(SuffixForward):
+    def __init__(self, model: Any) -> None:
+        super().__init__(model)
+        cfg = model.cfg
+        self.n_heads = int(cfg.n_heads)
+        self.d_head = int(cfg.d_head)
+        scale = float(getattr(cfg, "attn_scale", -1.0) or -1.0)
+        self.scale = 1.0 / (scale if scale > 0 else math.sqrt(self.d_head))
+        with torch.no_grad():
+            w = [model.W_Q, model.W_K, model.W_V]  # each [L, H, d, dh]
+            b = [model.b_Q, model.b_K, model.b_V]
+            self.layers = [
+                _Layer(
+                    ln1=model.blocks[i].ln1,
+                    ln2=getattr(model.blocks[i], "ln2", None),
+                    mlp=getattr(model.blocks[i], "mlp", None),
+                    w_qkv=torch.cat([x[i].permute(1, 0, 2).flatten(1) for x in w], 1).clone(),
+                    b_qkv=torch.cat([x[i].flatten() for x in b]).clone(),
+                    w_o=model.W_O[i].flatten(0, 1).clone(),
+                    b_o=model.b_O[i].clone(),
+                )
+                for i in range(self.n_layers)
+            ]
+
+    @staticmethod
+    def unsupported(model: Any) -> str | None:
+        cfg = model.cfg
+        checks = [
+            (
+                getattr(cfg, "positional_embedding_type", "standard") != "standard",
+                "its position embeddings are not added at the input (e.g. rotary)",
+            ),
+            (bool(getattr(cfg, "parallel_attn_mlp", False)), "it has parallel attention/MLP"),
+            (
+                getattr(cfg, "n_key_value_heads", None) not in (None, cfg.n_heads),
+                "it has grouped-query attention",
+            ),
+            (
+                not all(hasattr(model, w) for w in ("W_Q", "W_K", "W_V", "W_O")),
+                "it does not expose per-head attention weights",
+            ),
+        ]
+        reasons = [why for bad, why in checks if bad]
+        return "; ".join(reasons) or None
+
+    def block(
+        self,
+        i: int,
+        x: torch.Tensor,
+        rows: Rows,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        at: Trace,
+        explicit: bool,
+    ) -> torch.Tensor:
+        w = self.layers[i]
+        h, dh = self.n_heads, self.d_head
+        x = at("resid_pre", x)
+        qkv = w.ln1(x.unsqueeze(0))[0] @ w.w_qkv + w.b_qkv
+        q, k, v = (
+            at(n, t.reshape(-1, h, dh)) for n, t in zip("qkv", qkv.chunk(3, -1), strict=True)
+        )
+        z = at("z", attend(q, k, v, rows, k_cache, v_cache, self.scale, at if explicit else None))
+        attn_out = at("attn_out", z.flatten(1) @ w.w_o + w.b_o)
+        if w.mlp is None:  # attention-only
+            return at("resid_post", x + attn_out)
+        assert w.ln2 is not None
+        mid = at("resid_mid", x + attn_out)
+        mlp_out = at("mlp_out", w.mlp(w.ln2(mid.unsqueeze(0)))[0])
+        return at("resid_post", mid + mlp_out)

@@ -1,0 +1,47 @@
+"""The model's own hooked forward from the patched layer: any model TransformerLens runs.
+
+Still batches many cells per forward, skips the layers before the patched one, and
+unembeds only each row's last position; it recomputes every position, though.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from sweep.components import Component
+from sweep.engine.cells import Batch, hook_patch
+from sweep.engine.forward.base import Forward, activation_row_bytes
+
+if TYPE_CHECKING:
+    from sweep.engine.runs import BlockRuns
+
+UNEMBED_IN = "unembed.hook_in"
+
+
+class HookedForward(Forward):
+    NAME = "hooks"
+
+    def base_hooks(self, layers: tuple[int, ...]) -> set[str]:
+        return {f"blocks.{i}.hook_resid_pre" for i in layers}
+
+    def row_bytes(self, seq_len: int) -> int:
+        return 2 * activation_row_bytes(self.model, seq_len)  # keeps more alive than a suffix
+
+    def logits(
+        self, c: Component, layer: int, batch: Batch, src: torch.Tensor, block: BlockRuns
+    ) -> torch.Tensor:
+        x = block.base[f"blocks.{layer}.hook_resid_pre"][batch.prompt]
+        last = block.last[batch.prompt]
+        rows = torch.arange(len(last), device=last.device)
+
+        def keep_last(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            return act[rows, last].unsqueeze(1)
+
+        hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = [
+            (c.hook_name(layer), hook_patch(c, src, batch)),
+            (UNEMBED_IN, keep_last),
+        ]
+        return self.model.run_with_hooks(x, start_at_layer=layer, fwd_hooks=hooks)[:, 0]

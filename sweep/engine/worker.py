@@ -1,0 +1,194 @@
+"""The worker: owns the model, the task and the cached runs; executes jobs.
+
+The same class runs in-process (``runners.local``) and inside a Ray actor
+(``runners.ray``). A job is a work unit (a chunk of the store) or an exact patch of single
+cells (AtP's verification); either runs the intervention's sources through the forward,
+many cells stacked along the batch of one forward.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import version
+from typing import Any
+
+import numpy as np
+import torch
+
+from sweep import __version__
+from sweep.components import Component, get_component
+from sweep.engine.budget import cells_per_forward, warn_if_below_one_cell
+from sweep.engine.cells import Cell, gather_cells, make_batch
+from sweep.engine.forward import HookedForward, choose_forward, fallback
+from sweep.engine.runs import BlockRuns, build_block, run_cached
+from sweep.errors import ConfigError
+from sweep.interventions import Context, Estimator, build
+from sweep.models import load_model
+from sweep.plan import Describe, ExactJob, Job, ModelShape, TaskInfo, WorkUnit, make_axes
+from sweep.spec import SweepSpec
+from sweep.tasks import load_examples
+from sweep.tasks.tokenize import TokenizedTask, single_token, tokenize
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, spec: SweepSpec) -> None:
+        self.spec = spec
+        self.metrics = spec.metrics
+        self.model = load_model(spec.model)
+        self.device = self.model.cfg.device
+        self.task: TokenizedTask = tokenize(
+            load_examples(spec.task, single_token(self.model)), self.model
+        )
+        cfg = self.model.cfg
+        self.shape = ModelShape(int(cfg.n_layers), int(cfg.n_heads))
+        components = spec.grid.component_list
+        check_kv_heads(components, cfg)
+        check_hooks(components, self.model)
+        self.axes = make_axes(spec.grid, self.shape, self.task.seq_len)
+        self.grid = tuple((c, layer) for c in components for layer in self.axes.layers)
+        self.intervention = build(spec.intervention)
+        self.forward = choose_forward(self.model, spec.runner.engine)
+        self.intervention.prepare(Context(self.model, self.task, self.grid, self._activations))
+        self._blocks: dict[tuple[int, int], BlockRuns] = {}
+        self._check_forward(self.block(0, self.task.n_prompts))
+        warn_if_below_one_cell(
+            spec.runner.memory_mb, self.forward.row_bytes(self.task.seq_len), self.task.n_prompts
+        )
+
+    # ------------------------------------------------------------------ cached runs
+
+    def _activations(self, tokens: torch.Tensor, hooks: frozenset[str]) -> dict[str, Any]:
+        lengths = torch.full((tokens.shape[0],), tokens.shape[1], device=self.device)
+        return run_cached(self.model, tokens.to(self.device), lengths, hooks)[1]
+
+    def block(self, start: int, stop: int) -> BlockRuns:
+        """The cached runs of prompts ``start..stop-1``, built on first use."""
+        key = (start, stop)
+        if key not in self._blocks:
+            grid_hooks = {c.hook_name(layer) for c, layer in self.grid}
+            base = self.forward.base_hooks(self.axes.layers)
+            reads_base = self.intervention.READS == "base"
+            self._blocks = {}  # one block at a time
+            self._blocks[key] = build_block(
+                self.model,
+                self.task,
+                start,
+                stop,
+                self.intervention.base_run,
+                base | grid_hooks if reads_base else base,
+                set() if reads_base else grid_hooks,
+            )
+        return self._blocks[key]
+
+    def _check_forward(self, block: BlockRuns) -> None:
+        why = self.forward.check(block, min(self.axes.layers))
+        if why is not None:
+            self.forward = fallback(self.spec.runner.engine, why, HookedForward(self.model))
+
+    # ------------------------------------------------------------------ jobs
+
+    def describe(self) -> TaskInfo:
+        t = self.task
+        block = self.block(0, t.n_prompts)
+        return TaskInfo(
+            shape=self.shape,
+            lengths=tuple(int(x) for x in t.lengths),
+            clean_str=t.clean_str,
+            corrupted_str=t.corrupted_str,
+            clean_baseline=block.evaluate(self.metrics, block.clean_logits).cpu().numpy(),
+            corrupted_baseline=block.evaluate(self.metrics, block.corrupted_logits).cpu().numpy(),
+            versions={"patchsweep": __version__, "transformer_lens": version("transformer-lens")},
+            engine=self.forward.NAME,
+        )
+
+    def execute(self, job: Job) -> Any:
+        if isinstance(job, Describe):
+            return self.describe()
+        if isinstance(job, ExactJob):
+            return self.exact(job)
+        return self.run(job)
+
+    def run(self, unit: WorkUnit) -> np.ndarray:
+        """Values of one unit: [metric, layer, *dims, prompt], float32."""
+        c = unit.spec
+        block = self.block(unit.prompt_start, unit.prompt_stop)
+        cells = unit.cells
+        per_layer = [self._values(c, layer, cells, block) for layer in unit.layers]
+        out = torch.stack(per_layer, dim=1).cpu().numpy().astype(np.float32)
+        grid = [len(v) for _, v in unit.grid]
+        return out.reshape(out.shape[0], len(unit.layers), *grid, block.n)
+
+    @torch.inference_mode()
+    def exact(self, job: ExactJob) -> np.ndarray:
+        """Exact patching of single cells under the sweep's intervention (AtP: patching in
+        its direction): [metric, cell, prompt]."""
+        c = get_component(job.component)
+        block = self.block(job.prompt_start, job.prompt_stop)
+        values = self.patched(c, job.layer, list(job.cells), block)
+        return values.cpu().numpy().astype(np.float32)
+
+    def _values(self, c: Component, layer: int, cells: list[Cell], block: BlockRuns) -> Any:
+        iv = self.intervention
+        if isinstance(iv, Estimator):
+            delta = iv.estimate(c, layer, block, self.metrics)  # [metric, prompt, *dims]
+            base = block.evaluate(self.metrics, block.base_logits)  # [metric, prompt]
+            return base[:, None, :] + gather_cells(c, delta, make_batch(c, cells, block.lengths))
+        return self.patched(c, layer, cells, block)
+
+    @torch.inference_mode()
+    def patched(
+        self, c: Component, layer: int, cells: list[Cell], block: BlockRuns
+    ) -> torch.Tensor:
+        """[metric, cell, prompt] of one layer's cells, averaged over the source samples;
+        NaN where a cell does not exist for a prompt."""
+        k = cells_per_forward(
+            self.spec.runner.memory_mb, self.forward.row_bytes(block.seq_len), block.n
+        )
+        per_sample = []
+        for src in self.intervention.sources(c, layer, block):
+            parts = [
+                self._forward(c, layer, cells[i : i + k], src, block)
+                for i in range(0, len(cells), k)
+            ]
+            per_sample.append(torch.cat(parts, dim=1))
+        return torch.stack(per_sample).mean(0)
+
+    def _forward(
+        self, c: Component, layer: int, cells: list[Cell], src: torch.Tensor, block: BlockRuns
+    ) -> torch.Tensor:
+        """One batched forward over ``len(cells)`` copies of the block: [metric, cell, prompt]."""
+        batch = make_batch(c, cells, block.lengths)
+        logits = self.forward.logits(c, layer, batch, src, block)
+        values = block.evaluate(self.metrics, logits).masked_fill(~batch.valid, float("nan"))
+        return values.reshape(len(self.metrics), len(cells), block.n)
+
+    def cells_per_forward(self) -> int:
+        return cells_per_forward(
+            self.spec.runner.memory_mb,
+            self.forward.row_bytes(self.task.seq_len),
+            self.task.n_prompts,
+        )
+
+
+def check_kv_heads(components: tuple[Component, ...], cfg: Any) -> None:
+    """Grouped-query models have fewer k/v heads than query heads: no per-head k/v grid."""
+    n_kv = getattr(cfg, "n_key_value_heads", None)
+    kv = [c.name for c in components if c.stage in ("k", "v")]
+    if kv and n_kv is not None and n_kv != cfg.n_heads:
+        raise ConfigError(
+            f"grid.components: {kv} are not supported on this model: it has {n_kv} key/value "
+            f"heads shared by {cfg.n_heads} query heads (grouped-query attention); "
+            "sweep z, q or pattern instead"
+        )
+
+
+def check_hooks(components: tuple[Component, ...], model: Any) -> None:
+    """Components the model has no hook for (e.g. mlp_out of an attention-only model)."""
+    missing = [c.name for c in components if c.hook_name(0) not in model.hook_dict]
+    if missing:
+        raise ConfigError(
+            f"grid.components: {missing} do not exist in this model "
+            f"(attention-only: {bool(getattr(model.cfg, 'attn_only', False))}); remove them"
+        )

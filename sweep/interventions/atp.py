@@ -1,0 +1,119 @@
+"""Attribution patching (AtP): a first-order estimate of every cell at once.
+
+Patching a cell changes the activation by ``delta = source - base`` there; to first order
+the metric changes by ``delta . d metric / d activation``. One forward and one backward of
+the base run (per metric) give that gradient for every hook, so the whole grid costs about
+three forwards instead of one per cell (Nanda 2023; Kramar et al. 2024). The estimate is
+exact for a metric linear in the activation and drifts where the network saturates, which
+is why ``intervention.verify_top_k`` re-checks the largest cells by exact patching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from sweep.components import Component
+from sweep.engine.cells import per_cell
+from sweep.errors import ConfigError
+from sweep.interventions.base import Context, Estimator, Intervention
+from sweep.interventions.patch import DIRECTIONS, Patch, PatchSpec, base_of
+from sweep.metrics import evaluate
+from sweep.spec import InterventionSpec, one_of
+
+if TYPE_CHECKING:
+    from sweep.engine.runs import BlockRuns
+
+
+@dataclass(frozen=True, slots=True)
+class AtPSpec(InterventionSpec):
+    KIND = "atp"
+
+    kind: str = "atp"
+    direction: str = "denoise"
+    verify_top_k: int = 0
+    """Patch the K cells with the largest estimated effect exactly, stored as ``*_exact``."""
+
+    def __post_init__(self) -> None:
+        one_of("intervention.direction", self.direction, DIRECTIONS)
+        if int(self.verify_top_k) < 0:
+            raise ConfigError(
+                f"intervention.verify_top_k: must be 0 or more, got {self.verify_top_k}"
+            )
+
+
+class AtP(Estimator):
+    KIND = "atp"
+    SPEC = AtPSpec
+    READS = "other"
+
+    @property
+    def direction(self) -> str:
+        return getattr(self.spec, "direction", "denoise")
+
+    @property
+    def base_run(self) -> str:
+        return base_of(self.direction)
+
+    @property
+    def exact(self) -> Intervention:
+        return Patch(PatchSpec(direction=self.direction))
+
+    def prepare(self, ctx: Context) -> None:
+        self.model = ctx.model
+        self.hooks = ctx.hooks
+
+    def estimate(
+        self, c: Component, layer: int, block: BlockRuns, metrics: tuple[str, ...]
+    ) -> torch.Tensor:
+        if "atp" not in block.extras:
+            block.extras["atp"] = self._products(block, metrics)
+        return per_cell(c, block.extras["atp"][c.hook_name(layer)])
+
+    def _products(self, block: BlockRuns, metrics: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        # The cached runs are inference tensors, which autograd may not save: copy them.
+        last, answer, wrong = (t.clone() for t in (block.last, block.answer, block.wrong))
+        clean = block.clean_logits.clone()
+        rows = torch.arange(block.n, device=last.device)
+
+        def metric(logits: torch.Tensor) -> torch.Tensor:
+            return evaluate(metrics, logits[rows, last], answer, wrong, clean)
+
+        tokens = block.tokens(self.base_run).clone()
+        with torch.inference_mode(False):
+            return attributions(self.model, tokens, set(self.hooks), block.source, metric)
+
+
+def attributions(
+    model: Any,
+    tokens: torch.Tensor,
+    hooks: set[str],
+    source: dict[str, torch.Tensor],
+    metric: Callable[[torch.Tensor], torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """Per hook: [metric, *activation shape] of ``(source - base) * d metric / d base``.
+
+    ``metric`` maps the full logits [prompt, pos, vocab] to [metric, prompt]; prompts are
+    independent rows, so the gradient of the sum over prompts is each prompt's own.
+    """
+    acts: dict[str, torch.Tensor] = {}
+
+    def keeper(name: str) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+        def keep(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            acts[name] = act  # by the requested name: the bridge may alias hooks
+            return act
+
+        return keep
+
+    names = sorted(hooks)
+    with torch.enable_grad(), model.hooks(fwd_hooks=[(h, keeper(h)) for h in names]):
+        values = metric(model(tokens))
+        out: dict[str, list[torch.Tensor]] = {h: [] for h in names}
+        for row in values:
+            grads = torch.autograd.grad(row.sum(), [acts[h] for h in names], retain_graph=True)
+            for h, g in zip(names, grads, strict=True):
+                out[h].append(((source[h] - acts[h].detach()) * g).detach())
+    return {h: torch.stack(v) for h, v in out.items()}

@@ -1,0 +1,65 @@
+"""``intervention=resample``: the clean run with the cell taken from another prompt.
+
+Each prompt's donors are other prompts of the same token count, drawn with a seeded
+generator (same seed, same donors); the value is the mean over ``samples`` draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from sweep.components import Component
+from sweep.errors import TaskError
+from sweep.interventions.base import Context, Intervention
+from sweep.spec import InterventionSpec, positive
+
+if TYPE_CHECKING:
+    from sweep.engine.runs import BlockRuns
+
+
+@dataclass(frozen=True, slots=True)
+class ResampleSpec(InterventionSpec):
+    KIND = "resample"
+
+    kind: str = "resample"
+    samples: int = 4
+    """Each prompt's activation is replaced by another prompt's, this many times (averaged)."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive("intervention.samples", self.samples)
+
+
+def donors(lengths: torch.Tensor, samples: int, seed: int) -> torch.Tensor:
+    """[samples, prompt] another prompt of the same token count for each prompt."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = lengths.cpu()
+    out = torch.empty(samples, len(lengths), dtype=torch.long)
+    for i, n in enumerate(lengths.tolist()):
+        pool = [j for j in range(len(lengths)) if j != i and int(lengths[j]) == n]
+        if not pool:
+            raise TaskError(
+                f"intervention=resample: prompt {i} ({n} tokens) has no other prompt of the "
+                "same length to take activations from; give several prompts of each length"
+            )
+        pick = torch.randint(len(pool), (samples,), generator=gen)
+        out[:, i] = torch.tensor(pool)[pick]
+    return out
+
+
+class Resample(Intervention):
+    KIND = "resample"
+    SPEC = ResampleSpec
+
+    def prepare(self, ctx: Context) -> None:
+        spec = self.spec
+        assert isinstance(spec, ResampleSpec)
+        self.donors = donors(ctx.task.lengths, spec.samples, spec.seed)
+
+    def sources(self, c: Component, layer: int, block: BlockRuns) -> list[torch.Tensor]:
+        act = block.base[c.hook_name(layer)]
+        d = self.donors[:, block.start : block.start + block.n] - block.start
+        return [act[row.to(act.device)] for row in d]

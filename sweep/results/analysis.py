@@ -1,0 +1,160 @@
+"""Reading a results store: effects, normalized effects, statistics over prompts, top cells.
+
+One definition of an effect, used by every summary (``top_cells``, ``normalized``, the
+command line's report, the heatmaps, AtP's top cells): per prompt, the cell's value minus
+that prompt's own baseline; averaged over the prompts that reach the cell (a position past
+a prompt's end is NaN for it and left out), with ``n`` counting them. Prompts of different
+lengths never mix one prompt's value with another's baseline.
+
+Every function takes the xarray Dataset that ``sweep.open_results`` returns and returns
+xarray or pandas objects. Torch-free.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from sweep.components import DIMS
+
+
+def components(ds: xr.Dataset) -> list[str]:
+    """The component variables of a store (not baselines, not ``*_exact``)."""
+    return list(ds.attrs.get("components", []))
+
+
+def metrics(ds: xr.Dataset) -> list[str]:
+    return [str(m) for m in ds["metric"].values]
+
+
+def check_metric(ds: xr.Dataset, metric: str | None) -> str:
+    """``metric``, or the store's first; an unknown one is named with the store's metrics."""
+    known = metrics(ds)
+    if metric is None:
+        return known[0]
+    if metric not in known:
+        raise ValueError(f"metric {metric!r} is not in this store; it has: {', '.join(known)}")
+    return metric
+
+
+def base_run(ds: xr.Dataset) -> str:
+    """The run the intervention changed: its baseline is the value of changing nothing."""
+    return str(ds.attrs.get("base_run", "corrupted"))
+
+
+def effect(ds: xr.Dataset, name: str, relative_to: str | None = None) -> xr.DataArray:
+    """Per prompt: the cell's value minus that prompt's ``relative_to`` baseline (default:
+    the base run's). NaN where the cell does not exist for the prompt."""
+    baseline = ds[f"{relative_to or base_run(ds)}_baseline"]
+    return ds[name] - baseline
+
+
+def normalized(ds: xr.Dataset, name: str, per_prompt: bool = False) -> xr.DataArray:
+    """(patched - corrupted) / (clean - corrupted): 1 = the cell restores the clean
+    behaviour, 0 = no change from the corrupted run.
+
+    Per cell, over the prompts that reach it: the mean of (value - corrupted) over the
+    mean of (clean - corrupted) of those same prompts (a prompt whose runs barely differ
+    would otherwise divide by ~0). ``per_prompt=True``: each prompt's own ratio, with its
+    ``prompt`` dim.
+    """
+    value = ds[name]
+    reach = value.notnull()
+    clean, corrupted = ds["clean_baseline"], ds["corrupted_baseline"]
+    if per_prompt:
+        return (value - corrupted) / (clean - corrupted)
+    gap = (clean - corrupted).where(reach)
+    return (value - corrupted).mean("prompt") / gap.mean("prompt")
+
+
+def summarize(
+    values: xr.DataArray,
+    dim: str = "prompt",
+    ci: float = 0.95,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> xr.Dataset:
+    """Mean, standard error and a percentile bootstrap confidence interval over ``dim``.
+
+    NaN entries (cells past a prompt's end) are left out of each cell's statistics, and
+    ``n`` counts the prompts that are in.
+    """
+    n = values.count(dim)
+    mean = values.mean(dim)
+    sem = values.std(dim, ddof=1) / np.sqrt(n)
+    low, high = bootstrap_ci(values, dim, ci, n_boot, seed)
+    return xr.Dataset({"mean": mean, "sem": sem, "ci_low": low, "ci_high": high, "n": n})
+
+
+def effect_summary(
+    ds: xr.Dataset, name: str, metric: str | None = None, relative_to: str | None = None, **kw
+) -> xr.Dataset:
+    """``summarize`` of each cell's effect over the prompts that reach it."""
+    metric = check_metric(ds, metric)
+    return summarize(effect(ds, name, relative_to).sel(metric=metric), **kw)
+
+
+def bootstrap_ci(
+    values: xr.DataArray, dim: str = "prompt", ci: float = 0.95, n_boot: int = 1000, seed: int = 0
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """Percentile bootstrap interval of the mean over ``dim``, resampling the entries
+    that are not NaN (per cell)."""
+    data = np.moveaxis(values.values, values.get_axis_num(dim), -1)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, data.shape[-1], size=(n_boot, data.shape[-1]))
+    with warnings.catch_warnings():  # a cell no prompt reaches is NaN, not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(data[..., picks], axis=-1)  # [..., n_boot]
+        low, high = np.nanquantile(means, [(1 - ci) / 2, (1 + ci) / 2], axis=-1)
+    template = values.isel({dim: 0}, drop=True)
+    return template.copy(data=low), template.copy(data=high)
+
+
+COLUMNS = ["component", "layer", *DIMS, "value", "effect", "n"]
+
+
+def top_cells(
+    ds: xr.Dataset,
+    k: int = 10,
+    metric: str | None = None,
+    names: list[str] | None = None,
+    relative_to: str | None = None,
+) -> pd.DataFrame:
+    """The ``k`` cells with the largest |mean effect| across components.
+
+    ``relative_to`` is the run whose baseline an effect is measured from (default: the
+    store's ``base_run``: ``corrupted`` for denoising, ``clean`` for noising and
+    ablations). Columns: component, layer, and each grid dim (``<NA>`` where the component
+    has no such dim), value and effect (means over the ``n`` prompts that reach the cell).
+    """
+    metric = check_metric(ds, metric)
+    frames = []
+    for name in names or components(ds):
+        per_prompt = effect(ds, name, relative_to).sel(metric=metric)
+        value = ds[name].sel(metric=metric)
+        table = xr.Dataset(
+            {
+                "value": value.mean("prompt"),
+                "effect": per_prompt.mean("prompt"),
+                "n": per_prompt.count("prompt"),
+            }
+        ).to_dataframe()
+        table = table[table["n"] > 0].reset_index()
+        frames.append(table.assign(component=name))
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    for d in ["layer", *DIMS]:
+        table[d] = (
+            table[d].astype("Int64") if d in table else pd.array([pd.NA] * len(table), "Int64")
+        )
+    table = table.reindex(columns=COLUMNS)
+    table["n"] = table["n"].astype(int)
+    order = table["effect"].abs().sort_values(ascending=False, kind="stable").index
+    return table.loc[order].head(k).reset_index(drop=True)
+
+
+def cell_of(row: pd.Series) -> dict[str, int]:
+    """A ``top_cells`` row's coordinates: ``layer`` and the dims its component has."""
+    return {d: int(row[d]) for d in ["layer", *DIMS] if not pd.isna(row[d])}

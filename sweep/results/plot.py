@@ -1,0 +1,243 @@
+"""Pictures of a results store: a heatmap per component (PNG) and one HTML page.
+
+    python -m sweep.plot STORE [--out DIR] [--metric NAME]
+
+Each heatmap shows the normalized effect, (patched - corrupted) / (clean - corrupted) of
+each cell over the prompts that reach it (``sweep.results.analysis.normalized``): 1 = the
+cell alone gives the clean run's behaviour, 0 = no change from the corrupted run. Layer x
+position maps label positions with prompt 0's tokens (clean/corrupted where they differ;
+-1 is each prompt's own last token); layer x head maps label heads; components with both
+(``z_by_pos``...) get one row per layer and head. The HTML page holds every component
+and metric in one self-contained file (no network), switchable and with values on hover.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from sweep.errors import StoreDamagedError, SweepError
+from sweep.results.analysis import check_metric, components, metrics, normalized
+from sweep.results.store import open_results
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    """What one picture shows: values [rows, columns] with labelled axes."""
+
+    component: str
+    metric: str
+    values: np.ndarray
+    row_labels: list[str]
+    col_labels: list[str]
+    row_title: str
+    col_title: str
+
+    @property
+    def title(self) -> str:
+        return f"{self.component}: normalized {self.metric}"
+
+
+def heatmap(ds: xr.Dataset, name: str, metric: str) -> Heatmap:
+    """The normalized effect of ``name`` (over the prompts that reach each cell) as a 2-D map."""
+    mean = normalized(ds, name).sel(metric=metric)
+    layers = [f"L{int(x)}" for x in ds["layer"].values]
+    if "pos" in mean.dims:
+        cols, col_title = _position_labels(ds), "position (tokens of prompt 0)"
+    else:
+        cols, col_title = [f"H{int(h)}" for h in ds["head"].values], "head"
+    if "pos" in mean.dims and "head" in mean.dims:
+        values = mean.transpose("layer", "head", "pos").values.reshape(-1, len(cols))
+        rows = [f"{la}H{int(h)}" for la in layers for h in ds["head"].values]
+        return Heatmap(name, metric, values, rows, cols, "layer, head", col_title)
+    return Heatmap(
+        name, metric, mean.transpose("layer", ...).values, layers, cols, "layer", col_title
+    )
+
+
+def _position_labels(ds: xr.Dataset) -> list[str]:
+    clean = ds["clean_token"].sel(prompt=0).values
+    corrupted = ds["corrupted_token"].sel(prompt=0).values
+    out = []
+    for p, a, b in zip(ds["pos"].values, clean, corrupted, strict=True):
+        tok = str(a) if a == b else f"{a}/{b}"
+        out.append(f"{int(p)}:{tok}")
+    return out
+
+
+def figure(h: Heatmap) -> Any:
+    """A matplotlib Figure of the map, diverging colours centred on 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, cols = h.values.shape
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * cols + 2.5), max(2.0, 0.4 * rows + 1.5)))
+    limit = float(np.nanmax(np.abs(h.values))) if np.isfinite(h.values).any() else 1.0
+    image = ax.imshow(h.values, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(cols), h.col_labels, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(rows), h.row_labels, fontsize=8)
+    ax.set_xlabel(h.col_title)
+    ax.set_ylabel(h.row_title)
+    ax.set_title(h.title)
+    fig.colorbar(image, ax=ax, label="normalized effect")
+    fig.tight_layout()
+    return fig
+
+
+def render(store: str | Path, out: str | Path | None = None, metric: str | None = None) -> Path:
+    """Write ``{component}.png`` (for ``metric``, default the first) and ``index.html``
+    (every metric) into ``out`` (default: next to the store, ``STORE.plots``; for a URL
+    store, ``NAME.plots`` in the working directory)."""
+    ds = load(store)
+    metric = check_metric(ds, metric)
+    out_dir = Path(out) if out is not None else _default_out(store)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SweepError(f"--out: cannot create {out_dir} ({e.strerror})") from None
+    for name in components(ds):
+        fig = figure(heatmap(ds, name, metric))
+        fig.savefig(out_dir / f"{name}.png", dpi=110)
+        fig.clf()
+    maps = [heatmap(ds, n, m) for n in components(ds) for m in metrics(ds)]
+    (out_dir / "index.html").write_text(page(maps, str(store)), encoding="utf-8")
+    return out_dir
+
+
+def load(store: str | Path) -> xr.Dataset:
+    """The whole store in memory; a chunk whose bytes are damaged is one line, pointing
+    at ``sweep.status --verify``."""
+    ds = open_results(store)
+    try:
+        return ds.load()
+    except Exception as e:  # a codec's own error type: zstd, blosc, ...
+        raise StoreDamagedError(
+            f"STORE: a chunk of {store} cannot be read ({type(e).__name__}); run "
+            f"python -m sweep.status {store} --verify, then the sweep's command to recompute it"
+        ) from None
+
+
+def _default_out(store: str | Path) -> Path:
+    """Next to a local store; for a URL store, in the working directory."""
+    if "://" in str(store):
+        return Path.cwd() / Path(str(store).rstrip("/").rsplit("/", 1)[-1]).with_suffix(".plots")
+    return Path(store).with_suffix(".plots")
+
+
+def page(maps: list[Heatmap], store: str) -> str:
+    """One self-contained HTML page; a metric selector redraws every map."""
+    data = [
+        {
+            "component": h.component,
+            "metric": h.metric,
+            "rows": h.row_labels,
+            "cols": h.col_labels,
+            "rowTitle": h.row_title,
+            "colTitle": h.col_title,
+            "values": [[None if np.isnan(v) else round(float(v), 4) for v in r] for r in h.values],
+        }
+        for h in maps
+    ]
+    return _TEMPLATE.replace("__STORE__", html.escape(store)).replace(
+        "__DATA__", json.dumps(data).replace("</", "<\\/")
+    )
+
+
+_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>patchsweep: __STORE__</title>
+<style>
+body { font: 14px system-ui, sans-serif; margin: 1.5em; }
+table.map { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+table.map td, table.map th { padding: 2px 4px; font-size: 11px; }
+table.map td.v { width: 26px; height: 20px; }
+th.col { writing-mode: vertical-rl; transform: rotate(180deg); font-weight: normal; }
+</style></head>
+<body>
+<h1>patchsweep results</h1>
+<p>Store: <code>__STORE__</code>. Normalized effect of each cell over the prompts that
+reach it: (patched - corrupted) / (clean - corrupted); hover a cell for its value.</p>
+<label>metric <select id="metric"></select></label>
+<div id="maps"></div>
+<script id="data" type="application/json">__DATA__</script>
+<script>
+"use strict";
+const maps = JSON.parse(document.getElementById("data").textContent);
+const metrics = [...new Set(maps.map(m => m.metric))];
+const select = document.getElementById("metric");
+for (const m of metrics) {
+  const o = document.createElement("option");
+  o.textContent = m;
+  select.append(o);
+}
+function colour(v, limit) {
+  if (v === null) return "#ddd";
+  const t = Math.max(-1, Math.min(1, v / limit));
+  const c = Math.round(255 * (1 - Math.abs(t)));
+  return t >= 0 ? `rgb(${c},${c},255)` : `rgb(255,${c},${c})`;
+}
+function draw() {
+  const root = document.getElementById("maps");
+  root.replaceChildren();
+  for (const m of maps.filter(x => x.metric === select.value)) {
+    const flat = m.values.flat().filter(v => v !== null);
+    const limit = Math.max(1e-9, ...flat.map(Math.abs));
+    const h = document.createElement("h2");
+    h.textContent = `${m.component} (${m.rowTitle} x ${m.colTitle})`;
+    const table = document.createElement("table");
+    table.className = "map";
+    table.dataset.component = m.component;
+    const head = table.insertRow();
+    head.insertCell().textContent = "";
+    for (const c of m.cols) {
+      const th = document.createElement("th");
+      th.className = "col";
+      th.textContent = c;
+      head.append(th);
+    }
+    m.values.forEach((row, i) => {
+      const tr = table.insertRow();
+      const th = document.createElement("th"); th.textContent = m.rows[i]; tr.append(th);
+      row.forEach((v, j) => {
+        const td = tr.insertCell();
+        td.className = "v";
+        td.style.background = colour(v, limit);
+        td.title = `${m.rows[i]}, ${m.cols[j]}: ${v === null ? "not computed" : v}`;
+      });
+    });
+    root.append(h, table);
+  }
+  document.body.dataset.rendered = String(root.querySelectorAll("table.map").length);
+}
+select.addEventListener("change", draw);
+draw();
+</script>
+</body></html>
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m sweep.plot", description=__doc__.split("\n")[0])
+    p.add_argument("store")
+    p.add_argument("--out", default=None, help="output directory (default: STORE.plots)")
+    p.add_argument("--metric", default=None, help="metric of the PNGs (default: the first)")
+    args = p.parse_args(argv)
+    try:
+        out = render(args.store, args.out, args.metric)
+    except (SweepError, ValueError) as e:
+        print(f"patchsweep: error: {e}", file=sys.stderr)  # noqa: T201
+        sys.exit(2)
+    print(f"pictures: {out}/index.html and one PNG per component")  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()

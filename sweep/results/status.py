@@ -1,0 +1,205 @@
+"""Progress and health of any store, also one another process is writing.
+
+    python -m sweep.status STORE [--verify]
+
+Units done of each component, cells x prompts done, the runs and their dates, who holds
+the store, the config's key lines. ``--verify`` reads every done unit's chunk, reports
+damaged ones by their coordinates and marks them not done, so the next run of the sweep
+command recomputes them. Torch-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import yaml
+import zarr
+
+from sweep.errors import StoreBusyError, SweepError
+from sweep.results.backends import backend_for
+from sweep.results.lease import Lease, read_holder
+from sweep.results.store import META, array, check_format, is_store, root_attrs
+
+KEY_LINES = ("model.name", "task.kind", "task.path", "task.n_prompts", "grid.components",
+             "intervention.kind", "metric.names")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Unit:
+    index: int
+    component: str
+    layers: tuple[int, int]
+    """Index range on the store's layer axis."""
+    prompts: tuple[int, int]
+
+    def where(self, layer_coords: list[int]) -> str:
+        lo, hi = self.layers
+        ls = layer_coords[lo:hi]
+        return (
+            f"{self.component} layers {ls[0]}..{ls[-1]} prompts {self.prompts[0]}.."
+            f"{self.prompts[1] - 1} (unit {self.index})"
+        )
+
+
+@dataclass
+class StoreStatus:
+    path: str
+    units_done: dict[str, tuple[int, int]]
+    """Component -> (done, total) units."""
+    cell_prompts: tuple[int, int]
+    """(done, total) cells x prompts."""
+    runs: list[dict[str, Any]]
+    holder: str | None
+    config: dict[str, Any]
+    damaged: list[str] = field(default_factory=list)
+    """Verify: damaged units by coordinates (now marked not done)."""
+    verified: bool = False
+    note: str = ""
+
+    def report(self) -> str:
+        done, total = self.cell_prompts
+        lines = [f"store: {self.path}"]
+        for name, (d, t) in self.units_done.items():
+            lines.append(f"  {name}: {d} of {t} units done")
+        pct = 100 * done / total if total else 100.0
+        lines.append(f"cells x prompts: {done:,} of {total:,} done ({pct:.1f}%)")
+        held = self.holder or "nobody (no sweep is running on it)"
+        lines.append(f"held by: {held}")
+        for r in self.runs:
+            lines.append(f"run {r.get('run')}: started {r.get('started')} by pid "
+                         f"{r.get('pid')} on {r.get('host')}")  # fmt: skip
+        lines += [f"{k}: {v}" for k, v in self.config.items()]
+        if self.verified:
+            if self.damaged:
+                lines.append(f"damaged: {len(self.damaged)} unit(s), marked not done{self.note}:")
+                lines += [f"  {d}" for d in self.damaged]
+                lines.append("run the sweep's command again to recompute them")
+            else:
+                lines.append("verify: every done unit's chunk reads back")
+        return "\n".join(lines)
+
+
+def _units(group: zarr.Group, names: list[str]) -> list[Unit]:
+    table = np.asarray(array(group, f"{META}/units")[:])
+    return [
+        Unit(i, names[int(c)], (int(a), int(b)), (int(p), int(q)))
+        for i, (c, a, b, p, q) in enumerate(table)
+    ]
+
+
+def _runs(location: str) -> list[dict[str, Any]]:
+    runs = zarr.open_group(location, path=META, mode="r").attrs.get("runs", [])
+    return [dict(r) for r in runs] if isinstance(runs, list) else []
+
+
+def _config_lines(text: str) -> dict[str, Any]:
+    try:
+        cfg = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
+        return {}
+    out = {}
+    for key in KEY_LINES:
+        group, _, name = key.partition(".")
+        value = (cfg.get(group) or {}).get(name)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def status(path: str, verify: bool = False) -> StoreStatus:
+    """The progress of the store at ``path``; ``verify`` also reads every chunk back."""
+    backend = backend_for(str(path))
+    if not is_store(backend, key="STORE"):
+        raise SweepError(f"STORE: {path}: no such store")
+    check_format(backend)
+    attrs = root_attrs(backend)
+    group = zarr.open_group(backend.location, mode="r")
+    names = list(attrs.get("components", []))
+    units = _units(group, names)
+    done = np.asarray(array(group, f"{META}/done")[:])
+    per = {n: [0, 0] for n in names}
+    cells_done = cells_total = 0
+    for u in units:
+        arr = array(group, u.component)
+        size = math.prod(arr.shape[2:-1]) * (u.layers[1] - u.layers[0]) * arr.shape[0]
+        size *= u.prompts[1] - u.prompts[0]
+        per[u.component][1] += 1
+        cells_total += size
+        if done[u.index]:
+            per[u.component][0] += 1
+            cells_done += size
+    holder = read_holder(backend)
+    out = StoreStatus(
+        path=str(path),
+        units_done={n: (d, t) for n, (d, t) in per.items()},
+        cell_prompts=(cells_done, cells_total),
+        runs=_runs(backend.location),
+        holder=holder.describe() if holder is not None else None,
+        config=_config_lines(str(attrs.get("config", ""))),
+    )
+    if verify:
+        _verify(out, backend, group, units, done)
+    return out
+
+
+def _verify(
+    out: StoreStatus, backend: Any, group: zarr.Group, units: list[Unit], done: Any
+) -> None:
+    layer_coords = [int(x) for x in np.asarray(array(group, "layer")[:])]
+    present = {n: backend.files(n) for n in out.units_done}
+    bad = []
+    for u in units:
+        if not done[u.index]:
+            continue
+        arr = array(group, u.component)
+        key = _chunk_key(arr, u)
+        ok = key in present[u.component]
+        if ok:
+            try:
+                arr[(slice(None), slice(*u.layers), *(slice(None),) * (arr.ndim - 3),
+                     slice(*u.prompts))]  # fmt: skip
+            except Exception:  # any decode error: the chunk's bytes are damaged
+                ok = False
+        if not ok:
+            bad.append(u)
+    out.verified = True
+    out.damaged = [u.where(layer_coords) for u in bad]
+    if bad:
+        lease = Lease(backend, 120.0)
+        try:
+            lease.acquire()
+        except StoreBusyError:
+            out.note = " NOT marked: a sweep holds the store; verify again when it ends"
+            return
+        try:
+            writable = zarr.open_group(backend.location, mode="r+")
+            for u in bad:
+                array(writable, f"{META}/done")[u.index] = 0
+        finally:
+            lease.release()
+
+
+def _chunk_key(arr: zarr.Array, u: Unit) -> str:
+    chunks = arr.chunks
+    index = [0, u.layers[0] // chunks[1], *(0,) * (arr.ndim - 3), u.prompts[0] // chunks[-1]]
+    return "c/" + "/".join(map(str, index))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m sweep.status", description=__doc__.split("\n")[0])
+    p.add_argument("store")
+    p.add_argument("--verify", action="store_true", help="read every chunk; mark damaged units")
+    args = p.parse_args(argv)
+    try:
+        result = status(args.store, verify=args.verify)
+    except SweepError as e:
+        print(f"patchsweep: error: {e}", file=sys.stderr)  # noqa: T201
+        sys.exit(2)
+    print(result.report())  # noqa: T201
+    if result.damaged:
+        sys.exit(1)

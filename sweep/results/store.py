@@ -1,0 +1,430 @@
+"""The results store: a zarr group that ``xarray.open_zarr`` reads directly.
+
+Only this module writes zarr. The driver creates the store once (coordinates, NaN-filled
+arrays, baselines, attrs, the table of work units); afterwards each finished unit writes
+exactly one chunk, and only then is it marked done in ``_patchsweep/done`` (a subgroup
+xarray does not show). A kill between the two costs one recomputation, never a wrong
+value; a done unit whose chunk file went missing is found by a listing on resume.
+
+Torch-free: opening, checking and reporting on a store need no model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from sweep.components import get_component
+from sweep.errors import StoreDamagedError, StoreError, StoreMismatchError
+from sweep.plan import Plan, TaskInfo, WorkUnit
+from sweep.results.backends import Backend, backend_for
+from sweep.results.lease import LEASE, Lease, read_holder
+
+FORMAT = 2
+"""Version of the store layout; a store of a newer format is refused, not misread."""
+FORMAT_ATTR = "patchsweep_format"
+FINGERPRINT = "patchsweep_fingerprint"
+META = "_patchsweep"
+
+Location = Path | str
+"""A local directory (resolved Path) or an fsspec URL."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreMeta:
+    """What the store records about the config that produced it."""
+
+    config_yaml: str
+    """The whole resolved config, for people."""
+    fingerprint: dict[str, Any]
+    """Everything that changes results, compared on resume."""
+    model: str
+    intervention: str
+    base_run: str
+    """The run the intervention changed: ``corrupted`` (denoise) or ``clean``."""
+    exact: bool = False
+    """Also hold ``{component}_exact`` (AtP: exact values of the verified cells)."""
+
+
+# ---------------------------------------------------------------------------- what is at store.path
+
+
+def root_attrs(backend: Backend) -> dict[str, Any]:
+    """The root group's attributes; a damaged ``zarr.json`` is named, not a traceback."""
+    meta = _metadata(backend, "zarr.json")
+    attrs = meta.get("attributes", {})
+    return attrs if isinstance(attrs, dict) else {}
+
+
+def _metadata(backend: Backend, rel: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(backend.read(rel))
+    except FileNotFoundError:
+        raise StoreDamagedError(f"{_join(backend, rel)}: missing; the store is damaged") from None
+    except OSError as e:
+        raise StoreError(f"{_join(backend, rel)}: cannot read it ({e.strerror or e})") from None
+    except (ValueError, UnicodeDecodeError):
+        raise StoreDamagedError(
+            f"{_join(backend, rel)}: damaged metadata (not valid JSON); restore it from a "
+            "copy, or delete the store and run the sweep again"
+        ) from None
+    if not isinstance(meta, dict):
+        raise StoreDamagedError(f"{_join(backend, rel)}: damaged metadata (not a JSON object)")
+    return meta
+
+
+def _join(backend: Backend, rel: str) -> str:
+    return f"{backend.location.rstrip('/')}/{rel}"
+
+
+def is_store(backend: Backend, key: str = "store.path") -> bool:
+    """Whether ``backend`` holds a patchsweep store; anything else there (a file, a folder
+    of other things, a damaged store) is refused, naming ``key``, and left as it is."""
+    choose = "choose another store.path" if key == "store.path" else "give a patchsweep store"
+    if not backend.exists():
+        return False
+    if not backend.is_dir():
+        raise StoreError(f"{key}: {backend} is a file, not a store; {choose} (nothing was changed)")
+    if not backend.exists("zarr.json"):
+        if not backend.entries():
+            return False  # an empty directory: nothing to lose, a store can go there
+        holder = read_holder(backend)
+        if holder is not None:  # a store being created in place by another driver
+            return True
+        raise StoreError(
+            f"{key}: {backend} exists and is not a patchsweep store "
+            f"(it holds {_some(backend.entries())}); {choose} (nothing was changed)"
+        )
+    attrs = root_attrs(backend)
+    if FORMAT_ATTR not in attrs and FINGERPRINT not in attrs:
+        raise StoreError(
+            f"{key}: {backend} is a zarr group, but not a patchsweep store; {choose} "
+            "(nothing was changed)"
+        )
+    return True
+
+
+def _some(names: list[str], n: int = 3) -> str:
+    more = f" and {len(names) - n} more" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
+
+
+def check_format(backend: Backend) -> None:
+    fmt = root_attrs(backend).get(FORMAT_ATTR, 1)
+    if fmt > FORMAT:
+        raise StoreError(
+            f"store.path: {backend} was written by a newer patchsweep (store format {fmt}; "
+            f"this one reads {FORMAT}); upgrade patchsweep, or choose another store.path"
+        )
+    if fmt < FORMAT:
+        raise StoreMismatchError(
+            f"store.path: {backend} was written by an older patchsweep (store format {fmt}); "
+            "resume it with that version, choose another store.path, or pass "
+            "store.overwrite=true to replace it"
+        )
+
+
+def fingerprint_of(backend: Backend) -> dict[str, Any] | None:
+    fp = root_attrs(backend).get(FINGERPRINT)
+    return json.loads(fp) if isinstance(fp, str) else None
+
+
+def check_same(backend: Backend, want: dict[str, Any]) -> None:
+    """Refuse a store whose results came from another config, listing what differs."""
+    check_format(backend)
+    have = fingerprint_of(backend)
+    if have is None:
+        raise StoreMismatchError(
+            f"store.path: {backend} is a patchsweep store whose creation never finished; "
+            "pass store.overwrite=true to replace it, or choose another store.path"
+        )
+    diffs = _diff(have, want)
+    if diffs:
+        listed = "; ".join(f"{k}: store has {a!r}, this run has {b!r}" for k, a, b in diffs)
+        raise StoreMismatchError(
+            f"store.path: {backend} was written by a different config ({listed}). Use "
+            "another store.path to keep both, run with the store's values to resume it, "
+            "or pass store.overwrite=true to replace it"
+        )
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _diff(have: dict[str, Any], want: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    a, b = _flatten(have), _flatten(want)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def check_only_store(backend: Backend) -> None:
+    """Before deleting a store: everything at the root must be part of it."""
+    children = root_attrs(backend).get("patchsweep_members")
+    if not isinstance(children, list):
+        meta = _metadata(backend, "zarr.json").get("consolidated_metadata") or {}
+        children = [k for k in (meta.get("metadata") or {}) if "/" not in k]
+    own = {"zarr.json", META, *children}
+    foreign = [e for e in backend.entries() if e not in own]
+    if foreign:
+        raise StoreError(
+            f"store.path: {backend} holds files that are not part of the store "
+            f"({_some(foreign)}); store.overwrite only deletes a patchsweep store: move them "
+            "or choose another store.path (nothing was changed)"
+        )
+
+
+# ---------------------------------------------------------------------------- creation
+
+
+def create(
+    backend: Backend, plan: Plan, info: TaskInfo, meta: StoreMeta, lease: Lease, replace: bool
+) -> None:
+    """Create the store (``replace``: in place of the one whose lease ``lease`` holds).
+
+    Local: built in a temporary directory with the lease inside, renamed into place. Object
+    stores: the lease is taken first, the store built in place, the fingerprint written last.
+    """
+    local = backend.builds_aside
+    if not local and not replace:
+        # The lease's folder is a zarr group first, so zarr never meets a stray file.
+        zarr.open_group(backend.location, path=META, mode="a")
+        lease.acquire()
+
+    def populate(target: str) -> None:
+        zarr.open_group(target, path=META, mode="a")  # holds the lease: a group first
+        _populate(target, plan, info, meta)
+        if local:
+            Path(target, LEASE).write_bytes(lease.data())
+        _finish(target, meta)
+
+    try:
+        backend.create(populate, replace)
+    except FileExistsError:
+        raise StoreError(
+            f"store.path: {backend} was created by another sweep just now; run the command "
+            "again to resume it once that sweep holds it, or choose another store.path"
+        ) from None
+    except PermissionError as e:
+        raise StoreError(
+            f"store.path: cannot write {backend} ({e.strerror}); choose a writable store.path"
+        ) from None
+    if local and not replace:
+        lease.adopt()
+
+
+def _array(
+    group: zarr.Group, name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dims: list[str]
+) -> None:
+    group.create_array(
+        name, shape=shape, chunks=chunks, dtype="float32", fill_value=np.nan,
+        dimension_names=dims,
+    )  # fmt: skip
+
+
+def _populate(target: str, plan: Plan, info: TaskInfo, meta: StoreMeta) -> None:
+    coords = _coordinates(plan, info, meta)
+    coords.to_zarr(target, mode="a", consolidated=False, zarr_format=3)
+    group = zarr.open_group(target, mode="r+")
+    members = [str(v) for v in coords.variables]
+    for c in plan.components:
+        dims = ["metric", "layer", *c.dims, "prompt"]
+        _array(group, c.name, plan.shape(c), plan.chunks(c), dims)
+        members.append(c.name)
+        if meta.exact:
+            _array(group, f"{c.name}_exact", plan.shape(c), plan.shape(c), dims)
+            members.append(f"{c.name}_exact")
+    m = group.require_group(META)
+    n = len(plan.units)
+    m.create_array("done", shape=(n,), chunks=(n,), dtype="int32", fill_value=0)
+    m.create_array("verified", shape=(1,), chunks=(1,), dtype="int32", fill_value=0)
+    units = m.create_array("units", shape=(n, 5), chunks=(n, 5), dtype="int32", fill_value=0)
+    names = [c.name for c in plan.components]
+    units[:] = np.array(
+        [
+            (names.index(u.component), u.layer_start, u.layer_start + len(u.layers))
+            + (u.prompt_start, u.prompt_stop)
+            for u in plan.units
+        ],
+        dtype=np.int32,
+    ).reshape(n, 5)
+    m.attrs["runs"] = []
+    group.attrs["patchsweep_members"] = sorted(set(members))
+
+
+def _finish(target: str, meta: StoreMeta) -> None:
+    group = zarr.open_group(target, mode="r+")
+    group.attrs[FINGERPRINT] = json.dumps(meta.fingerprint, sort_keys=True)  # last: complete
+    with warnings.catch_warnings():
+        # Consolidated metadata is not in the zarr v3 spec yet; xarray reads it quietly.
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(target)
+
+
+def _coordinates(plan: Plan, info: TaskInfo, meta: StoreMeta) -> xr.Dataset:
+    pos = np.array(plan.axes.coords["pos"], dtype=np.int64)
+    lengths = np.array(info.lengths, dtype=np.int64)
+    absolute = np.where(pos[None, :] < 0, lengths[:, None] + pos[None, :], pos[None, :])
+    tokens = {}
+    for name, rows in (("clean_token", info.clean_str), ("corrupted_token", info.corrupted_str)):
+        table = [
+            [row[p] if 0 <= p < len(row) else "" for p in absolute[i]] for i, row in enumerate(rows)
+        ]
+        tokens[name] = (("prompt", "pos"), np.array(table, dtype=object).reshape(len(rows), -1))
+    ds = xr.Dataset(
+        data_vars={
+            "clean_baseline": (("metric", "prompt"), info.clean_baseline),
+            "corrupted_baseline": (("metric", "prompt"), info.corrupted_baseline),
+        },
+        coords={
+            "metric": np.array(plan.metrics, dtype=object),
+            "layer": np.array(plan.axes.layers, dtype=np.int64),
+            **{d: np.array(v, dtype=np.int64) for d, v in plan.axes.coords.items()},
+            "prompt": np.arange(plan.n_prompts, dtype=np.int64),
+            "prompt_length": ("prompt", lengths),
+            **tokens,
+        },
+    )
+    ds.attrs.update(
+        config=meta.config_yaml,
+        model=meta.model,
+        patchsweep_version=info.versions["patchsweep"],
+        transformer_lens_version=info.versions["transformer_lens"],
+        components=[c.name for c in plan.components],
+        intervention=meta.intervention,
+        base_run=meta.base_run,
+        prompt_block=plan.prompt_block,
+        engine=info.engine,
+        **{FORMAT_ATTR: FORMAT},
+    )
+    return ds
+
+
+# ---------------------------------------------------------------------------- an open store
+
+
+class ResultStore:
+    """A store this driver holds the lease of: it writes units and cells into it."""
+
+    def __init__(self, backend: Backend, lease: Lease) -> None:
+        self.backend = backend
+        self.lease = lease
+        self.path = backend.path
+        self.group = zarr.open_group(backend.location, mode="r+")
+        # Opened by its own path: read through the root, its attributes (the runs) would
+        # come from the root's consolidated metadata, frozen at creation.
+        self.meta = zarr.open_group(backend.location, path=META, mode="r+")
+
+    def _array(self, name: str) -> zarr.Array:
+        # A chunk of NaN equals the fill value; write it anyway, so a missing chunk file
+        # always means a lost one.
+        return array(self.group, name).with_config({"write_empty_chunks": True})
+
+    def done(self) -> np.ndarray:
+        """Per unit: 0 if not done, else the number of the run that computed it."""
+        return np.asarray(array(self.meta, "done")[:])
+
+    def begin_run(self) -> int:
+        """Record this run (number, start, host, pid) and return its number."""
+        runs = list(self.meta.attrs.get("runs", []))  # type: ignore[arg-type]
+        number = len(runs) + 1
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        runs.append({"run": number, "started": started, "host": socket.gethostname(),
+                     "pid": os.getpid()})  # fmt: skip
+        self.meta.attrs["runs"] = runs
+        return number
+
+    def todo(self, plan: Plan) -> tuple[list[WorkUnit], list[WorkUnit]]:
+        """Units to compute: not done, or done but with their chunk file missing (the
+        second list; they are marked not done here)."""
+        done = self.done()
+        present = {c.name: self.backend.files(c.name) for c in plan.components}
+        lost = [
+            u for u in plan.units
+            if done[u.index] and chunk_key(plan, u) not in present[u.component]
+        ]  # fmt: skip
+        for u in lost:
+            array(self.meta, "done")[u.index] = 0
+        return [u for u in plan.units if not done[u.index] or u in lost], lost
+
+    def write(self, unit: WorkUnit, values: np.ndarray, run: int) -> None:
+        """Write the unit's chunk, then mark it done (in that order: see module doc)."""
+        self.lease.check()
+        region = (
+            slice(None),
+            slice(unit.layer_start, unit.layer_start + len(unit.layers)),
+            *(slice(None) for _ in unit.grid),
+            slice(unit.prompt_start, unit.prompt_stop),
+        )
+        self._array(unit.component)[region] = values
+        array(self.meta, "done")[unit.index] = run
+
+    def write_cells(
+        self, name: str, cells: list[dict[str, int]], values: np.ndarray, prompts: slice
+    ) -> None:
+        """Single cells of ``name`` by their coordinates (``layer`` and each dim); values
+        [metric, cell, prompt]. Only the driver writes, after every unit is done."""
+        self.lease.check()
+        arr = self._array(name)
+        dims = ["layer", *get_component(name.removesuffix("_exact")).dims]
+        index = {d: list(np.asarray(array(self.group, d)[:])) for d in dims}
+        for i, cell in enumerate(cells):
+            where = tuple(index[d].index(cell[d]) for d in dims)
+            arr[(slice(None), *where, prompts)] = values[:, i]  # type: ignore[index]
+
+    def verified(self) -> int:
+        """The run that stored the exact values of AtP's top cells (0: not yet)."""
+        return int(np.asarray(array(self.meta, "verified")[:])[0])
+
+    def mark_verified(self, run: int) -> None:
+        array(self.meta, "verified")[0] = run
+
+
+def array(group: zarr.Group, name: str) -> zarr.Array:
+    node = group[name]
+    assert isinstance(node, zarr.Array), f"{name} is not an array"
+    return node
+
+
+def chunk_key(plan: Plan, unit: WorkUnit) -> str:
+    """The file of the unit's chunk, relative to its array (``c/0/1/0/0``)."""
+    c = unit.spec
+    layers = plan.chunks(c)[1]
+    index = [
+        0,
+        unit.layer_start // layers,
+        *(0 for _ in unit.grid),
+        unit.prompt_start // plan.prompt_block,
+    ]
+    return "c/" + "/".join(map(str, index))
+
+
+def open_results(path: str | os.PathLike[str]) -> xr.Dataset:
+    """The store at ``path`` (a local path or fsspec URL) as an xarray Dataset. Lazy:
+    chunks are read when values are used; cells not yet computed are NaN."""
+    backend = backend_for(str(path))
+    if not is_store(backend, key="STORE"):
+        raise StoreError(f"STORE: {path}: no such store")
+    try:
+        return xr.open_zarr(backend.location)
+    except (ValueError, KeyError, OSError) as e:
+        raise StoreDamagedError(f"{path}: the store cannot be opened ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,213 @@
+"""The Ray runner: one worker actor per GPU, each loading the model once.
+
+The only module that imports ray. The driver keeps a bounded number of units in flight,
+yields results in completion order (the caller streams them into the store), and
+replaces a worker whose process dies, re-queueing the jobs it held. Jobs are idempotent
+(same unit -> same chunk, same values), so one that ran twice is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+
+from sweep.errors import ConfigError, SweepError
+from sweep.plan import Job
+from sweep.runners.base import J, Runner, RunnerStats, WorkerFactory, default_worker
+from sweep.spec import RayRunnerSpec, SweepSpec
+
+log = logging.getLogger(__name__)
+
+# A dead or restarting actor: the unit goes back to the queue and the worker is replaced.
+LOST_WORKER = (RayActorError, ActorUnavailableError)
+
+
+class _RayWorker:
+    """Actor body: builds the worker in ``setup`` so its errors come back as values."""
+
+    def __init__(self, spec: SweepSpec, threads: int, make_worker: WorkerFactory) -> None:
+        self.spec = spec
+        self.threads = threads
+        self.make_worker = make_worker
+        self.worker: Any = None
+
+    def setup(self) -> dict[str, Any]:
+        import torch
+
+        torch.set_num_threads(self.threads)
+        self.worker = self.make_worker(self.spec)
+        return {
+            "pid": os.getpid(),
+            "node": ray.get_runtime_context().get_node_id(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        }
+
+    def execute(self, job: Job) -> Any:
+        return self.worker.execute(job)
+
+
+@dataclass
+class _Slot:
+    """One worker position; its actor is replaced when it dies."""
+
+    actor: Any
+    generation: int = 0
+    restarts: int = 0
+    in_flight: int = 0
+
+
+def default_num_workers(configured: int | None, gpus: float) -> int:
+    """One worker per GPU; a CPU-only cluster gets the configured number, or one."""
+    if configured is not None:
+        if gpus and configured > gpus:
+            raise ConfigError(
+                f"runner.num_workers: {configured} workers need {configured} GPUs, "
+                f"the cluster has {int(gpus)}"
+            )
+        return configured
+    return int(gpus) if gpus >= 1 else 1
+
+
+def check_reachable(address: str, timeout_s: float) -> None:
+    """Fail in seconds, naming the address, when nothing listens there."""
+    if address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"runner.address: {address!r} is not HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConfigError(
+            f"runner.address: nothing answers at {address} ({e}); start a Ray head there "
+            "(ray start --head) or leave runner.address unset to start a local Ray"
+        ) from None
+
+
+def connect(spec: RayRunnerSpec) -> bool:
+    """Join or start Ray; True when this call connected (and close should disconnect)."""
+    if spec.address is not None:
+        check_reachable(spec.address, spec.connect_timeout_s)
+    if ray.is_initialized():
+        return False  # a notebook or test session that already holds a Ray connection
+    if spec.address is None:
+        # A private Ray for this sweep: loopback only, no dashboard (nothing to expose).
+        ray.init(
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            _node_ip_address="127.0.0.1",
+        )
+        return True
+    address = spec.address
+    if address == "auto":
+        # Inside a Ray job (ray job submit, KubeRay) RAY_ADDRESS names this job's cluster;
+        # "auto" alone would guess among every Ray on the machine.
+        address = os.environ.get("RAY_ADDRESS") or "auto"
+    try:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except ConnectionError as e:
+        raise ConfigError(f"runner.address: could not join Ray at {spec.address}: {e}") from None
+    return True
+
+
+def _unwrap(e: RayTaskError) -> Exception:
+    """Our own errors come back wrapped; show the user the original message."""
+    cause = e.cause
+    return cause if isinstance(cause, SweepError) else e
+
+
+class RayRunner(Runner):
+    def __init__(self, spec: SweepSpec, make_worker: WorkerFactory = default_worker) -> None:
+        super().__init__(spec, make_worker)
+        assert isinstance(spec.runner, RayRunnerSpec)
+        self.settings = spec.runner
+        self.owns_connection = connect(spec.runner)
+        resources = ray.cluster_resources()
+        gpus = float(resources.get("GPU", 0.0))
+        n = default_num_workers(spec.runner.num_workers, gpus)
+        self.threads = max(1, int(resources.get("CPU", 1)) // n)
+        self.actor_class = ray.remote(_RayWorker).options(
+            num_gpus=1 if gpus >= 1 else 0,
+            # CPUs are not reserved: Ray would otherwise hold them for the actors' lifetime
+            # and starve other work on small nodes; torch threads are sized instead.
+            num_cpus=0,
+            max_restarts=0,
+        )
+        self.slots = [_Slot(self._new_actor()) for _ in range(n)]
+        try:
+            self.worker_info = self._get([s.actor.setup.remote() for s in self.slots])
+        except BaseException:
+            self.close()
+            raise
+        log.info("ray: %d workers, %d torch threads each", n, self.threads)
+
+    @property
+    def stats(self) -> RunnerStats:
+        return RunnerStats(workers=len(self.slots), restarts=sum(s.restarts for s in self.slots))
+
+    def _new_actor(self) -> Any:
+        return self.actor_class.remote(self.spec, self.threads, self.make_worker)
+
+    def _get(self, refs: Any) -> Any:
+        try:
+            return ray.get(refs)
+        except RayTaskError as e:
+            raise _unwrap(e) from None
+
+    def _execute(self, jobs: Sequence[J]) -> Iterator[tuple[J, Any]]:
+        """Keep ``in_flight_per_worker`` jobs queued on each worker; a job whose worker
+        died goes back to the queue and the worker is replaced."""
+        queue = deque(jobs)
+        pending: dict[Any, tuple[int, int, J]] = {}
+        limit = self.settings.in_flight_per_worker
+        while queue or pending:
+            for i, slot in enumerate(self.slots):
+                while queue and slot.in_flight < limit:
+                    job = queue.popleft()
+                    pending[slot.actor.execute.remote(job)] = (i, slot.generation, job)
+                    slot.in_flight += 1
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            i, generation, job = pending.pop(ref)
+            slot = self.slots[i]
+            if generation == slot.generation:
+                slot.in_flight -= 1
+            try:
+                result = self._get(ref)
+            except LOST_WORKER as e:
+                queue.appendleft(job)
+                if generation == slot.generation:
+                    self._replace(i, e)
+                continue
+            yield job, result
+
+    def _replace(self, i: int, cause: Exception) -> None:
+        slot = self.slots[i]
+        if slot.restarts >= self.settings.max_worker_restarts:
+            last = (str(cause).strip() or type(cause).__name__).splitlines()[0]
+            raise SweepError(
+                f"worker {i} died {slot.restarts + 1} times (last: {last}); giving up. "
+                "Run the same command again to resume, or raise runner.max_worker_restarts"
+            ) from cause
+        log.warning("worker %d died (%s); replacing it and re-queueing its jobs", i, cause)
+        ray.kill(slot.actor, no_restart=True)
+        slot.actor = self._new_actor()
+        slot.actor.setup.remote()  # runs before any job sent to it: actor calls are ordered
+        slot.generation += 1
+        slot.restarts += 1
+        slot.in_flight = 0
+
+    def close(self) -> None:
+        for slot in getattr(self, "slots", []):
+            ray.kill(slot.actor, no_restart=True)
+        if self.owns_connection:
+            ray.shutdown()

@@ -1,0 +1,60 @@
+"""``task=induction``: repeated random letters, for the shipped induction model.
+
+Clean: ``r1..r8 r1..r5`` -> ``r6``. Corrupted: the same with r5's first occurrence replaced
+by a letter d not in the prompt, so no earlier "r5" exists to attend after: the
+previous-token head writes d instead of r5 into position 6 and the induction head finds no
+match. ``wrong`` is d.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from dataclasses import dataclass
+
+from sweep.spec import TaskSpec, positive
+from sweep.tasks.base import Example, SingleToken
+
+LETTERS = list(string.ascii_uppercase)
+HALF = 8
+"""Random letters in the first half of a prompt."""
+REPEAT = 5
+"""Letters of the repeat the prompt ends with; the answer is the next one."""
+
+
+@dataclass(frozen=True, slots=True)
+class InductionTaskSpec(TaskSpec):
+    """A generated task: ``n_prompts`` prompts drawn with ``seed``."""
+
+    KIND = "induction"
+
+    kind: str = "induction"
+    n_prompts: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive("task.n_prompts", self.n_prompts)
+
+
+def text(letters: list[str]) -> str:
+    return "".join(" " + x for x in letters)
+
+
+def make_induction(n: int, seed: int) -> list[Example]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        letters = rng.sample(LETTERS, HALF + 1)
+        seq, d = letters[:HALF], letters[HALF]
+        first = list(seq)
+        first[REPEAT - 1] = d
+        clean = seq + seq[:REPEAT]
+        corrupted = first + seq[:REPEAT]
+        out.append(
+            Example(text(clean), text(corrupted), " " + seq[REPEAT], " " + d, f"induction #{i}")
+        )
+    return out
+
+
+def examples(spec: InductionTaskSpec, single_token: SingleToken) -> list[Example]:
+    return make_induction(spec.n_prompts, spec.seed)

@@ -1,0 +1,79 @@
+"""``task=prompts``: a JSON Lines file of ``{"clean", "corrupted", "answer", "wrong"}``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sweep.errors import ConfigError, TaskError
+from sweep.spec import TaskSpec, existing_file
+from sweep.tasks.base import FIELDS, Example, SingleToken, digest
+
+
+@dataclass(frozen=True, slots=True)
+class PromptsTaskSpec(TaskSpec):
+    KIND = "prompts"
+
+    kind: str = "prompts"
+    path: str = "???"
+    """JSON Lines file: {"clean", "corrupted", "answer", "wrong"} per line."""
+
+    def __post_init__(self) -> None:
+        if self.path in ("???", "", None):
+            raise ConfigError("task.path: missing; pass task.path=FILE (a JSON Lines task file)")
+        object.__setattr__(self, "path", existing_file("task.path", self.path))
+
+    def identity(self) -> dict[str, Any]:
+        """The prompts as read, not the path: ./t.jsonl and its absolute path resume alike,
+        and a file that changed between runs is refused."""
+        return {"kind": self.kind, "examples": digest(read_prompts(self.path))}
+
+
+def json_lines(path: str) -> Iterator[tuple[str, Any]]:
+    """(``file:line``, object) for each non-blank line; errors name the file and line.
+
+    Lines end at ``\\n`` only (JSON Lines), so a prompt holding U+2028 or another Unicode
+    line separator stays one line; a UTF-8 byte-order mark is accepted.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise TaskError(f"{path}: cannot read it ({e.strerror})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise TaskError(
+            f"{path}: not UTF-8 text (byte {e.start} is {data[e.start]:#04x}); save it as UTF-8"
+        ) from None
+    for i, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{i}"
+        try:
+            yield where, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise TaskError(f"{where}: not valid JSON ({e.msg})") from None
+
+
+def read_prompts(path: str) -> list[Example]:
+    """Parse a JSON Lines task file; errors name the line."""
+    out = [_example(obj, where) for where, obj in json_lines(path)]
+    if not out:
+        raise TaskError(f"{path}: no examples; write one JSON object per line with {FIELDS}")
+    return out
+
+
+def _example(obj: Any, where: str) -> Example:
+    if not isinstance(obj, dict):
+        raise TaskError(f"{where}: expected a JSON object with keys {', '.join(FIELDS)}")
+    missing = [k for k in FIELDS if not isinstance(obj.get(k), str) or not obj.get(k)]
+    if missing:
+        raise TaskError(f"{where}: missing or empty string field(s): {', '.join(missing)}")
+    return Example(obj["clean"], obj["corrupted"], obj["answer"], obj["wrong"], where)
+
+
+def examples(spec: PromptsTaskSpec, single_token: SingleToken) -> list[Example]:
+    return read_prompts(spec.path)

@@ -1,0 +1,79 @@
+"""Helpers shared by the tests: task files, overrides, a hand-written patch hook, and
+TransformerLens' own patching results as the reference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+NAMES = ["Mary", "John", "Kevin", "Laura", "Sarah", "James", "Lisa", "Paul", "Amy", "Mark"]
+TEMPLATE = "When {a} and {b} went to the store, {s} gave a drink to"
+
+
+def write_task(path: Path, rows: list[dict[str, str]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def ioi_rows(n: int = 4) -> list[dict[str, str]]:
+    """Same-template IOI rows: every prompt has the same token count."""
+    rows = []
+    for i in range(n):
+        a, b, c, d, e = (NAMES[(i + k) % len(NAMES)] for k in range(5))
+        rows.append(
+            {
+                "clean": TEMPLATE.format(a=a, b=b, s=b),
+                "corrupted": TEMPLATE.format(a=c, b=d, s=e),
+                "answer": " " + a,
+                "wrong": " " + b,
+            }
+        )
+    return rows
+
+
+RESID = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+
+
+def set_cell(c: Any, value: torch.Tensor, pos: int, head: int) -> Any:
+    """A hand-written TransformerLens hook, independent of sweep's patch code: the cell
+    (pos and/or head of component ``c``) takes ``value``'s entries (same layout)."""
+
+    def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        if c.name in RESID:  # [batch, pos, d_model]
+            act[:, pos] = value[:, pos]
+        elif c.name == "pattern":  # [batch, head, q, k]
+            act[:, head] = value[:, head]
+        elif c.name.endswith("_by_pos"):  # [batch, pos, head, d_head]
+            act[:, pos, head] = value[:, pos, head]
+        else:  # z, q, k, v: one head at every position
+            act[:, :, head] = value[:, :, head]
+        return act
+
+    return hook
+
+
+def native_prompts(task: Path, n_layers: int = 3) -> list[str]:
+    """Overrides for a random-weight native model of ``n_layers`` on a task file."""
+    return [
+        "model=native",
+        f"model.native.n_layers={n_layers}",
+        "task=prompts",
+        f"task.path={task}",
+    ]
+
+
+def spec_of(overrides: list[str]) -> Any:
+    """The frozen spec the overrides describe."""
+    import sweep
+    from sweep.config import to_spec
+
+    return to_spec(sweep.compose_config(overrides))
+
+
+def worker(overrides: list[str]) -> Any:
+    from sweep.engine.worker import Worker
+
+    return Worker(spec_of(overrides))

@@ -1,0 +1,90 @@
+"""Attribution patching against exact patching, and the verification of its top cells."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import sweep
+from sweep.analysis import cell_of, top_cells
+
+COMPONENTS = ["resid_pre", "resid_mid", "attn_out", "mlp_out", "z", "z_by_pos", "v", "pattern"]
+
+
+def _pair(
+    tmp: Path, model: list[str], *atp: str, direction: str = "denoise"
+) -> tuple[xr.Dataset, xr.Dataset]:
+    """AtP estimates and exact patching of the same grid, in the same direction."""
+    base = [
+        "task=ioi",
+        f"intervention.direction={direction}",
+        *model,
+        "task.n_prompts=16",
+        f"grid.components=[{','.join(COMPONENTS)}]",
+        "runner.progress=false",
+    ]
+    est = sweep.run([*base, "intervention=atp", *atp, f"store.path={tmp / 'atp'}"])
+    exact = sweep.run([*base, f"store.path={tmp / 'exact'}"])
+    return sweep.open_results(est), sweep.open_results(exact)
+
+
+def _effects(ds: xr.Dataset, names: list[str]) -> np.ndarray:
+    """Mean over prompts of every cell of ``names``, in one vector."""
+    parts = [ds[n].sel(metric="logit_diff").mean("prompt").values.ravel() for n in names]
+    return np.concatenate(parts)
+
+
+def _r(a: np.ndarray, b: np.ndarray) -> float:
+    ok = ~np.isnan(a) & ~np.isnan(b)
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+def test_atp_tracks_exact_patching(tmp_path: Path, gpt2_dir: Path) -> None:
+    """On the tiny GPT-2 (weights drawn large, so attention saturates and MLPs bend) we
+    measured r = 0.92 over all these cells, 0.84-0.97 per component (k, left out here, is
+    0.09: a key moves attention through a saturated softmax, AtP's known failure; q 0.75).
+    The floors leave room for numerical noise and fail for a mis-indexed or mis-signed
+    estimate, which decorrelates (r < 0.3)."""
+    est, exact = _pair(tmp_path, [f"model.name={gpt2_dir}"])
+    assert est.attrs["intervention"] == "atp"
+    assert _r(_effects(est, COMPONENTS), _effects(exact, COMPONENTS)) > 0.85
+    for name in COMPONENTS:
+        assert _r(_effects(est, [name]), _effects(exact, [name])) > 0.7, name
+    # Not a copy: a first-order estimate differs from the exact values.
+    assert np.nanmax(np.abs(est["resid_pre"].values - exact["resid_pre"].values)) > 1e-3
+
+
+def test_atp_verifies_its_top_cells_exactly(tmp_path: Path) -> None:
+    k = 6
+    est, exact = _pair(
+        tmp_path, ["model=native", "model.native.n_layers=3"], f"intervention.verify_top_k={k}"
+    )
+    top = top_cells(est, k)
+    verified = 0
+    for name in COMPONENTS:
+        checked = est[f"{name}_exact"].sel(metric="logit_diff")
+        cells = checked.notnull().any("prompt")
+        verified += int(cells.sum())
+        np.testing.assert_allclose(
+            checked.where(cells).values,
+            exact[name].sel(metric="logit_diff").where(cells).values,
+            atol=1e-5,
+            equal_nan=True,
+        )
+    assert verified == k
+    # The verified cells are exactly the top-k estimated ones.
+    for _, r in top.iterrows():
+        where = cell_of(r)
+        assert est[f"{r['component']}_exact"].sel(metric="logit_diff", **where).notnull().any()
+
+
+@pytest.mark.parametrize("direction", ["denoise", "noise"])
+def test_atp_native_model_is_near_linear(tmp_path: Path, direction: str) -> None:
+    """The default native model (small random weights) is close to linear: measured
+    r >= 0.99 in both directions."""
+    est, exact = _pair(tmp_path, ["model=native", "model.native.n_layers=3"], direction=direction)
+    assert est.attrs["base_run"] == ("clean" if direction == "noise" else "corrupted")
+    assert _r(_effects(est, COMPONENTS), _effects(exact, COMPONENTS)) > 0.98

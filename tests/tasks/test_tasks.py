@@ -1,0 +1,131 @@
+"""IOI generation and task tokenization."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import ioi_rows, spec_of, write_task
+
+import sweep
+from sweep.models import load_model
+from sweep.tasks import ioi, load_examples
+from sweep.tasks.tokenize import single_token, tokenize
+
+
+@pytest.fixture(scope="module")
+def native():
+    return load_model(spec_of(["model=native"]).model)
+
+
+def test_ioi_is_seeded_and_well_formed(native) -> None:
+    spec = spec_of(["task=ioi", "task.n_prompts=20", "task.seed=3"]).task
+    a, b = load_examples(spec, single_token(native)), load_examples(spec, single_token(native))
+    assert a == b and len(a) == 20
+    other = load_examples(
+        spec_of(["task=ioi", "task.n_prompts=20", "task.seed=4"]).task, single_token(native)
+    )
+    assert [e.clean for e in other] != [e.clean for e in a]
+    for ex in a:
+        assert ex.answer != ex.wrong
+        assert ex.answer in ex.clean and ex.wrong in ex.clean
+        # ABC corruption: none of the clean names appear in the corrupted prompt.
+        assert ex.answer not in ex.corrupted and ex.wrong not in ex.corrupted
+        assert ex.clean.count(ex.wrong.strip()) == 2  # the subject is named twice
+    task = tokenize(a, native)
+    assert task.clean.shape == task.corrupted.shape
+    # Clean and corrupted differ only where the names are.
+    for i in range(task.n_prompts):
+        n = int(task.lengths[i])
+        assert int((task.clean[i, :n] != task.corrupted[i, :n]).sum()) == 3
+
+
+def test_ioi_leaves_out_multi_token_names() -> None:
+    names = ioi.usable_names(lambda s: len(s) <= 5)  # e.g. " Mary" but not " Michael"
+    assert "Mary" in names and "Michael" not in names
+    made = ioi.make_ioi(30, 0, names)
+    assert all(e.answer.strip() in names and e.wrong.strip() in names for e in made)
+    with pytest.raises(ValueError, match="at least 5 single-token names"):
+        ioi.make_ioi(3, 0, names[:4])
+
+
+def test_prompts_of_different_lengths_are_right_padded(native, tmp_path: Path) -> None:
+    rows = ioi_rows(2)
+    rows[1]["clean"] = "Then, " + rows[1]["clean"]
+    rows[1]["corrupted"] = "Then, " + rows[1]["corrupted"]
+    task = write_task(tmp_path / "t.jsonl", rows)
+    path = sweep.run(
+        [
+            "model=native",
+            "task=prompts",
+            f"task.path={task}",
+            "grid.components=[resid_pre,z]",
+            f"store.path={tmp_path / 's.zarr'}",
+            "runner.progress=false",
+        ]
+    )
+    ds = sweep.open_results(path)
+    short, long = (int(n) for n in ds["prompt_length"].values)
+    assert short == 15 and long > short and ds.sizes["pos"] == long
+    assert ds["clean_token"].sel(prompt=0, pos=long - 1).item() == ""
+    r = ds["resid_pre"].sel(metric="logit_diff")
+    # Padding positions of the short prompt are not cells; everything else is computed.
+    assert r.sel(prompt=0, pos=slice(15, None)).isnull().all()
+    assert r.sel(prompt=0, pos=slice(0, 14)).notnull().all() and r.sel(prompt=1).notnull().all()
+    # Each prompt's result equals the same prompt swept alone (padding changes nothing).
+    alone = write_task(tmp_path / "alone.jsonl", rows[:1])
+    p2 = sweep.run(
+        [
+            "model=native",
+            "task=prompts",
+            f"task.path={alone}",
+            "grid.components=[resid_pre,z]",
+            f"store.path={tmp_path / 'alone.zarr'}",
+            "runner.progress=false",
+        ]
+    )
+    ds2 = sweep.open_results(p2)
+    np.testing.assert_allclose(
+        ds2["resid_pre"].values[0, ..., 0], r.sel(prompt=0, pos=slice(0, 14)).values, atol=1e-5
+    )
+    np.testing.assert_allclose(ds2["z"].values[..., 0], ds["z"].values[..., 0], atol=1e-5)
+
+
+def test_task_files_read_as_json_lines_with_a_bom_and_unicode_separators(tmp_path: Path) -> None:
+    """JSON Lines ends lines at \\n only: a prompt holding U+2028 (which str.splitlines
+    splits on) stays one line, and a UTF-8 byte-order mark is accepted."""
+    from sweep.tasks.prompts import read_prompts
+
+    row = {"clean": "A\u2028B", "corrupted": "C\u2028D", "answer": " x", "wrong": " y"}
+    text = "\ufeff" + json.dumps(row, ensure_ascii=False) + "\n" + json.dumps(row) + "\n"
+    path = tmp_path / "t.jsonl"
+    path.write_text(text, encoding="utf-8")
+    got = read_prompts(str(path))
+    assert len(got) == 2 and got[0].clean == "A\u2028B" == got[1].clean
+    assert got[0].source.endswith("t.jsonl:1") and got[1].source.endswith("t.jsonl:2")
+
+
+def test_long_prompts_are_refused_not_truncated(native, tmp_path: Path) -> None:
+    """TransformerLens' to_tokens truncates to n_ctx; a cut prompt gives wrong effects."""
+    from sweep.errors import TaskError
+    from sweep.tasks.prompts import read_prompts
+
+    rows = ioi_rows(2)
+    rows[1] = {**rows[1], "clean": " Mary" * 200, "corrupted": " John" * 200}
+    task = write_task(tmp_path / "t.jsonl", rows)
+    with pytest.raises(TaskError, match=r"t\.jsonl:2: prompt is 201 tokens, longer than the "
+                                        r"model's context \(n_ctx 128\)"):  # fmt: skip
+        tokenize(read_prompts(str(task)), native)
+
+
+def test_answer_and_wrong_that_are_the_same_are_refused(tmp_path: Path) -> None:
+    from sweep.errors import TaskError
+    from sweep.tasks.prompts import read_prompts
+
+    rows = ioi_rows(2)
+    rows[0]["wrong"] = rows[0]["answer"]
+    task = write_task(tmp_path / "t.jsonl", rows)
+    with pytest.raises(TaskError, match=r"t\.jsonl:1: answer and wrong are both ' Mary'"):
+        read_prompts(str(task))

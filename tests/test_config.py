@@ -1,0 +1,123 @@
+"""One source for the config: specs define keys and defaults; Hydra's schemas, conf/ and
+the fingerprint follow from them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import ioi_rows, spec_of, write_task
+
+import sweep
+from sweep.cli import job_store
+from sweep.config import OPTIONS, schema
+from sweep.driver import conf_dir
+from sweep.interventions.resample import ResampleSpec
+from sweep.spec import fingerprint
+
+
+def test_defaults_come_from_the_specs() -> None:
+    """The bug: intervention.samples defaulted to 1 in one place and 4 in another."""
+    composed = spec_of(["intervention=resample"]).intervention
+    assert composed == ResampleSpec()
+    assert composed.samples == 4
+    for options in OPTIONS.values():
+        for spec in options.values():
+            twin = schema(spec)
+            for f, t in zip(dataclasses.fields(spec), dataclasses.fields(twin), strict=True):
+                assert (f.name, f.default) == (t.name, t.default) or f.default == "???"
+
+
+def test_conf_yaml_repeats_no_default() -> None:
+    """A YAML option file sets only what differs from its spec's defaults."""
+    root = conf_dir()
+    for group, options in OPTIONS.items():
+        for path in (root / group).glob("*.yaml"):
+            data = yaml.safe_load(path.read_text()) or {}
+            base = data.pop("defaults")[0].removeprefix("base_")
+            spec = options[base]
+            defaults = {f.name: f.default for f in dataclasses.fields(spec)}
+            for key, value in data.items():
+                assert defaults[key] != value, f"{path.name} repeats {key}: {value}"
+
+
+def test_cfg_job_of_the_induction_model_has_no_native_section() -> None:
+    cfg = sweep.compose_config([])
+    assert set(cfg.model) == {"name", "compat", "dtype", "device"}
+    assert "native" in sweep.compose_config(["model=native"]).model
+
+
+def test_fingerprint_compares_meaning_not_spelling(tmp_path: Path) -> None:
+    """The task as read (not its path), the model's identity (not the device), no keys of
+    groups that are not in use."""
+    task = write_task(tmp_path / "t.jsonl", ioi_rows(2))
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        a = fingerprint(spec_of(["model=native", "task=prompts", "task.path=t.jsonl"]))
+        b = fingerprint(spec_of(["model=native", "task=prompts", "task.path=./t.jsonl",
+                                 "model.device=cpu"]))  # fmt: skip
+        c = fingerprint(spec_of(["model=native", "task=prompts", f"task.path={task}"]))
+    finally:
+        os.chdir(here)
+    assert a == b == c
+    assert "device" not in json.dumps(a) and "path" not in json.dumps(a)
+    assert "native" not in fingerprint(spec_of(["model=hf", "model.name=gpt2"]))["model"]
+    write_task(task, ioi_rows(3))  # the file changed: the fingerprint does
+    assert fingerprint(spec_of(["model=native", "task=prompts", f"task.path={task}"])) != c
+
+
+def test_multirun_store_names_use_the_fingerprint_keys() -> None:
+    """The bug: store.chunk_kb is in the fingerprint but was left out of store names, so
+    ``-m task.n_prompts=4,8 store.chunk_kb=1,1024`` put two configs into one store."""
+    cfg = sweep.compose_config(["store.path=/runs/s.zarr"])
+    names = {
+        job_store(cfg, [f"task.n_prompts={n}", f"store.chunk_kb={kb}"])
+        for n in (4, 8)
+        for kb in (1, 1024)
+    }
+    assert len(names) == 4
+    assert all(n.startswith("/runs/s-") for n in names)  # under the given store.path
+    assert job_store(cfg, ["runner.memory_mb=5", "model.device=cpu"]) == "/runs/s.zarr"
+    native = sweep.compose_config(["model=native", "store.path=/runs/s.zarr"])
+    assert job_store(native, ["model.native.n_layers=3"]).startswith("/runs/s-model.native")
+    assert job_store(cfg, ["model.native.n_layers=3"]) == "/runs/s.zarr"  # not in use
+
+
+def test_results_side_imports_no_torch_transformer_lens_or_hydra(tmp_path: Path) -> None:
+    """Opening a store, analysis, plots and status stay light."""
+    path = sweep.run(["model=native", "task=ioi", "task.n_prompts=2",
+                      "grid.components=[resid_pre]", f"store.path={tmp_path / 's.zarr'}",
+                      "runner.progress=false"])  # fmt: skip
+    code = f"""
+import sys, sweep, sweep.analysis, sweep.plot, sweep.status
+ds = sweep.open_results({str(path)!r})
+sweep.analysis.top_cells(ds, 3)
+sweep.status({str(path)!r})
+sweep.plot.heatmap(ds.load(), "resid_pre", "logit_diff")
+heavy = [m for m in ("torch", "transformer_lens", "hydra", "omegaconf", "ray") if m in sys.modules]
+print(heavy)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("store.lease_timeout_s=0", r"store.lease_timeout_s: must be a positive number"),
+        ("runner.memory_mb=-1", r"runner.memory_mb: must be a positive number"),
+        ("grid.positions=[1,1]", r"grid.positions: repeated entries"),
+    ],
+)
+def test_spec_checks_name_the_key(override: str, message: str) -> None:
+    from sweep.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        spec_of([override])
