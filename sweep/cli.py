@@ -91,6 +91,8 @@ def report(s: SweepSummary, top: int = 5) -> str:
         f"{s.cells_run} cells in {s.sweep_seconds:.1f} s ({rate:.0f} cells/s; "
         f"{s.seconds:.1f} s with loading) on {s.workers} worker(s), "
         f"{s.worker_restarts} replaced; {s.engine} engine",
+        f"prompt blocks of {s.prompt_block}; cached runs built per worker: "
+        f"{', '.join(map(str, s.cache_builds)) or '-'}",
     ]
     metric = metrics(ds)[0]
     n = ds.sizes["prompt"]

@@ -21,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from sweep import config
-from sweep.errors import Interrupted, StoreMismatchError
-from sweep.plan import ExactJob, Plan, make_plan
+from sweep.engine.budget import CACHE_SHARE, max_prompt_block, prompt_block
+from sweep.errors import ConfigError, Interrupted, StoreMismatchError
+from sweep.plan import ExactJob, Plan, TaskInfo, make_plan
 from sweep.results.analysis import cell_of, top_cells
 from sweep.results.backends import backend_for
 from sweep.results.lease import Lease
@@ -35,6 +36,7 @@ from sweep.results.store import (
     create,
     is_store,
     open_results,
+    root_attrs,
 )
 from sweep.runners.base import Runner, WorkerFactory, default_worker, make_runner
 from sweep.spec import SweepSpec, fingerprint
@@ -79,6 +81,9 @@ class SweepSummary:
     worker_restarts: int
     engine: str
     """The patched forward the workers used: ``fast`` or ``hooks``."""
+    prompt_block: int = 0
+    cache_builds: tuple[int, ...] = ()
+    """Prompt blocks whose runs each worker built (once per block when affinity works)."""
 
 
 def run(overrides: list[str] | None = None) -> Location:
@@ -176,9 +181,10 @@ def _sweep(
     start: float,
 ) -> SweepSummary:
     info = runner.describe()
+    block = _prompt_block(spec, info, backend if exists and not replace else None)
     plan = make_plan(
         spec.grid, info.shape, info.seq_len, info.n_prompts, spec.metrics,
-        spec.store.chunk_bytes,
+        spec.store.chunk_bytes, block,
     )  # fmt: skip
     iv = spec.intervention
     meta = StoreMeta(
@@ -197,20 +203,24 @@ def _sweep(
     if lost:
         log.warning("%d done unit(s) had lost their chunk file; recomputing them", len(lost))
     progress.total, progress.done = len(plan.units), len(plan.units) - len(todo)
-    log.info("%d of %d units to compute, %d done earlier", len(todo), progress.total, progress.done)
-    bar = tqdm(total=len(todo), unit="unit", disable=not spec.runner.progress, desc="sweep")
+    log.info(
+        "%d of %d units to compute, %d done earlier; %d prompts per block",
+        len(todo), progress.total, progress.done, plan.prompt_block,
+    )  # fmt: skip
+    todo.sort(key=lambda u: (u.prompt_start, u.index))  # a block's units one after another
+    work = sum(u.n_cells * u.n_prompts for u in todo)
+    bar = tqdm(total=work, unit=" cell-prompts", unit_scale=True, desc="sweep",
+               disable=not spec.runner.progress, smoothing=0.1)  # fmt: skip
     cells, sweep_start = 0, time.perf_counter()
-    for unit, values in runner.run(todo):
+    for unit, result in runner.run(todo):
         progress.critical = True
-        store.write(unit, values, run_number)
+        store.write(unit, result.values, result.block, run_number)
         progress.critical = False
         progress.done += 1
         if progress.pending is not None:
             raise Interrupted(progress.message(), 128 + progress.pending)
         cells += unit.n_cells
-        bar.update(1)
-        rate = cells / max(time.perf_counter() - sweep_start, 1e-9)
-        bar.set_postfix(cells_per_s=f"{rate:.0f}", refresh=False)
+        bar.update(unit.n_cells * unit.n_prompts)
     bar.close()
     k = getattr(iv, "verify_top_k", 0)
     if k and store.verified() == 0 and (store.done() > 0).all():
@@ -228,7 +238,36 @@ def _sweep(
         workers=stats.workers,
         worker_restarts=stats.restarts,
         engine=info.engine,
+        prompt_block=plan.prompt_block,
+        cache_builds=stats.cache_builds,
     )
+
+
+def _prompt_block(spec: SweepSpec, info: TaskInfo, existing: Any) -> int:
+    """Prompts per block: the store's own when resuming, else ``store.prompt_block``, else
+    as many as ``runner.memory_mb`` holds. A block that cannot fit is refused."""
+    memory = spec.runner.memory_mb
+    fits = max_prompt_block(memory, info.block_bytes, info.row_bytes)
+    chosen = spec.store.prompt_block
+    if existing is not None:
+        have = int(root_attrs(existing)["prompt_block"])
+        if chosen is not None and chosen != have:
+            raise ConfigError(
+                f"store.prompt_block: the store was made with {have} prompts per block, "
+                f"this run asks for {chosen}; leave it out to resume, or choose another "
+                "store.path"
+            )
+        return have
+    if chosen is None:
+        return prompt_block(memory, info.block_bytes, info.row_bytes, info.n_prompts)
+    if chosen > fits:
+        need = chosen * max(info.block_bytes / CACHE_SHARE, info.row_bytes / (1 - CACHE_SHARE))
+        raise ConfigError(
+            f"store.prompt_block: {chosen} prompts per block need about {need / 2**20:.0f} MB, "
+            f"more than runner.memory_mb={memory:g} holds (at most {fits} prompts); lower it, "
+            "leave it out, or raise runner.memory_mb"
+        )
+    return min(chosen, info.n_prompts)
 
 
 def _base_run(spec: SweepSpec) -> str:

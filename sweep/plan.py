@@ -19,6 +19,9 @@ from sweep.errors import ConfigError
 from sweep.spec import GridSpec
 
 BYTES_PER_VALUE = 4  # results are float32
+UNIT_ROWS = 1024
+"""Layers are grouped into a unit up to ``store.chunk_kb`` and about this many patched rows
+(cells x prompts), so a unit takes seconds: early first results, little lost to a kill."""
 
 Cell = tuple[int, ...]
 """One coordinate per dim of a component, in its ``dims`` order."""
@@ -37,15 +40,13 @@ class TaskInfo:
     shape: ModelShape
     lengths: tuple[int, ...]
     """Token count of each prompt."""
-    clean_str: tuple[tuple[str, ...], ...]
-    """[prompt][pos] token strings, '' past a prompt's end."""
-    corrupted_str: tuple[tuple[str, ...], ...]
-    clean_baseline: np.ndarray
-    """[metric, prompt] metric of the unpatched clean run."""
-    corrupted_baseline: np.ndarray
     versions: dict[str, str]
     engine: str
     """``fast`` (a suffix forward) or ``hooks`` (the model's hooked forward)."""
+    block_bytes: int
+    """Bytes one prompt of a prompt block's cached runs takes (measured, an upper bound)."""
+    row_bytes: int
+    """Bytes one row of a patched forward takes, at the longest prompt."""
 
     @property
     def n_prompts(self) -> int:
@@ -87,6 +88,11 @@ class WorkUnit:
     prompt_stop: int
 
     @property
+    def block(self) -> int:
+        """Its prompt block (which cached runs it needs): the block's first prompt."""
+        return self.prompt_start
+
+    @property
     def spec(self) -> Component:
         return COMPONENTS[self.component]
 
@@ -114,6 +120,10 @@ class ExactJob:
     prompt_start: int
     prompt_stop: int
 
+    @property
+    def block(self) -> int:
+        return self.prompt_start
+
 
 @dataclass(frozen=True, slots=True)
 class Describe:
@@ -122,6 +132,26 @@ class Describe:
 
 Job = WorkUnit | ExactJob | Describe
 """What a runner sends a worker."""
+
+
+@dataclass(frozen=True)
+class BlockData:
+    """What a prompt block adds to the store besides its units: baselines and tokens."""
+
+    prompt_start: int
+    clean_baseline: np.ndarray
+    """[metric, prompt]"""
+    corrupted_baseline: np.ndarray
+    clean_str: list[list[str]]
+    """[prompt][pos] token strings ('' past a prompt's end), to the block's own width."""
+    corrupted_str: list[list[str]]
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    values: np.ndarray
+    """[metric, layer, *dims, prompt] float32."""
+    block: BlockData
 
 
 @dataclass(frozen=True)
@@ -188,18 +218,18 @@ def make_plan(
     chunk_bytes: int,
     prompt_block: int | None = None,
 ) -> Plan:
-    """Split each component's grid into chunks of about ``chunk_bytes``: blocks of layers
-    times blocks of ``prompt_block`` prompts (default: all prompts in one block)."""
+    """Split each component's grid into chunks: blocks of ``prompt_block`` prompts (default:
+    all prompts in one block) times blocks of layers, grouped up to ``chunk_bytes`` and
+    ``UNIT_ROWS``."""
     axes = make_axes(grid, shape, seq_len)
     block = min(prompt_block or n_prompts, n_prompts)
     starts = range(0, n_prompts, block)
     units: list[WorkUnit] = []
     for c in grid.component_list:
         cells = axes.of(c)
-        layer_bytes = len(metrics) * math.prod(len(v) for _, v in cells) * block
-        per_chunk = min(
-            len(axes.layers), max(1, math.ceil(chunk_bytes / (layer_bytes * BYTES_PER_VALUE)))
-        )
+        rows = math.prod(len(v) for _, v in cells) * block  # patched rows of one layer
+        by_size = math.ceil(chunk_bytes / (len(metrics) * rows * BYTES_PER_VALUE))
+        per_chunk = min(len(axes.layers), max(1, min(by_size, UNIT_ROWS // rows)))
         for start in range(0, len(axes.layers), per_chunk):
             layers = axes.layers[start : start + per_chunk]
             for p in starts:

@@ -313,6 +313,9 @@ class StoreSpec(Spec):
     """A local directory or an fsspec URL (s3://, gs://, memory://...)."""
     chunk_kb: int = 1024
     """Target size of one zarr chunk (= one work unit); layers are grouped up to it."""
+    prompt_block: int | None = None
+    """Prompts per work unit and per cached block; null: as many as ``runner.memory_mb``
+    holds. A store keeps the block size it was made with."""
     overwrite: bool = False
     """Delete a patchsweep store written by a different config instead of refusing it.
     Only ever deletes a patchsweep store that no live driver holds."""
@@ -325,6 +328,8 @@ class StoreSpec(Spec):
         if not str(self.path).strip():
             raise ConfigError("store.path: empty; give a directory or a URL")
         positive("store.chunk_kb", self.chunk_kb)
+        if self.prompt_block is not None:
+            positive("store.prompt_block", self.prompt_block)
         positive_float("store.lease_timeout_s", self.lease_timeout_s)
 
     @property

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from sweep.plan import Describe, ExactJob, ModelShape, TaskInfo, WorkUnit
+from sweep.plan import BlockData, Describe, ExactJob, ModelShape, TaskInfo, UnitResult, WorkUnit
 
 N_PROMPTS = 3
 
@@ -19,12 +19,10 @@ def info() -> TaskInfo:
     return TaskInfo(
         shape=ModelShape(n_layers=4, n_heads=2),
         lengths=(5,) * N_PROMPTS,
-        clean_str=(("a",) * 5,) * N_PROMPTS,
-        corrupted_str=(("b",) * 5,) * N_PROMPTS,
-        clean_baseline=np.ones((1, N_PROMPTS), dtype=np.float32),
-        corrupted_baseline=np.zeros((1, N_PROMPTS), dtype=np.float32),
         versions={"patchsweep": "test", "transformer_lens": "test"},
         engine="fake",
+        block_bytes=1,
+        row_bytes=1,
     )
 
 
@@ -49,7 +47,11 @@ class FakeWorker:
             return out
         assert isinstance(job, WorkUnit)
         grid = [len(v) for _, v in job.grid]
-        return np.full((1, len(job.layers), *grid, job.n_prompts), job.index, dtype=np.float32)
+        values = np.full((1, len(job.layers), *grid, job.n_prompts), job.index, dtype=np.float32)
+        n = job.n_prompts
+        block = BlockData(job.prompt_start, np.ones((1, n)), np.zeros((1, n)), [["a"]] * n,
+                          [["b"]] * n)  # fmt: skip
+        return UnitResult(values, block)
 
 
 def _name(job: Any) -> str:

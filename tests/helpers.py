@@ -3,6 +3,7 @@ TransformerLens' own patching results as the reference."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 from pathlib import Path
 from typing import Any
@@ -77,3 +78,42 @@ def worker(overrides: list[str]) -> Any:
     from sweep.engine.worker import Worker
 
     return Worker(spec_of(overrides))
+
+
+def can_reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_extra_mb(run: Any) -> float:
+    """Resident memory the call adds at its peak (Linux: reset VmHWM, then read it)."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+    before = status_kb("VmRSS")
+    run()
+    return (status_kb("VmHWM") - before) / 1024
+
+
+def status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def in_fresh_process(code: str, *argv: str) -> Any:
+    """Run ``code`` (which ends by printing one JSON value; its arguments are ``sys.argv[1:]``)
+    in a new Python process: memory peaks are measured where no earlier test shaped the heap."""
+    import os
+    import subprocess
+    import sys
+
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": str(here)}
+    out = subprocess.run([sys.executable, "-c", code, *argv], cwd=here, capture_output=True,
+                         text=True, timeout=600, env=env)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])

@@ -204,6 +204,16 @@ CASES = [
         setup=_foreign,
     ),
     Case("store under a file", {"store.path": "afile.txt/s.zarr"}, "afile.txt"),
+    Case(
+        "prompt block beyond the budget",
+        {"store.prompt_block": "100000", "runner.memory_mb": "1"},
+        "store.prompt_block",
+    ),
+    Case(
+        "another prompt block on resume",
+        {"store.path": "good.zarr", "store.prompt_block": "1"},
+        "store.prompt_block",
+    ),  # fmt: skip
     # The pictures and the status of a store.
     Case("plot a missing store", module="sweep.plot", argv=("missing.zarr",), names="missing.zarr"),
     Case("plot a folder of notes", module="sweep.plot", argv=("notes",), names="notes"),

@@ -163,3 +163,20 @@ def test_per_head_k_on_grouped_query_model(tmp_path: Path) -> None:
     # z and q have one value per query head there, and still run.
     _run(tmp_path, "+model.native.n_key_value_heads=2", "grid.components=[z,q]")
     assert sweep.open_results(tmp_path / "out.zarr")["q"].notnull().all()
+
+
+def test_a_task_file_that_changed_since_the_store_was_made_is_refused(tmp_path: Path) -> None:
+    from helpers import ioi_rows
+
+    task = _task(tmp_path, ioi_rows(2))
+    args = ["task=prompts", f"task.path={task}", "grid.components=[resid_pre]"]
+    _run(tmp_path, *args)
+    store = tmp_path / "out.zarr"
+    before = sorted((p, p.read_bytes()) for p in store.rglob("*") if p.is_file())
+    _task(tmp_path, ioi_rows(3))  # the file grew
+    with pytest.raises(StoreMismatchError, match=r"task\.examples: store has '\w+', this run"):
+        _run(tmp_path, *args)
+    after = sorted((p, p.read_bytes()) for p in store.rglob("*") if p.is_file())
+    assert [a for a in after if "lease" not in a[0].name] == [
+        b for b in before if "lease" not in b[0].name
+    ]

@@ -8,7 +8,7 @@ import pytest
 
 from sweep.components import COMPONENTS
 from sweep.errors import ConfigError
-from sweep.plan import ModelShape, make_plan
+from sweep.plan import UNIT_ROWS, ModelShape, make_plan
 from sweep.spec import GridSpec
 
 SHAPE = ModelShape(n_layers=12, n_heads=12)
@@ -39,20 +39,22 @@ def test_every_cell_is_in_exactly_one_unit() -> None:
     assert [u.index for u in plan.units] == list(range(len(plan.units)))
 
 
-def test_chunks_grow_to_the_target_size_where_the_grid_allows() -> None:
+def test_layers_are_grouped_up_to_the_chunk_size_and_the_unit_rows() -> None:
     plan = make_plan(
-        grid("resid_pre", "z_by_pos"),
+        grid("resid_pre", "z_by_pos", "z"),
         SHAPE,
         seq_len=15,
         n_prompts=8,
         metrics=("logit_diff",),
         chunk_bytes=256 * 1024,
     )
-    resid = COMPONENTS["resid_pre"]
-    # resid_pre: 15 pos * 8 prompts * 4 B = 480 B per layer, far below 256 KB: all layers.
-    assert plan.chunks(resid) == (1, 12, 15, 8)
-    # z_by_pos: 15 * 12 * 8 * 4 B = 5.6 KB per layer: still one chunk for the whole grid.
-    assert plan.chunks(COMPONENTS["z_by_pos"]) == (1, 12, 15, 12, 8)
+    # z: 12 heads x 8 prompts = 96 rows a layer: 10 layers to a unit (960 rows).
+    assert plan.chunks(COMPONENTS["z"]) == (1, 10, 12, 8)
+    # resid_pre: 15 x 8 = 120 rows a layer: 8 layers make UNIT_ROWS (1024), so a unit
+    # takes seconds whatever the chunk size allows.
+    assert plan.chunks(COMPONENTS["resid_pre"]) == (1, UNIT_ROWS // 120, 15, 8)
+    # z_by_pos: 15 x 12 x 8 = 1,440 rows a layer: one layer per unit.
+    assert plan.chunks(COMPONENTS["z_by_pos"]) == (1, 1, 15, 12, 8)
     big = make_plan(
         grid("z_by_pos"),
         SHAPE,
@@ -61,7 +63,7 @@ def test_chunks_grow_to_the_target_size_where_the_grid_allows() -> None:
         metrics=("logit_diff",),
         chunk_bytes=1024 * 1024,
     )
-    # 512 * 12 * 64 * 4 B = 1.5 MB per layer: one layer per chunk, above 100 KB.
+    # 512 * 12 * 64 * 4 B = 1.5 MB per layer: one layer per chunk.
     assert big.chunks(COMPONENTS["z_by_pos"])[1] == 1
     assert len(big.units) == 12
 
@@ -96,3 +98,13 @@ def test_units_are_frozen() -> None:
     plan = make_plan(grid("z"), SHAPE, 15, 2, ("logit_diff",), 1024)
     with pytest.raises(FrozenInstanceError):
         plan.units[0].layers = (0,)  # type: ignore[misc]
+
+
+def test_prompt_blocks_tile_the_prompt_axis() -> None:
+    plan = make_plan(grid("z"), SHAPE, 15, 10, ("logit_diff",), 1024, prompt_block=4)
+    assert plan.prompt_blocks == [(0, 4), (4, 8), (8, 10)]
+    assert plan.chunks(COMPONENTS["z"])[-1] == 4
+    spans = sorted({(u.prompt_start, u.prompt_stop) for u in plan.units})
+    assert spans == plan.prompt_blocks
+    for u in plan.units:  # every layer block of every prompt block, once
+        assert sum(1 for v in plan.units if (v.layers, v.block) == (u.layers, u.block)) == 1

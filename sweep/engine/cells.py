@@ -116,14 +116,32 @@ def gather_cells(c: Component, values: torch.Tensor, b: Batch) -> torch.Tensor:
     return out.reshape(out.shape[0], b.n_cells, -1)
 
 
-def position_mean(c: Component, act: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Mean over prompts at each position, over the prompts long enough to have it:
-    one row per prompt of ``act``, so it patches like any other source."""
+def position_sums(
+    c: Component, act: torch.Tensor, lengths: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum over prompts at each position of the prompts long enough to have it, and how
+    many there were: [1, *act axes] each, both full size (a mean over many prompts adds
+    these up, padded to the longest prompt)."""
     dim = 1 + c.layout.axes.index(c.layout.query_axis)
     seq = act.shape[dim]
     valid = torch.arange(seq, device=act.device)[None, :] < lengths.to(act.device)[:, None]
     shape = [act.shape[0]] + [1] * (act.ndim - 1)
     shape[dim] = seq
     w = valid.reshape(shape).to(act.dtype)
-    mean = (act * w).sum(0, keepdim=True) / w.sum(0, keepdim=True).clamp(min=1)
-    return mean.expand_as(act)
+    total = (act * w).sum(0, keepdim=True)
+    return total, w.sum(0, keepdim=True).expand_as(total)
+
+
+def position_mean(c: Component, act: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean over prompts at each position, over the prompts long enough to have it:
+    one row per prompt of ``act``, so it patches like any other source."""
+    total, count = position_sums(c, act, lengths)
+    return (total / count.clamp(min=1)).expand_as(act)
+
+
+def pad_tokens(c: Component, act: torch.Tensor, width: int) -> torch.Tensor:
+    """``act`` with its token axes zero-padded (or cut) to ``width``."""
+    pads: list[int] = []
+    for i, a in reversed(list(enumerate(c.layout.axes))):
+        pads += [0, width - act.shape[1 + i]] if a in c.layout.token_axes else [0, 0]
+    return torch.nn.functional.pad(act, pads)

@@ -2,14 +2,19 @@
 
 The *base* run is the one an intervention changes (corrupted when denoising; clean when
 noising or ablating); only the hooks that a forward starts from and the sources read are
-kept, and only each prompt's last-position logits.
+kept, and only each prompt's last-position logits. ``BlockCache`` keeps as many blocks as
+its share of ``runner.memory_mb`` holds, least recently used first out.
 """
 
 from __future__ import annotations
 
+import ctypes
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from sweep.metrics import evaluate
@@ -18,9 +23,11 @@ from sweep.tasks.tokenize import TokenizedTask
 
 @dataclass
 class BlockRuns:
-    """Prompts ``start .. start + n - 1`` of the task, padded to their own longest."""
+    """Some prompts of the task (a block ``start..start + n - 1``, or any chosen ones),
+    padded to their own longest."""
 
-    start: int
+    prompts: np.ndarray
+    """[prompt] the task's index of each prompt."""
     clean_tokens: torch.Tensor
     """[prompt, pos] on the model's device."""
     corrupted_tokens: torch.Tensor
@@ -37,7 +44,11 @@ class BlockRuns:
     source: dict[str, torch.Tensor]
     """The other run's activations at the grid's hooks (patching), else empty."""
     extras: dict[str, Any] = field(default_factory=dict)
-    """Per-block state of an estimator (AtP's products)."""
+    """Per-block state of an intervention (AtP's products, resampling donors' runs)."""
+
+    @property
+    def start(self) -> int:
+        return int(self.prompts[0])
 
     @property
     def n(self) -> int:
@@ -65,6 +76,30 @@ class BlockRuns:
         clean = self.clean_logits.repeat(reps, 1)
         return evaluate(metrics, logits, self.answer.repeat(reps), self.wrong.repeat(reps), clean)
 
+    @property
+    def nbytes(self) -> int:
+        """What the block holds in memory (tensors only; the rest is small)."""
+        return sum(_bytes(v) for v in (self.__dict__.values()))
+
+
+def release_freed_memory() -> None:
+    """Give memory freed by an evicted block back to the system (glibc keeps freed heap
+    memory otherwise, and the process's footprint would creep past the budget)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+def _bytes(x: Any) -> int:
+    if isinstance(x, torch.Tensor):
+        return x.numel() * x.element_size()
+    if isinstance(x, dict):
+        return sum(_bytes(v) for v in x.values())
+    if isinstance(x, (list, tuple)):
+        return sum(_bytes(v) for v in x)
+    return 0
+
 
 def run_cached(
     model: Any, tokens: torch.Tensor, lengths: torch.Tensor, names: set[str] | frozenset[str]
@@ -73,43 +108,89 @@ def run_cached(
     the model does not have, such as the MLP stages of an attention-only model, are left
     out)."""
     names = set(names) & set(model.hook_dict)
-    with torch.inference_mode():
-        logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
     rows = torch.arange(tokens.shape[0], device=tokens.device)
-    return logits[rows, lengths - 1], {n: cache[n] for n in names}
+    cache: dict[str, torch.Tensor] = {}
+
+    def keep(name: str) -> Callable[[torch.Tensor, Any], None]:
+        def hook(act: torch.Tensor, hook: Any) -> None:
+            cache[name] = act.detach().clone()  # by the requested name: the bridge aliases
+
+        return hook
+
+    def last_only(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        return act[rows, lengths - 1].unsqueeze(1)  # never the [prompt, pos, vocab] logits
+
+    hooks = [(n, keep(n)) for n in sorted(names)] + [("unembed.hook_in", last_only)]
+    with torch.inference_mode():
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+    return logits[:, 0], cache
 
 
 def build_block(
     model: Any,
     task: TokenizedTask,
-    start: int,
-    stop: int,
+    prompts: np.ndarray,
     base_run: str,
     base_hooks: set[str],
     source_hooks: set[str],
 ) -> BlockRuns:
-    """Run prompts ``start..stop-1`` clean and corrupted once, keeping what is needed."""
+    """Run the prompts clean and corrupted once, keeping what is needed."""
     device = model.cfg.device
-    lengths = task.lengths[start:stop]
-    width = int(lengths.max())
-    clean = task.clean[start:stop, :width].to(device)
-    corrupted = task.corrupted[start:stop, :width].to(device)
-    lengths = lengths.to(device)
+    clean, corrupted = (t.to(device) for t in task.rows(prompts))
+    lengths = torch.from_numpy(task.lengths[prompts]).to(device)
     other = "corrupted" if base_run == "clean" else "clean"
     hooks = {base_run: base_hooks, other: source_hooks}
     clean_logits, clean_cache = run_cached(model, clean, lengths, hooks["clean"])
     corr_logits, corr_cache = run_cached(model, corrupted, lengths, hooks["corrupted"])
     caches = {"clean": clean_cache, "corrupted": corr_cache}
     return BlockRuns(
-        start=start,
+        prompts=prompts,
         clean_tokens=clean,
         corrupted_tokens=corrupted,
         lengths=lengths,
-        answer=task.answer[start:stop].to(device),
-        wrong=task.wrong[start:stop].to(device),
+        answer=task.answer[torch.from_numpy(prompts)].to(device),
+        wrong=task.wrong[torch.from_numpy(prompts)].to(device),
         clean_logits=clean_logits,
         corrupted_logits=corr_logits,
         base_run=base_run,
         base=caches[base_run],
         source=caches[other],
     )
+
+
+class BlockCache:
+    """Blocks by (start, stop), built on first use and kept while they fit ``budget``
+    bytes; the least recently used goes first, the one in use never."""
+
+    def __init__(self, build: Callable[[int, int], BlockRuns], budget: int) -> None:
+        self.build = build
+        self.budget = budget
+        self.blocks: OrderedDict[tuple[int, int], BlockRuns] = OrderedDict()
+        self.builds = 0
+
+    def get(self, start: int, stop: int) -> BlockRuns:
+        key = (start, stop)
+        if key in self.blocks:
+            self.blocks.move_to_end(key)
+            return self.blocks[key]
+        evicted = False
+        while self.blocks and self.held + self._guess(stop - start) > self.budget:
+            self.blocks.popitem(last=False)
+            evicted = True
+        if evicted:
+            release_freed_memory()
+        block = self.build(start, stop)
+        self.builds += 1
+        self.blocks[key] = block
+        return block
+
+    @property
+    def held(self) -> int:
+        return sum(b.nbytes for b in self.blocks.values())
+
+    def _guess(self, n: int) -> int:
+        """Bytes a new block of ``n`` prompts will take, from those held (0 if none)."""
+        if not self.blocks:
+            return 0
+        per_prompt = max(b.nbytes / b.n for b in self.blocks.values())
+        return int(per_prompt * n)

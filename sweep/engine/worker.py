@@ -1,9 +1,11 @@
 """The worker: owns the model, the task and the cached runs; executes jobs.
 
 The same class runs in-process (``runners.local``) and inside a Ray actor
-(``runners.ray``). A job is a work unit (a chunk of the store) or an exact patch of single
-cells (AtP's verification); either runs the intervention's sources through the forward,
-many cells stacked along the batch of one forward.
+(``runners.ray``). A job is a work unit (a chunk of the store: component x layer block x
+prompt block), an exact patch of single cells (AtP's verification), or a description of
+the task. Memory is bounded by ``runner.memory_mb`` whatever the number of prompts: the
+cached runs of prompt blocks take at most half of it (as many blocks as fit, least
+recently used out) and the batched forwards the rest.
 """
 
 from __future__ import annotations
@@ -17,25 +19,39 @@ import torch
 
 from sweep import __version__
 from sweep.components import Component, get_component
-from sweep.engine.budget import cells_per_forward, warn_if_below_one_cell
+from sweep.engine.budget import CACHE_SHARE, cells_per_forward, warn_if_below_one_cell
 from sweep.engine.cells import Cell, gather_cells, make_batch
 from sweep.engine.forward import HookedForward, choose_forward, fallback
-from sweep.engine.runs import BlockRuns, build_block, run_cached
+from sweep.engine.runs import BlockCache, BlockRuns, build_block, run_cached
 from sweep.errors import ConfigError
 from sweep.interventions import Context, Estimator, build
 from sweep.models import load_model
-from sweep.plan import Describe, ExactJob, Job, ModelShape, TaskInfo, WorkUnit, make_axes
+from sweep.plan import (
+    BlockData,
+    Describe,
+    ExactJob,
+    Job,
+    ModelShape,
+    TaskInfo,
+    UnitResult,
+    WorkUnit,
+    make_axes,
+)
 from sweep.spec import SweepSpec
 from sweep.tasks import load_examples
-from sweep.tasks.tokenize import TokenizedTask, single_token, tokenize
+from sweep.tasks.tokenize import TokenizedTask, single_token, token_strings, tokenize
 
 log = logging.getLogger(__name__)
+
+PROBE = 8
+"""Prompts (the longest) of the start-up check, which also measures a block's bytes."""
 
 
 class Worker:
     def __init__(self, spec: SweepSpec) -> None:
         self.spec = spec
         self.metrics = spec.metrics
+        self.memory = int(spec.runner.memory_mb * 2**20)
         self.model = load_model(spec.model)
         self.device = self.model.cfg.device
         self.task: TokenizedTask = tokenize(
@@ -50,37 +66,50 @@ class Worker:
         self.grid = tuple((c, layer) for c in components for layer in self.axes.layers)
         self.intervention = build(spec.intervention)
         self.forward = choose_forward(self.model, spec.runner.engine)
-        self.intervention.prepare(Context(self.model, self.task, self.grid, self._activations))
-        self._blocks: dict[tuple[int, int], BlockRuns] = {}
-        self._check_forward(self.block(0, self.task.n_prompts))
-        warn_if_below_one_cell(
-            spec.runner.memory_mb, self.forward.row_bytes(self.task.seq_len), self.task.n_prompts
+        self.intervention.prepare(
+            Context(self.model, self.task, self.grid, self._activations, self.metrics, PROBE)
         )
+        self.cache = BlockCache(self._build, int(CACHE_SHARE * self.memory))
+        probe = self._probe()
+        self._check_forward(probe)
+        self.block_bytes = probe.nbytes / probe.n
+        """Bytes one prompt of a block takes (the longest prompts: an upper bound)."""
+        row = self.forward.row_bytes(self.task.seq_len)
+        warn_if_below_one_cell(spec.runner.memory_mb * (1 - CACHE_SHARE), row, 1)
 
     # ------------------------------------------------------------------ cached runs
 
-    def _activations(self, tokens: torch.Tensor, hooks: frozenset[str]) -> dict[str, Any]:
-        lengths = torch.full((tokens.shape[0],), tokens.shape[1], device=self.device)
-        return run_cached(self.model, tokens.to(self.device), lengths, hooks)[1]
+    def _activations(
+        self, tokens: torch.Tensor, lengths: torch.Tensor, hooks: frozenset[str]
+    ) -> dict[str, Any]:
+        return run_cached(self.model, tokens.to(self.device), lengths.to(self.device), hooks)[1]
+
+    def _build_prompts(self, prompts: np.ndarray) -> BlockRuns:
+        grid_hooks = {c.hook_name(layer) for c, layer in self.grid}
+        base = self.forward.base_hooks(self.axes.layers)
+        reads_base = self.intervention.READS == "base"
+        block = build_block(
+            self.model,
+            self.task,
+            prompts,
+            self.intervention.base_run,
+            base | grid_hooks if reads_base else base,
+            set() if reads_base else grid_hooks,
+        )
+        self.intervention.prepare_block(block)
+        return block
+
+    def _build(self, start: int, stop: int) -> BlockRuns:
+        return self._build_prompts(np.arange(start, stop))
+
+    def _probe(self) -> BlockRuns:
+        """The longest prompts, as a block: the start-up check runs on them, and they
+        measure what a block costs per prompt."""
+        longest = np.argsort(-self.task.lengths, kind="stable")[:PROBE]
+        return self._build_prompts(np.sort(longest))
 
     def block(self, start: int, stop: int) -> BlockRuns:
-        """The cached runs of prompts ``start..stop-1``, built on first use."""
-        key = (start, stop)
-        if key not in self._blocks:
-            grid_hooks = {c.hook_name(layer) for c, layer in self.grid}
-            base = self.forward.base_hooks(self.axes.layers)
-            reads_base = self.intervention.READS == "base"
-            self._blocks = {}  # one block at a time
-            self._blocks[key] = build_block(
-                self.model,
-                self.task,
-                start,
-                stop,
-                self.intervention.base_run,
-                base | grid_hooks if reads_base else base,
-                set() if reads_base else grid_hooks,
-            )
-        return self._blocks[key]
+        return self.cache.get(start, stop)
 
     def _check_forward(self, block: BlockRuns) -> None:
         why = self.forward.check(block, min(self.axes.layers))
@@ -90,17 +119,13 @@ class Worker:
     # ------------------------------------------------------------------ jobs
 
     def describe(self) -> TaskInfo:
-        t = self.task
-        block = self.block(0, t.n_prompts)
         return TaskInfo(
             shape=self.shape,
-            lengths=tuple(int(x) for x in t.lengths),
-            clean_str=t.clean_str,
-            corrupted_str=t.corrupted_str,
-            clean_baseline=block.evaluate(self.metrics, block.clean_logits).cpu().numpy(),
-            corrupted_baseline=block.evaluate(self.metrics, block.corrupted_logits).cpu().numpy(),
+            lengths=tuple(int(x) for x in self.task.lengths),
             versions={"patchsweep": __version__, "transformer_lens": version("transformer-lens")},
             engine=self.forward.NAME,
+            block_bytes=int(self.block_bytes),
+            row_bytes=self.forward.row_bytes(self.task.seq_len),
         )
 
     def execute(self, job: Job) -> Any:
@@ -110,15 +135,32 @@ class Worker:
             return self.exact(job)
         return self.run(job)
 
-    def run(self, unit: WorkUnit) -> np.ndarray:
-        """Values of one unit: [metric, layer, *dims, prompt], float32."""
+    def stats(self) -> dict[str, int]:
+        return {"cache_builds": self.cache.builds}
+
+    def run(self, unit: WorkUnit) -> UnitResult:
+        """Values of one unit: [metric, layer, *dims, prompt], float32, and its block's data."""
         c = unit.spec
         block = self.block(unit.prompt_start, unit.prompt_stop)
         cells = unit.cells
         per_layer = [self._values(c, layer, cells, block) for layer in unit.layers]
         out = torch.stack(per_layer, dim=1).cpu().numpy().astype(np.float32)
         grid = [len(v) for _, v in unit.grid]
-        return out.reshape(out.shape[0], len(unit.layers), *grid, block.n)
+        values = out.reshape(out.shape[0], len(unit.layers), *grid, block.n)
+        return UnitResult(values, self._data(block))
+
+    def _data(self, block: BlockRuns) -> BlockData:
+        if "data" not in block.extras:
+            tokens = (block.clean_tokens, block.corrupted_tokens)
+            clean_str, corrupted_str = (token_strings(self.model, t, block.lengths) for t in tokens)
+            block.extras["data"] = BlockData(
+                block.start,
+                block.evaluate(self.metrics, block.clean_logits).cpu().numpy(),
+                block.evaluate(self.metrics, block.corrupted_logits).cpu().numpy(),
+                clean_str,
+                corrupted_str,
+            )
+        return block.extras["data"]
 
     @torch.inference_mode()
     def exact(self, job: ExactJob) -> np.ndarray:
@@ -132,10 +174,15 @@ class Worker:
     def _values(self, c: Component, layer: int, cells: list[Cell], block: BlockRuns) -> Any:
         iv = self.intervention
         if isinstance(iv, Estimator):
-            delta = iv.estimate(c, layer, block, self.metrics)  # [metric, prompt, *dims]
+            delta = iv.estimate(c, layer, block)  # [metric, prompt, *dims]
             base = block.evaluate(self.metrics, block.base_logits)  # [metric, prompt]
             return base[:, None, :] + gather_cells(c, delta, make_batch(c, cells, block.lengths))
         return self.patched(c, layer, cells, block)
+
+    def cells_per_forward(self, block: BlockRuns) -> int:
+        """As many cells as fit what the cached runs leave of ``runner.memory_mb``."""
+        free = max(self.memory - self.cache.held, 0) / 2**20
+        return cells_per_forward(free, self.forward.row_bytes(block.seq_len), block.n)
 
     @torch.inference_mode()
     def patched(
@@ -143,9 +190,7 @@ class Worker:
     ) -> torch.Tensor:
         """[metric, cell, prompt] of one layer's cells, averaged over the source samples;
         NaN where a cell does not exist for a prompt."""
-        k = cells_per_forward(
-            self.spec.runner.memory_mb, self.forward.row_bytes(block.seq_len), block.n
-        )
+        k = self.cells_per_forward(block)
         per_sample = []
         for src in self.intervention.sources(c, layer, block):
             parts = [
@@ -163,13 +208,6 @@ class Worker:
         logits = self.forward.logits(c, layer, batch, src, block)
         values = block.evaluate(self.metrics, logits).masked_fill(~batch.valid, float("nan"))
         return values.reshape(len(self.metrics), len(cells), block.n)
-
-    def cells_per_forward(self) -> int:
-        return cells_per_forward(
-            self.spec.runner.memory_mb,
-            self.forward.row_bytes(self.task.seq_len),
-            self.task.n_prompts,
-        )
 
 
 def check_kv_heads(components: tuple[Component, ...], cfg: Any) -> None:

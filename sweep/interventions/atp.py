@@ -65,25 +65,26 @@ class AtP(Estimator):
     def prepare(self, ctx: Context) -> None:
         self.model = ctx.model
         self.hooks = ctx.hooks
+        self.metrics = ctx.metrics
 
-    def estimate(
-        self, c: Component, layer: int, block: BlockRuns, metrics: tuple[str, ...]
-    ) -> torch.Tensor:
-        if "atp" not in block.extras:
-            block.extras["atp"] = self._products(block, metrics)
+    def prepare_block(self, block: BlockRuns) -> None:
+        block.extras["atp"] = self._products(block, self.metrics)
+
+    def estimate(self, c: Component, layer: int, block: BlockRuns) -> torch.Tensor:
         return per_cell(c, block.extras["atp"][c.hook_name(layer)])
 
     def _products(self, block: BlockRuns, metrics: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        # The cached runs are inference tensors, which autograd may not save: copy them.
-        last, answer, wrong = (t.clone() for t in (block.last, block.answer, block.wrong))
-        clean = block.clean_logits.clone()
-        rows = torch.arange(block.n, device=last.device)
-
-        def metric(logits: torch.Tensor) -> torch.Tensor:
-            return evaluate(metrics, logits[rows, last], answer, wrong, clean)
-
-        tokens = block.tokens(self.base_run).clone()
         with torch.inference_mode(False):
+            # The cached runs are inference tensors, which autograd may not save: copies
+            # made outside inference mode are ordinary tensors.
+            last, answer, wrong = (t.clone() for t in (block.last, block.answer, block.wrong))
+            clean = block.clean_logits.clone()
+            rows = torch.arange(block.n, device=last.device)
+
+            def metric(logits: torch.Tensor) -> torch.Tensor:
+                return evaluate(metrics, logits[rows, last], answer, wrong, clean)
+
+            tokens = block.tokens(self.base_run).clone()
             return attributions(self.model, tokens, set(self.hooks), block.source, metric)
 
 

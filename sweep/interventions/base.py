@@ -31,8 +31,12 @@ class Context:
     task: TokenizedTask
     grid: tuple[tuple[Component, int], ...]
     """Every (component, layer) of the grid."""
-    run: Callable[[torch.Tensor, frozenset[str]], dict[str, torch.Tensor]]
-    """Run token ids through the model, returning activations at the named hooks."""
+    run: Callable[[torch.Tensor, torch.Tensor, frozenset[str]], dict[str, torch.Tensor]]
+    """Run token ids [prompt, pos] with their lengths through the model, returning the
+    activations at the named hooks."""
+    metrics: tuple[str, ...]
+    chunk: int
+    """Prompts per forward of a pass over the whole task (bounded memory)."""
 
     @property
     def hooks(self) -> frozenset[str]:
@@ -59,6 +63,10 @@ class Intervention(ABC):
     def prepare(self, ctx: Context) -> None:  # noqa: B027 (most kinds need nothing)
         """Once per worker, before any block (means over the task, resampling donors)."""
 
+    def prepare_block(self, block: BlockRuns) -> None:  # noqa: B027
+        """When a block's runs are built: what its sources need beyond them (donors' runs,
+        AtP's products), kept in ``block.extras`` so the cache counts and evicts it."""
+
     @abstractmethod
     def sources(self, c: Component, layer: int, block: BlockRuns) -> list[torch.Tensor]:
         """What each sample writes into ``c`` at ``layer``: [prompt, ...] per sample."""
@@ -72,9 +80,7 @@ class Estimator(Intervention):
     def exact(self) -> Intervention: ...
 
     @abstractmethod
-    def estimate(
-        self, c: Component, layer: int, block: BlockRuns, metrics: tuple[str, ...]
-    ) -> torch.Tensor:
+    def estimate(self, c: Component, layer: int, block: BlockRuns) -> torch.Tensor:
         """[metric, prompt, *dims] estimated metric of patching each cell of ``c``."""
 
     def sources(self, c: Component, layer: int, block: BlockRuns) -> list[torch.Tensor]:

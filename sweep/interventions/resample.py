@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from sweep.components import Component
@@ -57,9 +58,20 @@ class Resample(Intervention):
     def prepare(self, ctx: Context) -> None:
         spec = self.spec
         assert isinstance(spec, ResampleSpec)
-        self.donors = donors(ctx.task.lengths, spec.samples, spec.seed)
+        self.donors = donors(torch.from_numpy(ctx.task.lengths), spec.samples, spec.seed)
+        self.task, self.hooks, self.run = ctx.task, ctx.hooks, ctx.run
+
+    def prepare_block(self, block: BlockRuns) -> None:
+        """Donors come from the whole task: run the block's donors (clean, at the grid's
+        hooks), padded to the block's width (a donor has its recipient's length)."""
+        picks = self.donors[:, block.prompts]  # [samples, prompt] task indices
+        needed, where = np.unique(picks.numpy(), return_inverse=True)
+        clean, _ = self.task.rows(needed, width=block.seq_len)
+        lengths = torch.from_numpy(self.task.lengths[needed])
+        block.extras["donors"] = (torch.from_numpy(where.reshape(picks.shape)),
+                                  self.run(clean, lengths, self.hooks))  # fmt: skip
 
     def sources(self, c: Component, layer: int, block: BlockRuns) -> list[torch.Tensor]:
-        act = block.base[c.hook_name(layer)]
-        d = self.donors[:, block.start : block.start + block.n] - block.start
-        return [act[row.to(act.device)] for row in d]
+        where, acts = block.extras["donors"]
+        act = acts[c.hook_name(layer)]
+        return [act[row.to(act.device)] for row in where]

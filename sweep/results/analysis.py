@@ -101,16 +101,25 @@ def bootstrap_ci(
     values: xr.DataArray, dim: str = "prompt", ci: float = 0.95, n_boot: int = 1000, seed: int = 0
 ) -> tuple[xr.DataArray, xr.DataArray]:
     """Percentile bootstrap interval of the mean over ``dim``, resampling the entries
-    that are not NaN (per cell)."""
-    data = np.moveaxis(values.values, values.get_axis_num(dim), -1)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, data.shape[-1], size=(n_boot, data.shape[-1]))
-    with warnings.catch_warnings():  # a cell no prompt reaches is NaN, not a warning
-        warnings.simplefilter("ignore", RuntimeWarning)
-        means = np.nanmean(data[..., picks], axis=-1)  # [..., n_boot]
-        low, high = np.nanquantile(means, [(1 - ci) / 2, (1 + ci) / 2], axis=-1)
-    template = values.isel({dim: 0}, drop=True)
-    return template.copy(data=low), template.copy(data=high)
+    that are not NaN (per cell). On a lazy (dask) store it runs block by block of cells,
+    each with all of its prompts, so the whole variable is never in memory at once."""
+    picks = np.random.default_rng(seed).integers(0, values.sizes[dim], (n_boot, values.sizes[dim]))
+    quantiles = [(1 - ci) / 2, (1 + ci) / 2]
+
+    def interval(data: np.ndarray) -> np.ndarray:  # [..., dim] -> [..., 2]
+        with warnings.catch_warnings():  # a cell no prompt reaches is NaN, not a warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            means = np.nanmean(data[..., picks], axis=-1)  # [..., n_boot]
+            return np.moveaxis(np.nanquantile(means, quantiles, axis=-1), 0, -1)
+
+    if values.chunks is not None:
+        values = values.chunk({dim: -1})
+    bounds = xr.apply_ufunc(
+        interval, values, input_core_dims=[[dim]], output_core_dims=[["bound"]],
+        dask="parallelized", output_dtypes=[float],
+        dask_gufunc_kwargs={"output_sizes": {"bound": 2}},
+    )  # fmt: skip
+    return bounds.isel(bound=0, drop=True), bounds.isel(bound=1, drop=True)
 
 
 COLUMNS = ["component", "layer", *DIMS, "value", "effect", "n"]

@@ -26,7 +26,7 @@ import zarr
 
 from sweep.components import get_component
 from sweep.errors import StoreDamagedError, StoreError, StoreMismatchError
-from sweep.plan import Plan, TaskInfo, WorkUnit
+from sweep.plan import BlockData, Plan, TaskInfo, WorkUnit
 from sweep.results.backends import Backend, backend_for
 from sweep.results.lease import LEASE, Lease, read_holder
 
@@ -241,27 +241,42 @@ def _populate(target: str, plan: Plan, info: TaskInfo, meta: StoreMeta) -> None:
     coords.to_zarr(target, mode="a", consolidated=False, zarr_format=3)
     group = zarr.open_group(target, mode="r+")
     members = [str(v) for v in coords.variables]
+    n, block, width = plan.n_prompts, plan.prompt_block, len(plan.axes.coords["pos"])
+    metrics = len(plan.metrics)
+    for run in ("clean", "corrupted"):
+        # Filled block by block as units arrive (BlockData): no pass over every prompt first.
+        _array(group, f"{run}_baseline", (metrics, n), (metrics, block), ["metric", "prompt"])
+        group.create_array(
+            f"{run}_token", shape=(n, width), chunks=(block, width), dtype=str, fill_value="",
+            dimension_names=["prompt", "pos"],
+        )  # fmt: skip
+        members += [f"{run}_baseline", f"{run}_token"]
+    group.attrs["coordinates"] = "prompt_length clean_token corrupted_token"
     for c in plan.components:
         dims = ["metric", "layer", *c.dims, "prompt"]
         _array(group, c.name, plan.shape(c), plan.chunks(c), dims)
         members.append(c.name)
         if meta.exact:
-            _array(group, f"{c.name}_exact", plan.shape(c), plan.shape(c), dims)
+            chunks = (*plan.shape(c)[:-1], block)
+            _array(group, f"{c.name}_exact", plan.shape(c), chunks, dims)
             members.append(f"{c.name}_exact")
     m = group.require_group(META)
-    n = len(plan.units)
-    m.create_array("done", shape=(n,), chunks=(n,), dtype="int32", fill_value=0)
+    units = len(plan.units)
+    m.create_array("done", shape=(units,), chunks=(units,), dtype="int32", fill_value=0)
+    blocks = len(plan.prompt_blocks)
+    m.create_array("blocks", shape=(blocks,), chunks=(blocks,), dtype="int32", fill_value=0)
     m.create_array("verified", shape=(1,), chunks=(1,), dtype="int32", fill_value=0)
-    units = m.create_array("units", shape=(n, 5), chunks=(n, 5), dtype="int32", fill_value=0)
+    table = m.create_array("units", shape=(units, 5), chunks=(units, 5), dtype="int32",
+                           fill_value=0)  # fmt: skip
     names = [c.name for c in plan.components]
-    units[:] = np.array(
+    table[:] = np.array(
         [
             (names.index(u.component), u.layer_start, u.layer_start + len(u.layers))
             + (u.prompt_start, u.prompt_stop)
             for u in plan.units
         ],
         dtype=np.int32,
-    ).reshape(n, 5)
+    ).reshape(units, 5)
     m.attrs["runs"] = []
     group.attrs["patchsweep_members"] = sorted(set(members))
 
@@ -276,27 +291,13 @@ def _finish(target: str, meta: StoreMeta) -> None:
 
 
 def _coordinates(plan: Plan, info: TaskInfo, meta: StoreMeta) -> xr.Dataset:
-    pos = np.array(plan.axes.coords["pos"], dtype=np.int64)
-    lengths = np.array(info.lengths, dtype=np.int64)
-    absolute = np.where(pos[None, :] < 0, lengths[:, None] + pos[None, :], pos[None, :])
-    tokens = {}
-    for name, rows in (("clean_token", info.clean_str), ("corrupted_token", info.corrupted_str)):
-        table = [
-            [row[p] if 0 <= p < len(row) else "" for p in absolute[i]] for i, row in enumerate(rows)
-        ]
-        tokens[name] = (("prompt", "pos"), np.array(table, dtype=object).reshape(len(rows), -1))
     ds = xr.Dataset(
-        data_vars={
-            "clean_baseline": (("metric", "prompt"), info.clean_baseline),
-            "corrupted_baseline": (("metric", "prompt"), info.corrupted_baseline),
-        },
         coords={
             "metric": np.array(plan.metrics, dtype=object),
             "layer": np.array(plan.axes.layers, dtype=np.int64),
             **{d: np.array(v, dtype=np.int64) for d, v in plan.axes.coords.items()},
             "prompt": np.arange(plan.n_prompts, dtype=np.int64),
-            "prompt_length": ("prompt", lengths),
-            **tokens,
+            "prompt_length": ("prompt", np.array(info.lengths, dtype=np.int64)),
         },
     )
     ds.attrs.update(
@@ -325,6 +326,9 @@ class ResultStore:
         self.lease = lease
         self.path = backend.path
         self.group = zarr.open_group(backend.location, mode="r+")
+        self.prompt_block = int(root_attrs(backend)["prompt_block"])
+        self.positions = np.asarray(array(self.group, "pos")[:])
+        self.lengths = np.asarray(array(self.group, "prompt_length")[:])
         # Opened by its own path: read through the root, its attributes (the runs) would
         # come from the root's consolidated metadata, frozen at creation.
         self.meta = zarr.open_group(backend.location, path=META, mode="r+")
@@ -361,8 +365,9 @@ class ResultStore:
             array(self.meta, "done")[u.index] = 0
         return [u for u in plan.units if not done[u.index] or u in lost], lost
 
-    def write(self, unit: WorkUnit, values: np.ndarray, run: int) -> None:
-        """Write the unit's chunk, then mark it done (in that order: see module doc)."""
+    def write(self, unit: WorkUnit, values: np.ndarray, block: BlockData, run: int) -> None:
+        """Write the unit's chunk, its prompt block's baselines and tokens (once per block),
+        then mark them done (in that order: see module doc)."""
         self.lease.check()
         region = (
             slice(None),
@@ -371,7 +376,20 @@ class ResultStore:
             slice(unit.prompt_start, unit.prompt_stop),
         )
         self._array(unit.component)[region] = values
+        index = unit.prompt_start // self.prompt_block
+        blocks = array(self.meta, "blocks")
+        if not blocks[index]:
+            self._write_block(block, unit.prompt_stop)
+            blocks[index] = run
         array(self.meta, "done")[unit.index] = run
+
+    def _write_block(self, block: BlockData, stop: int) -> None:
+        prompts = slice(block.prompt_start, stop)
+        for run in ("clean", "corrupted"):
+            self._array(f"{run}_baseline")[:, prompts] = getattr(block, f"{run}_baseline")
+            rows = getattr(block, f"{run}_str")
+            lengths = self.lengths[prompts]
+            self._array(f"{run}_token")[prompts] = _along_pos(rows, lengths, self.positions)
 
     def write_cells(
         self, name: str, cells: list[dict[str, int]], values: np.ndarray, prompts: slice
@@ -394,6 +412,18 @@ class ResultStore:
         array(self.meta, "verified")[0] = run
 
 
+def _along_pos(rows: list[list[str]], lengths: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Each prompt's token strings at the store's ``pos`` coordinates (a negative one from
+    the prompt's own end; '' where the prompt has no such position)."""
+    out = np.full((len(rows), len(positions)), "", dtype=object)
+    for i, (row, n) in enumerate(zip(rows, lengths, strict=True)):
+        absolute = np.where(positions < 0, n + positions, positions)
+        for j, p in enumerate(absolute):
+            if 0 <= p < n:
+                out[i, j] = row[p]
+    return out
+
+
 def array(group: zarr.Group, name: str) -> zarr.Array:
     node = group[name]
     assert isinstance(node, zarr.Array), f"{name} is not an array"
@@ -414,15 +444,22 @@ def chunk_key(plan: Plan, unit: WorkUnit) -> str:
 
 
 def open_results(path: str | os.PathLike[str]) -> xr.Dataset:
-    """The store at ``path`` (a local path or fsspec URL) as an xarray Dataset. Lazy:
-    chunks are read when values are used; cells not yet computed are NaN."""
+    """The store at ``path`` (a local path or fsspec URL) as an xarray Dataset of dask
+    arrays, one dask chunk per zarr chunk: nothing is read until values are used, and
+    reductions (``mean("prompt")``, ``top_cells``) run chunk by chunk, so a store larger
+    than memory can be summarised. Cells not yet computed are NaN."""
     backend = backend_for(str(path))
     if not is_store(backend, key="STORE"):
         raise StoreError(f"STORE: {path}: no such store")
     try:
-        return xr.open_zarr(backend.location)
+        ds = xr.open_zarr(backend.location, chunks=None)
     except (ValueError, KeyError, OSError) as e:
         raise StoreDamagedError(f"{path}: the store cannot be opened ({_first_line(e)})") from None
+    # Data variables as dask arrays, one dask chunk per zarr chunk; coordinates stay lazily
+    # indexed numpy (``ds["clean_token"].sel(prompt=0, pos=3).item()`` reads one chunk).
+    for name, var in ds.data_vars.items():
+        ds[name] = var.chunk(dict(zip(var.dims, var.encoding["chunks"], strict=True)))
+    return ds
 
 
 def _first_line(e: BaseException) -> str:

@@ -33,6 +33,8 @@ class RunnerStats:
     workers: int
     restarts: int
     """Workers replaced after they died."""
+    cache_builds: tuple[int, ...] = ()
+    """Per worker: prompt blocks whose runs it built."""
 
 
 class Runner(ABC):

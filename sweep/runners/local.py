@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sweep.runners.base import J, Runner, WorkerFactory, default_worker
+from sweep.runners.base import J, Runner, RunnerStats, WorkerFactory, default_worker
 from sweep.spec import SweepSpec
 
 
@@ -17,3 +17,8 @@ class LocalRunner(Runner):
     def _execute(self, jobs: Sequence[J]) -> Iterator[tuple[J, Any]]:
         for job in jobs:
             yield job, self.worker.execute(job)
+
+    @property
+    def stats(self) -> RunnerStats:
+        stats: dict[str, int] = getattr(self.worker, "stats", dict)()
+        return RunnerStats(workers=1, restarts=0, cache_builds=(stats.get("cache_builds", 0),))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from sweep.errors import ConfigError, SweepError
 from sweep.plan import Job
+from sweep.runners.affinity import BlockQueue
 from sweep.runners.base import J, Runner, RunnerStats, WorkerFactory, default_worker
 from sweep.spec import RayRunnerSpec, SweepSpec
 
@@ -52,6 +52,9 @@ class _RayWorker:
 
     def execute(self, job: Job) -> Any:
         return self.worker.execute(job)
+
+    def stats(self) -> dict[str, int]:
+        return getattr(self.worker, "stats", dict)()
 
 
 @dataclass
@@ -153,7 +156,12 @@ class RayRunner(Runner):
 
     @property
     def stats(self) -> RunnerStats:
-        return RunnerStats(workers=len(self.slots), restarts=sum(s.restarts for s in self.slots))
+        builds = self._get([s.actor.stats.remote() for s in self.slots])
+        return RunnerStats(
+            workers=len(self.slots),
+            restarts=sum(s.restarts for s in self.slots),
+            cache_builds=tuple(int(b.get("cache_builds", 0)) for b in builds),
+        )
 
     def _new_actor(self) -> Any:
         return self.actor_class.remote(self.spec, self.threads, self.make_worker)
@@ -165,15 +173,15 @@ class RayRunner(Runner):
             raise _unwrap(e) from None
 
     def _execute(self, jobs: Sequence[J]) -> Iterator[tuple[J, Any]]:
-        """Keep ``in_flight_per_worker`` jobs queued on each worker; a job whose worker
-        died goes back to the queue and the worker is replaced."""
-        queue = deque(jobs)
+        """Keep ``in_flight_per_worker`` jobs queued on each worker, a prompt block's jobs
+        on the worker that holds its runs; a job whose worker died goes back to the queue
+        and the worker is replaced."""
+        queue = BlockQueue(jobs)
         pending: dict[Any, tuple[int, int, J]] = {}
         limit = self.settings.in_flight_per_worker
         while queue or pending:
             for i, slot in enumerate(self.slots):
-                while queue and slot.in_flight < limit:
-                    job = queue.popleft()
+                while slot.in_flight < limit and (job := queue.take(i)) is not None:
                     pending[slot.actor.execute.remote(job)] = (i, slot.generation, job)
                     slot.in_flight += 1
             [ref], _ = ray.wait(list(pending), num_returns=1)
@@ -184,8 +192,9 @@ class RayRunner(Runner):
             try:
                 result = self._get(ref)
             except LOST_WORKER as e:
-                queue.appendleft(job)
+                queue.put_back(job)
                 if generation == slot.generation:
+                    queue.forget(i)
                     self._replace(i, e)
                 continue
             yield job, result

@@ -2,108 +2,185 @@
 
 Equal token counts for clean and corrupted, single-token answers, prompts within the
 model's context (tokenized without truncation, so a long prompt is refused, never cut).
+Prompts are tokenized in batches, as TransformerLens' ``to_tokens`` would one by one, and
+kept ragged (no padding to the longest of the whole task): a prompt block pads only to its
+own longest prompt.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from sweep.errors import TaskError
 from sweep.tasks.base import Example
 from sweep.tasks.prompts import json_lines
 
+BATCH = 1024
+"""Examples tokenized per call of the tokenizer."""
+
 
 @dataclass(frozen=True)
 class TokenizedTask:
-    """Right-padded tokens: position p means the p-th token of every prompt."""
+    """Every prompt's token ids, ragged: prompt i is ``ids[offsets[i]:offsets[i] + lengths[i]]``."""
 
-    clean: torch.Tensor
-    """[prompt, pos] token ids."""
-    corrupted: torch.Tensor
-    lengths: torch.Tensor
+    clean_ids: np.ndarray
+    """[total tokens] int32, prompts one after another."""
+    corrupted_ids: np.ndarray
+    offsets: np.ndarray
+    """[prompt] index of each prompt's first token."""
+    lengths: np.ndarray
     """[prompt] real token count; the metric reads position ``lengths - 1``."""
     answer: torch.Tensor
     """[prompt] answer token ids."""
     wrong: torch.Tensor
-    clean_str: tuple[tuple[str, ...], ...]
-    """[prompt][pos] token strings, '' on padding."""
-    corrupted_str: tuple[tuple[str, ...], ...]
 
     @property
     def n_prompts(self) -> int:
-        return int(self.clean.shape[0])
+        return len(self.lengths)
 
     @property
     def seq_len(self) -> int:
-        return int(self.clean.shape[1])
+        """The longest prompt of the task."""
+        return int(self.lengths.max())
+
+    pad: int
+    """Token id written past a prompt's end (never read: attention is causal)."""
+
+    def rows(self, prompts: np.ndarray, width: int | None = None) -> tuple[torch.Tensor, ...]:
+        """Clean and corrupted ids [prompt, pos] of the given prompts, right-padded to
+        ``width`` (default: their own longest)."""
+        lengths = self.lengths[prompts]
+        out = np.full((2, len(prompts), width or int(lengths.max())), self.pad, dtype=np.int64)
+        for j, (o, n) in enumerate(zip(self.offsets[prompts], lengths, strict=True)):
+            out[0, j, :n] = self.clean_ids[o : o + n]
+            out[1, j, :n] = self.corrupted_ids[o : o + n]
+        return torch.from_numpy(out[0]), torch.from_numpy(out[1])
+
+    @property
+    def clean(self) -> torch.Tensor:
+        """[prompt, pos] every prompt, padded to the longest (for small tasks)."""
+        return self.rows(np.arange(self.n_prompts))[0]
+
+    @property
+    def corrupted(self) -> torch.Tensor:
+        return self.rows(np.arange(self.n_prompts))[1]
+
+
+def _ids_batch(model: Any, texts: list[str], bos: bool) -> list[list[int]]:
+    """What ``model.to_tokens(text, prepend_bos=bos, truncate=False)`` gives for each text,
+    in one tokenizer call (TransformerLens 4.x's rules: it prepends the BOS string when the
+    tokenizer does not, and strips the BOS a tokenizer adds when ``bos`` is False)."""
+    tok = model.tokenizer
+    cfg = model.cfg
+    prepends = bool(getattr(cfg, "tokenizer_prepends_bos", True))
+    if bos and not prepends and tok.bos_token is not None:
+        if len(tok(tok.bos_token, add_special_tokens=False)["input_ids"]) == 1:
+            texts = [tok.bos_token + t for t in texts]
+    rows = [list(r) for r in tok(texts)["input_ids"]]
+    eos = tok.eos_token_id
+    if getattr(cfg, "tokenizer_appends_eos", False) and eos is not None:
+        rows = [_strip_eos(r, eos) for r in rows]
+    if not bos and prepends and tok.bos_token_id is not None:
+        rows = [r[1:] if len(r) > 1 and r[0] == tok.bos_token_id else r for r in rows]
+    return rows
+
+
+def _strip_eos(row: list[int], eos: int) -> list[int]:
+    while len(row) > 1 and row[-1] == eos:
+        row = row[:-1]
+    return row
 
 
 def token_ids(model: Any, text: str, bos: bool = False) -> list[int]:
-    """Token ids of ``text``, never truncated to the model's context."""
-    return [int(t) for t in model.to_tokens(text, prepend_bos=bos, truncate=False)[0]]
+    """Token ids of one text, never truncated to the model's context."""
+    return _ids_batch(model, [text], bos)[0]
 
 
 def single_token(model: Any) -> Any:
     return lambda s: len(token_ids(model, s)) == 1
 
 
-def _answer_id(model: Any, text: str, where: str, field: str) -> int:
-    ids = token_ids(model, text)
-    if len(ids) != 1:
-        pieces = model.to_str_tokens(text, prepend_bos=False)
-        raise TaskError(
-            f"{where}: {field} {text!r} is {len(ids)} tokens {pieces} for this model's "
-            "tokenizer; it must be exactly one token (mind the leading space)"
-        )
-    return ids[0]
+def _batches(examples: Iterable[Example], size: int) -> Iterator[list[Example]]:
+    batch: list[Example] = []
+    for ex in examples:
+        batch.append(ex)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
-def _prompt_ids(model: Any, ex: Example, bos: bool) -> tuple[list[int], list[int]]:
-    c, k = token_ids(model, ex.clean, bos), token_ids(model, ex.corrupted, bos)
+def tokenize(examples: Iterable[Example], model: Any) -> TokenizedTask:
+    """Tokenize and check every example, a batch of them per tokenizer call."""
+    bos = bool(model.cfg.default_prepend_bos)
+    n_ctx = int(model.cfg.n_ctx)
+    clean_parts, corr_parts, lengths, answer, wrong = [], [], [], [], []
+    for batch in _batches(examples, BATCH):
+        clean = _ids_batch(model, [ex.clean for ex in batch], bos)
+        corrupted = _ids_batch(model, [ex.corrupted for ex in batch], bos)
+        answers = _ids_batch(model, [ex.answer for ex in batch], False)
+        wrongs = _ids_batch(model, [ex.wrong for ex in batch], False)
+        for ex, c, k, a, w in zip(batch, clean, corrupted, answers, wrongs, strict=True):
+            _check(model, ex, c, k, a, w, n_ctx)
+            clean_parts.append(c)
+            corr_parts.append(k)
+            lengths.append(len(c))
+            answer.append(a[0])
+            wrong.append(w[0])
+    n = np.array(lengths, dtype=np.int64)
+    return TokenizedTask(
+        clean_ids=np.fromiter((t for r in clean_parts for t in r), np.int32, int(n.sum())),
+        corrupted_ids=np.fromiter((t for r in corr_parts for t in r), np.int32, int(n.sum())),
+        offsets=np.cumsum(n) - n,
+        lengths=n,
+        answer=torch.tensor(answer, dtype=torch.long),
+        wrong=torch.tensor(wrong, dtype=torch.long),
+        pad=_pad_id(model),
+    )
+
+
+def _check(
+    model: Any, ex: Example, c: list[int], k: list[int], a: list[int], w: list[int], n_ctx: int
+) -> None:
     if len(c) != len(k):
         raise TaskError(
             f"{ex.source}: clean prompt is {len(c)} tokens but corrupted is {len(k)}; "
             "they must have the same number of tokens so positions line up"
         )
-    n_ctx = int(model.cfg.n_ctx)
     if len(c) > n_ctx:
         raise TaskError(
             f"{ex.source}: prompt is {len(c)} tokens, longer than the model's context "
             f"(n_ctx {n_ctx}); shorten it or remove the line"
         )
-    return c, k
-
-
-def tokenize(examples: list[Example], model: Any) -> TokenizedTask:
-    """Tokenize and validate every example; prompts of different lengths are right-padded."""
-    bos = bool(model.cfg.default_prepend_bos)
-    pairs = [_prompt_ids(model, ex, bos) for ex in examples]
-    answer, wrong = [], []
-    for ex in examples:
-        a = _answer_id(model, ex.answer, ex.source, "answer")
-        w = _answer_id(model, ex.wrong, ex.source, "wrong")
-        if a == w:
+    for field, text, ids in (("answer", ex.answer, a), ("wrong", ex.wrong, w)):
+        if len(ids) != 1:
+            pieces = model.to_str_tokens(text, prepend_bos=False)
             raise TaskError(
-                f"{ex.source}: answer {ex.answer!r} and wrong {ex.wrong!r} are the same token "
-                "for this tokenizer; the metric would be 0 everywhere"
+                f"{ex.source}: {field} {text!r} is {len(ids)} tokens {pieces} for this "
+                "model's tokenizer; it must be exactly one token (mind the leading space)"
             )
-        answer.append(a)
-        wrong.append(w)
-    clean_ids, corr_ids = [c for c, _ in pairs], [k for _, k in pairs]
-    width = max(len(c) for c in clean_ids)
-    pad = _pad_id(model)
-    return TokenizedTask(
-        clean=_padded(clean_ids, pad),
-        corrupted=_padded(corr_ids, pad),
-        lengths=torch.tensor([len(c) for c in clean_ids]),
-        answer=torch.tensor(answer),
-        wrong=torch.tensor(wrong),
-        clean_str=_strings(model, clean_ids, width),
-        corrupted_str=_strings(model, corr_ids, width),
-    )
+    if a == w:
+        raise TaskError(
+            f"{ex.source}: answer {ex.answer!r} and wrong {ex.wrong!r} are the same token "
+            "for this tokenizer; the metric would be 0 everywhere"
+        )
+
+
+def token_strings(model: Any, ids: torch.Tensor, lengths: torch.Tensor) -> list[list[str]]:
+    """[prompt][pos] each token as text ('' past a prompt's end), decoding each distinct id
+    once."""
+    tok = model.tokenizer
+    rows = [r[: int(n)] for r, n in zip(ids.tolist(), lengths.tolist(), strict=True)]
+    distinct = sorted({t for r in rows for t in r})
+    text = dict(zip(distinct, tok.batch_decode([[t] for t in distinct]), strict=True))
+    width = int(ids.shape[1])
+    return [[text[t] for t in r] + [""] * (width - len(r)) for r in rows]
 
 
 def _pad_id(model: Any) -> int:
@@ -112,18 +189,6 @@ def _pad_id(model: Any) -> int:
         if t is not None:
             return int(t)
     return 0
-
-
-def _padded(rows: list[list[int]], pad: int) -> torch.Tensor:
-    out = torch.full((len(rows), max(len(r) for r in rows)), pad, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r)
-    return out
-
-
-def _strings(model: Any, rows: list[list[int]], width: int) -> tuple[tuple[str, ...], ...]:
-    tok = model.tokenizer
-    return tuple(tuple(tok.decode([t]) for t in r) + ("",) * (width - len(r)) for r in rows)
 
 
 def reference_tokens(path: str, model: Any, seq_len: int) -> torch.Tensor:

@@ -6,7 +6,6 @@ of each prompt, and past the end of the shorter ones (NaN), all in one batch.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,15 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import NAMES, native_prompts, set_cell, worker, write_task
+from helpers import (
+    NAMES,
+    can_reset_peak,
+    in_fresh_process,
+    native_prompts,
+    set_cell,
+    worker,
+    write_task,
+)
 
 import sweep
 from sweep.components import COMPONENTS, Component
@@ -22,7 +29,6 @@ from sweep.engine.forward.gpt2 import GPT2Forward
 from sweep.engine.forward.suffix import Rows
 from sweep.engine.worker import Worker
 from sweep.errors import ConfigError
-from sweep.plan import WorkUnit
 
 TEMPLATES = [
     "When {a} and {b} went to the store, {s} gave a drink to",
@@ -148,50 +154,33 @@ def test_rows_pack_each_suffix_once() -> None:
     assert rows.final.tolist() == [2, 4, 5]
 
 
-def _can_reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
+PEAK = """
+import json, sys
+from pathlib import Path
+from helpers import peak_extra_mb, worker
+from sweep.plan import WorkUnit
+args, budget = sys.argv[1:-1], sys.argv[-1]
+w = worker([*args, f"runner.memory_mb={budget}"])
+n = w.task.n_prompts
+unit = WorkUnit(0, "resid_pre", 0, (0,), (("pos", w.axes.coords["pos"]),), 0, n)
+w.run(unit)  # warm up: one-time allocations (and the block's cached runs) are not the forward's
+print(json.dumps(peak_extra_mb(lambda: w.run(unit))))
+"""
 
 
-def _peak_extra_mb(run: Any) -> float:
-    """Resident memory the call adds at its peak (Linux: reset VmHWM, then read it)."""
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    Path("/proc/self/clear_refs").write_text("5")
-    before = _status_kb("VmRSS")
-    run()
-    return (_status_kb("VmHWM") - before) / 1024
-
-
-def _status_kb(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
-@pytest.mark.skipif(not _can_reset_peak(), reason="needs Linux /proc/self/clear_refs")
+@pytest.mark.skipif(not can_reset_peak(), reason="needs Linux /proc/self/clear_refs")
 @pytest.mark.parametrize("engine", ["fast", "hooks"])
 def test_peak_memory_stays_within_budget(tmp_path: Path, engine: str) -> None:
     """A layer of this model's resid_pre grid needs ~100 MB in one forward; an 8 MB
-    budget splits it. The large budget shows the measurement would see an overrun."""
-    model = [
-        "model.native.n_layers=2",
-        "model.native.d_model=256",
-        "model.native.d_head=64",
-        "model.native.d_mlp=1024",
-        "+model.native.d_vocab=50257",
-        f"runner.engine={engine}",
-        "grid.components=[resid_pre]",
-    ]
-    peaks = {}
-    for budget in (8, 512):
-        w = _worker(tmp_path, *model, f"runner.memory_mb={budget}")
-        n = w.task.n_prompts
-        unit = WorkUnit(0, "resid_pre", 0, (0,), (("pos", w.axes.coords["pos"]),), 0, n)
-        w.run(unit)  # warm up: one-time allocations are not the forward's
-        peaks[budget] = _peak_extra_mb(lambda w=w, unit=unit: w.run(unit))
+    budget splits it. The large budget shows the measurement would see an overrun. Each
+    is measured in a fresh process."""
+    task = write_task(tmp_path / "task.jsonl", _rows())
+    args = [
+        "model=native", "task=prompts", f"task.path={task}",
+        "model.native.n_layers=2", "model.native.d_model=256", "model.native.d_head=64",
+        "model.native.d_mlp=1024", "+model.native.d_vocab=50257",
+        f"runner.engine={engine}", "grid.components=[resid_pre]",
+    ]  # fmt: skip
+    peaks = {b: in_fresh_process(PEAK, *args, str(b)) for b in (8, 512)}
     assert peaks[8] <= 8, peaks
     assert peaks[512] > 8, peaks

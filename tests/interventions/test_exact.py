@@ -34,7 +34,7 @@ def test_exact_cells_equal_the_sweep(tmp_path: Path, kind: str) -> None:
     for name in ("resid_pre", "z"):
         c = get_component(name)
         unit = WorkUnit(0, name, 0, (1,), w.axes.of(c), 0, n)
-        full = reference.run(unit).reshape(1, -1, n)  # [metric, cell, prompt]
+        full = reference.run(unit).values.reshape(1, -1, n)  # [metric, cell, prompt]
         picks = [0, 3, len(unit.cells) - 1]
         cells = tuple(unit.cells[i] for i in picks)
         got = w.exact(ExactJob(name, 1, cells, 0, n))
@@ -42,4 +42,4 @@ def test_exact_cells_equal_the_sweep(tmp_path: Path, kind: str) -> None:
     if kind in ("zero", "mean", "resample"):  # not the corrupted run's activations
         patch = worker([*base, "intervention=patch"])
         unit = WorkUnit(0, "resid_pre", 0, (1,), w.axes.of(get_component("resid_pre")), 0, n)
-        assert np.abs(w.run(unit) - patch.run(unit)).max() > 1e-3
+        assert np.abs(w.run(unit).values - patch.run(unit).values).max() > 1e-3

@@ -57,7 +57,7 @@ class Head:
         return self.job("submit", *flags, "--", *cmd)
 
 
-def _free_port() -> int:
+def _any_free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -76,7 +76,13 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
     token.chmod(0o600)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
-    dashboard, workers = _free_port(), 40000 + secrets.randbelow(5000)
+    workers = 40000 + secrets.randbelow(5000)
+    avoid = range(workers, workers + 101)  # Ray refuses a port inside the workers' range
+
+    def _free_port() -> int:
+        return next(p for p in iter(_any_free_port, None) if p not in avoid)
+
+    dashboard = _free_port()
     temp_dir = tmp / "ray"
     args = [
         RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
@@ -150,8 +156,9 @@ def _wait_ready(h: Head, proc: subprocess.Popen) -> None:
     raise RuntimeError("the test Ray head did not start:\n" + (h.tmp / "head.log").read_text())
 
 
-def _local(tmp: Path, name: str) -> dict[str, np.ndarray]:
-    ds = sweep.open_results(sweep.run([*SWEEP, "runner=local", f"store.path={tmp / name}"]))
+def _local(tmp: Path, name: str, *extra: str) -> dict[str, np.ndarray]:
+    args = [*SWEEP, *extra, "runner=local", f"store.path={tmp / name}"]
+    ds = sweep.open_results(sweep.run(args))
     return {v: ds[v].values for v in ("resid_pre", "z_by_pos")}
 
 
@@ -172,8 +179,11 @@ def test_submitted_sweep_equals_the_local_runner(head: Head, tmp_path: Path) -> 
 @pytest.mark.slow
 def test_stopped_job_resumes_when_submitted_again(head: Head, tmp_path: Path) -> None:
     store = tmp_path / "job.zarr"
-    slow = "runner.memory_mb=0.01"  # one cell per forward: units take a while
-    head.submit("sweep-stopped", store, slow, wait=False)
+    # A wider model through the hooked forward: each unit takes a second or more, so the
+    # stop lands half way.
+    slow = ["runner.engine=hooks", "model.native.d_model=256", "model.native.d_head=64",
+            "model.native.d_mlp=1024", "store.prompt_block=1"]  # fmt: skip
+    head.submit("sweep-stopped", store, *slow, wait=False)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         done = _done(store)
@@ -184,14 +194,14 @@ def test_stopped_job_resumes_when_submitted_again(head: Head, tmp_path: Path) ->
     _wait_status(head, "sweep-stopped", "STOPPED")
     before = _done(store)
     assert before is not None and 0 < int((before > 0).sum()) < len(before)
-    out = head.submit("sweep-resumed", store, slow)
+    out = head.submit("sweep-resumed", store, *slow)
     assert "succeeded" in out
     after = _done(store)
     assert after is not None and (after > 0).all()
     # The second job computed only what the first had not: earlier units keep run 1.
     np.testing.assert_array_equal(after[before > 0], before[before > 0])
     assert set(np.unique(after)) == {1, 2}
-    _assert_same(store, _local(tmp_path, "local.zarr"))
+    _assert_same(store, _local(tmp_path, "local.zarr", *slow))
 
 
 def _done(store: Path) -> np.ndarray | None:

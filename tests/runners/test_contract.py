@@ -48,7 +48,8 @@ def test_every_unit_is_answered_exactly_once(kind: str) -> None:
     finally:
         runner.close()
     assert sorted(u.index for u, _ in got) == [u.index for u in units]
-    for unit, values in got:
+    for unit, result in got:
+        values = result.values
         assert values.shape[1] == len(unit.layers) and (values == unit.index).all()
 
 

@@ -63,10 +63,14 @@ def test_resumes_a_store_left_by_a_crash(runner_args, task, tmp_path) -> None:
     before = sweep.open_results(path).load()
     group = zarr.open_group(str(path), mode="r+")
     done = group["_patchsweep/done"]
+    table = np.asarray(group["_patchsweep/units"][:])  # component, layers, prompts per unit
     done[[0, 9, 17]] = 0  # killed between the chunk write and the done mark
-    for name, unit in (("resid_mid", 1), ("q", 6)):  # killed before the chunk write
-        assert group[name].chunks == group[name].shape  # this variable is one unit
-        group[name][:] = np.nan
+    names = list(COMPONENTS)
+    for name in ("resid_mid", "q"):  # killed before the chunk write
+        unit = int(np.flatnonzero(table[:, 0] == names.index(name))[-1])
+        _, l0, l1, p0, p1 = table[unit]
+        region = (slice(None), slice(l0, l1), ..., slice(p0, p1))
+        group[name][region] = np.nan
         done[unit] = 0
     summary = sweep.run_config(
         sweep.compose_config([*_grid(task), *runner_args, f"store.path={path}"])
@@ -102,3 +106,16 @@ def test_ablations_and_atp_verification_run_alike(runner_args, task, tmp_path) -
         + int(got["z_exact"].notnull().any("prompt").sum())
         == 3
     )
+
+
+def test_each_prompt_blocks_runs_are_built_about_once(runner_args, task, tmp_path) -> None:
+    """Units of a block go to the worker that holds its runs (Ray), or come one block after
+    another (in-process): the runs of each block are built about once."""
+    grid = [*native_prompts(task), "grid.components=[resid_pre,z,mlp_out]", "store.chunk_kb=1",
+            "store.prompt_block=1"]  # fmt: skip
+    summary = sweep.run_config(
+        sweep.compose_config([*grid, *runner_args, f"store.path={tmp_path / 's.zarr'}"])
+    )
+    blocks = 3  # 3 prompts, one per block
+    assert len(summary.cache_builds) == summary.workers
+    assert blocks <= sum(summary.cache_builds) <= blocks + summary.workers - 1

@@ -129,3 +129,32 @@ def test_answer_and_wrong_that_are_the_same_are_refused(tmp_path: Path) -> None:
     task = write_task(tmp_path / "t.jsonl", rows)
     with pytest.raises(TaskError, match=r"t\.jsonl:1: answer and wrong are both ' Mary'"):
         read_prompts(str(task))
+
+
+@pytest.mark.parametrize("bos", [True, False])
+def test_batched_tokenizing_equals_transformer_lens(native, gpt2_dir, bos: bool) -> None:
+    """Prompts are tokenized a batch per tokenizer call: the same ids TransformerLens'
+    to_tokens gives one prompt at a time."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from sweep.tasks.tokenize import token_ids
+
+    texts = [r["clean"] for r in ioi_rows(3)] + [" Mary", "x" * 30, "Then, a b c"]
+    for model in (native, TransformerBridge.boot_transformers(str(gpt2_dir))):
+        for text in texts:
+            want = model.to_tokens(text, prepend_bos=bos, truncate=False)[0].tolist()
+            assert token_ids(model, text, bos) == want, text
+
+
+def test_token_strings_of_a_block(native) -> None:
+    import torch
+
+    from sweep.tasks.tokenize import token_strings
+
+    texts = ["When Mary and John", " Mary"]
+    ids = native.to_tokens(texts)  # right-padded to the longer
+    want = [native.to_str_tokens(t) for t in texts]
+    lengths = torch.tensor([len(w) for w in want])
+    rows = token_strings(native, ids, lengths)
+    assert rows[0] == want[0]
+    assert rows[1] == want[1] + [""] * (len(want[0]) - len(want[1]))

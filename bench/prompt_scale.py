@@ -1,0 +1,194 @@
+"""Large sweeps: memory, rate and time to the first unit as the number of prompts grows.
+
+    python bench/prompt_scale.py [--sizes 256,1024,4096,16384] [--kill 16384] [--device cpu]
+
+A GPT-2-small-shaped checkpoint (random weights, saved locally with a BPE tokenizer trained
+on the IOI corpus), IOI prompts of 15 tokens, ``grid.components=[resid_pre]
+grid.layers=[0,6,11] runner.memory_mb=1024``. Each size runs ``python -m sweep`` in a fresh
+process; the bench reads that process's peak resident memory (``wait4``), polls the store
+for the first unit written, and takes the sweep's own rate (cells x prompts per second of
+sweeping). ``--kill N`` also runs size N killed (SIGKILL) half way and resumed by the same
+command: its row sums both runs, and its work column is their sweeping seconds over the
+uninterrupted run's (1.00: nothing lost but the units in flight at the kill).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+LAYERS = "[0,6,11]"
+TEMPLATE = "When{a} and{b} went to the store,{s} gave a drink to"
+
+
+def checkpoint(directory: Path) -> Path:
+    """GPT-2-small shape (12 layers, d_model 768, 12 heads, vocab 50257), random weights."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from sweep.tasks import ioi
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=2000, special_tokens=["<|endoftext|>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )  # fmt: skip
+    tok.train_from_iterator(ioi.corpus(), trainer)
+    special = "<|endoftext|>"
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=special, eos_token=special,
+                                   unk_token=special, pad_token=special)  # fmt: skip
+    fast.save_pretrained(directory)
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=50257, n_positions=128, n_embd=768, n_layer=12, n_head=12,
+                     bos_token_id=0, eos_token_id=0)  # fmt: skip
+    GPT2LMHeadModel(cfg).eval().save_pretrained(directory)
+    return directory
+
+
+def task_file(path: Path, n: int, tokenizer_dir: Path) -> Path:
+    """``n`` IOI prompts of 15 tokens (BOS + 14), names drawn at random (seeded)."""
+    from transformers import PreTrainedTokenizerFast
+
+    from sweep.tasks.ioi import NAMES
+
+    tok = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
+    names = [" " + x for x in NAMES if len(tok.encode(" " + x)) == 1]
+    rng = np.random.default_rng(0)
+    with path.open("w") as f:
+        for _ in range(n):
+            a, b, c, d, e = rng.choice(names, 5, replace=False)
+            row = {
+                "clean": TEMPLATE.format(a=a, b=b, s=b),
+                "corrupted": TEMPLATE.format(a=c, b=d, s=e),
+                "answer": a,
+                "wrong": b,
+            }
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def _done(store: Path) -> np.ndarray:
+    try:
+        return np.asarray(zarr.open_group(str(store), mode="r")["_patchsweep/done"][:])
+    except Exception:  # not created yet
+        return np.zeros(0, dtype=np.int32)
+
+
+def sweep_once(args: list[str], store: Path, kill_at: float | None = None) -> dict:
+    """One ``python -m sweep`` process: peak RSS (MB), seconds to the first unit written,
+    the sweep's own seconds and cells; killed once ``kill_at`` of the units are done."""
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "sweep", *args, f"store.path={store}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    first = None
+    killed = False
+    while True:  # wait4, not poll: poll would reap the child and lose its rusage
+        pid, _, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        done = _done(store)
+        if first is None and (done > 0).any():
+            first = time.perf_counter() - start
+        if kill_at is not None and done.size and (done > 0).mean() >= kill_at:
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            _, _, usage = os.wait4(proc.pid, 0)
+            break
+        time.sleep(0.2)
+    proc.returncode = 0
+    out = proc.stdout.read() if proc.stdout else ""
+    seconds = time.perf_counter() - start
+    m = re.search(r"units: (\d+) computed this run.*?(\d+) cells in ([\d.]+) s", out)
+    return {
+        "peak_mb": usage.ru_maxrss / 1024,
+        "first_unit_s": first,
+        "seconds": seconds,
+        "units": int(m.group(1)) if m else int((_done(store) > 0).sum()),
+        "sweep_s": float(m.group(3)) if m else None,
+        "killed": killed,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--sizes", default="256,1024,4096,16384")
+    p.add_argument("--kill", type=int, default=16384, help="size run killed half way (0: none)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--memory-mb", type=float, default=1024.0)
+    p.add_argument("--out", default=None, help="also write the rows as JSON here")
+    a = p.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model = checkpoint(Path(tmp) / "gpt2-small-shape")
+        print(f"device: {a.device}; GPT-2-small shape; IOI prompts of 15 tokens; resid_pre "
+              f"layers {LAYERS}; runner.memory_mb={a.memory_mb:g}", flush=True)  # fmt: skip
+        print("| prompts | prompt block | units | peak RSS MB | first unit s | cell-prompts/s | "
+              "work | wall s |")  # fmt: skip
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+        for n in (int(x) for x in a.sizes.split(",")):
+            task = task_file(Path(tmp) / f"task{n}.jsonl", n, model)
+            store = Path(tmp) / f"s{n}.zarr"
+            args = [
+                "model=hf", f"model.name={model}", f"model.device={a.device}", "task=prompts",
+                f"task.path={task}", "grid.components=[resid_pre]", f"grid.layers={LAYERS}",
+                f"runner.memory_mb={a.memory_mb:g}", "runner.progress=false", "store.plots=false",
+            ]  # fmt: skip
+            rows.append(_row(n, store, [sweep_once(args, store)]))
+            print(_line(rows[-1]), flush=True)
+            if n == a.kill:
+                store = Path(tmp) / f"killed{n}.zarr"
+                runs = [sweep_once(args, store, kill_at=0.5)]
+                runs.append(sweep_once(args, store))
+                rows.append(_row(n, store, runs, uninterrupted=rows[-1]))
+                print(_line(rows[-1]), flush=True)
+    if a.out:
+        Path(a.out).write_text(json.dumps(rows, indent=1))
+
+
+def _row(n: int, store: Path, runs: list[dict], uninterrupted: dict | None = None) -> dict:
+    units = int(_done(store).size)
+    block = int(zarr.open_group(str(store), mode="r").attrs["prompt_block"])
+    cell_prompts = 3 * 15 * n  # 3 layers x 15 positions x n prompts
+    # A killed run prints nothing: its sweeping time is its wall time less the loading time
+    # of the run that finished (model, task, first cached block).
+    loading = runs[-1]["seconds"] - (runs[-1]["sweep_s"] or 0)
+    sweep_s = sum(r["sweep_s"] or r["seconds"] - loading for r in runs)
+    return {
+        "prompts": n,
+        "block": block,
+        "units": units,
+        "peak_mb": max(r["peak_mb"] for r in runs),
+        "first_unit_s": runs[0]["first_unit_s"],
+        "rate": cell_prompts * (runs[-1]["units"] / units) / (runs[-1]["sweep_s"] or 1e-9),
+        "work": sweep_s / uninterrupted["sweep_s"] if uninterrupted else 1.0,
+        "units_computed": sum(r["units"] for r in runs),
+        "wall_s": sum(r["seconds"] for r in runs),
+        "killed": runs[0]["killed"],
+        "sweep_s": sweep_s,
+    }
+
+
+def _line(r: dict) -> str:
+    killed = " (killed half way, resumed)" if r["killed"] else ""
+    return (
+        f"| {r['prompts']:,}{killed} | {r['block']} | {r['units']} | {r['peak_mb']:.0f} | "
+        f"{r['first_unit_s']:.1f} | {r['rate']:.0f} | {r['work']:.2f} | {r['wall_s']:.0f} |"
+    )
+
+
+if __name__ == "__main__":
+    main()
