@@ -7,9 +7,12 @@ on the IOI corpus), IOI prompts of 15 tokens, ``grid.components=[resid_pre]
 grid.layers=[0,6,11] runner.memory_mb=1024``. Each size runs ``python -m sweep`` in a fresh
 process; the bench reads that process's peak resident memory (``wait4``), polls the store
 for the first unit written, and takes the sweep's own rate (cells x prompts per second of
-sweeping). ``--kill N`` also runs size N killed (SIGKILL) half way and resumed by the same
-command: its row sums both runs, and its work column is their sweeping seconds over the
-uninterrupted run's (1.00: nothing lost but the units in flight at the kill).
+sweeping). ``--kill N`` runs size N killed (SIGKILL) half way and resumed by the same
+command instead of once: its row sums both runs (peak, first unit from the killed run, rate
+from the resumed one), and its work column is their sweeping seconds over those of one
+uninterrupted run, estimated as all units at the resumed run's seconds per unit (1.00:
+nothing lost but the units in flight at the kill). ``--also-uninterrupted`` runs N once
+more, uninterrupted, and divides by its measured time instead.
 """
 
 from __future__ import annotations
@@ -130,6 +133,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--memory-mb", type=float, default=1024.0)
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
+    p.add_argument("--also-uninterrupted", action="store_true")
     a = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,13 +151,16 @@ def main() -> None:
                 f"task.path={task}", "grid.components=[resid_pre]", f"grid.layers={LAYERS}",
                 f"runner.memory_mb={a.memory_mb:g}", "runner.progress=false", "store.plots=false",
             ]  # fmt: skip
-            rows.append(_row(n, store, [sweep_once(args, store)]))
-            print(_line(rows[-1]), flush=True)
+            once = None
+            if n != a.kill or a.also_uninterrupted:
+                once = _row(n, store, [sweep_once(args, store)])
+                rows.append(once)
+                print(_line(once), flush=True)
             if n == a.kill:
                 store = Path(tmp) / f"killed{n}.zarr"
                 runs = [sweep_once(args, store, kill_at=0.5)]
                 runs.append(sweep_once(args, store))
-                rows.append(_row(n, store, runs, uninterrupted=rows[-1]))
+                rows.append(_row(n, store, runs, uninterrupted=once))
                 print(_line(rows[-1]), flush=True)
     if a.out:
         Path(a.out).write_text(json.dumps(rows, indent=1))
@@ -174,12 +181,23 @@ def _row(n: int, store: Path, runs: list[dict], uninterrupted: dict | None = Non
         "peak_mb": max(r["peak_mb"] for r in runs),
         "first_unit_s": runs[0]["first_unit_s"],
         "rate": cell_prompts * (runs[-1]["units"] / units) / (runs[-1]["sweep_s"] or 1e-9),
-        "work": sweep_s / uninterrupted["sweep_s"] if uninterrupted else 1.0,
+        "work": sweep_s / _one_run_seconds(runs, units, uninterrupted),
         "units_computed": sum(r["units"] for r in runs),
         "wall_s": sum(r["seconds"] for r in runs),
         "killed": runs[0]["killed"],
         "sweep_s": sweep_s,
     }
+
+
+def _one_run_seconds(runs: list[dict], units: int, uninterrupted: dict | None) -> float:
+    """Sweeping seconds of one uninterrupted run: measured, or (a killed run) all units at
+    the resumed run's seconds per unit (units of one size take about the same time)."""
+    if uninterrupted is not None:
+        return float(uninterrupted["sweep_s"])
+    last = runs[-1]
+    if len(runs) == 1:
+        return float(last["sweep_s"] or 1e-9)
+    return float(last["sweep_s"] or 1e-9) * units / max(last["units"], 1)
 
 
 def _line(r: dict) -> str:

@@ -29,6 +29,8 @@ class Layout:
 RESID = Layout("resid", ("pos", "d_model"), "pos", ("pos",))
 HEADS = Layout("heads", ("pos", "head", "d_head"), "pos", ("pos",))
 PATTERN = Layout("pattern", ("head", "q", "k"), "q", ("q", "k"))
+KV_HEADS = Layout("kv_heads", ("pos", "kv_head", "d_head"), "pos", ("pos",))
+"""Keys and values of a grouped-query model: one per key/value head."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +102,20 @@ class Dim:
 DIM_TABLE = (
     Dim("pos", key="positions", size_of="seq_len", relative=True),
     Dim("head", key="heads", size_of="n_heads"),
+    Dim("kv_head", key="kv_heads", size_of="n_kv_heads"),
 )
 DIMS = tuple(d.name for d in DIM_TABLE)
 """Every grid dim after ``layer``, in store order (coordinates of the store)."""
+
+
+def for_model(c: Component, n_heads: int, n_kv_heads: int) -> Component:
+    """``c`` as a model lays it out: the keys and values of a grouped-query model have one
+    value per key/value head, so ``k``, ``v``, ``k_by_pos`` and ``v_by_pos`` patch along a
+    ``kv_head`` dim there (TransformerLens' own functions do the same)."""
+    if c.stage in ("k", "v") and n_kv_heads != n_heads:
+        dims = tuple("kv_head" if d == "head" else d for d in c.dims)
+        return Component(c.name, c.hook, KV_HEADS, dims)
+    return c
 
 
 def get_component(name: str) -> Component:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sweep.components import COMPONENTS, DIM_TABLE, Component
+from sweep.components import DIM_TABLE, Component, for_model, get_component
 from sweep.errors import ConfigError
 from sweep.spec import GridSpec
 
@@ -31,6 +31,16 @@ Cell = tuple[int, ...]
 class ModelShape:
     n_layers: int
     n_heads: int
+    n_kv_heads: int = 0
+    """Key/value heads (fewer than ``n_heads`` with grouped-query attention; 0: as many)."""
+
+    def __post_init__(self) -> None:
+        if not self.n_kv_heads:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
+
+    def component(self, name: str) -> Component:
+        """The component as this model lays it out (``components.for_model``)."""
+        return for_model(get_component(name), self.n_heads, self.n_kv_heads)
 
 
 @dataclass(frozen=True)
@@ -91,10 +101,6 @@ class WorkUnit:
     def block(self) -> int:
         """Its prompt block (which cached runs it needs): the block's first prompt."""
         return self.prompt_start
-
-    @property
-    def spec(self) -> Component:
-        return COMPONENTS[self.component]
 
     @property
     def cells(self) -> list[Cell]:
@@ -164,6 +170,9 @@ class Plan:
     """Prompts per work unit (the store's chunk size on the ``prompt`` axis)."""
     units: tuple[WorkUnit, ...]
 
+    def component(self, name: str) -> Component:
+        return next(c for c in self.components if c.name == name)
+
     def grid_shape(self, c: Component) -> tuple[int, ...]:
         return tuple(len(v) for _, v in self.axes.of(c))
 
@@ -225,7 +234,8 @@ def make_plan(
     block = min(prompt_block or n_prompts, n_prompts)
     starts = range(0, n_prompts, block)
     units: list[WorkUnit] = []
-    for c in grid.component_list:
+    components = tuple(shape.component(c.name) for c in grid.component_list)
+    for c in components:
         cells = axes.of(c)
         rows = math.prod(len(v) for _, v in cells) * block  # patched rows of one layer
         by_size = math.ceil(chunk_bytes / (len(metrics) * rows * BYTES_PER_VALUE))
@@ -235,4 +245,4 @@ def make_plan(
             for p in starts:
                 stop = min(p + block, n_prompts)
                 units.append(WorkUnit(len(units), c.name, start, layers, cells, p, stop))
-    return Plan(axes, grid.component_list, tuple(metrics), n_prompts, block, tuple(units))
+    return Plan(axes, components, tuple(metrics), n_prompts, block, tuple(units))

@@ -190,6 +190,8 @@ class GridSpec(Spec):
     each prompt's last token, the one the metric reads."""
     heads: tuple[int, ...] | None = None
     """Heads to sweep (null: all)."""
+    kv_heads: tuple[int, ...] | None = None
+    """Key/value heads to sweep, for k and v of grouped-query models (null: all)."""
 
     def __post_init__(self) -> None:
         names = tuple(str(n) for n in self.components)
@@ -203,6 +205,7 @@ class GridSpec(Spec):
         _set(self, "layers", _indices("grid.layers", self.layers))
         _set(self, "positions", _indices("grid.positions", self.positions, allow_negative=True))
         _set(self, "heads", _indices("grid.heads", self.heads))
+        _set(self, "kv_heads", _indices("grid.kv_heads", self.kv_heads))
 
     @property
     def component_list(self) -> tuple[Component, ...]:

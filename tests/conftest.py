@@ -20,8 +20,8 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-def _train_tokenizer(directory: Path) -> int:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def _train_tokenizer(directory: Path, add_bos: bool = False) -> int:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     from sweep.tasks import ioi
@@ -36,6 +36,11 @@ def _train_tokenizer(directory: Path) -> int:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(ioi.corpus(), trainer)
+    if add_bos:  # like Llama's and Gemma's tokenizers: BOS prepended by the tokenizer itself
+        bos = "<|endoftext|>"
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", special_tokens=[(bos, tok.token_to_id(bos))]
+        )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<|endoftext|>",
@@ -89,3 +94,61 @@ def ray_session():
     )
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+FAMILIES = {
+    # name: (config class, model class, extra config)
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {"num_key_value_heads": 2}),
+    "mistral": ("MistralConfig", "MistralForCausalLM", {"num_key_value_heads": 2,
+                                                         "sliding_window": 6}),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"num_key_value_heads": 2}),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {"num_key_value_heads": 2, "head_dim": 16,
+                                                      "sliding_window": 6,
+                                                      "query_pre_attn_scalar": 16}),
+    "neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", {"rotary_pct": 0.5,
+                                                     "use_parallel_residual": True}),
+    "gptj": ("GPTJConfig", "GPTJForCausalLM", {"rotary_dim": 8}),
+}  # fmt: skip
+"""Small random checkpoints of each model family, saved like a user's checkpoint."""
+BOS_ADDED = {"llama", "mistral", "gemma2"}
+"""Their tokenizers add a BOS token themselves (as Llama's and Gemma's do); the others
+(Qwen2, Pythia) do not."""
+
+
+@pytest.fixture(scope="session")
+def family_dir(tmp_path_factory: pytest.TempPathFactory):
+    """``family_dir(name)``: the directory of that family's checkpoint, built once."""
+    import transformers
+
+    built: dict[str, Path] = {}
+
+    def make(name: str) -> Path:
+        if name not in built:
+            d = tmp_path_factory.mktemp(name)
+            vocab = _train_tokenizer(d, add_bos=name in BOS_ADDED)
+            config_cls, model_cls, extra = FAMILIES[name]
+            torch.manual_seed(1)
+            shape = {
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "max_position_embeddings": 128,
+            }
+            if name == "gptj":  # GPT-J names its shape its own way
+                shape = {
+                    "n_embd": 64,
+                    "n_inner": 128,
+                    "n_layer": 2,
+                    "n_head": 4,
+                    "n_positions": 128,
+                }
+            cfg = getattr(transformers, config_cls)(
+                vocab_size=vocab, initializer_range=0.2, bos_token_id=0, eos_token_id=0,
+                pad_token_id=0, **shape, **extra,
+            )  # fmt: skip
+            getattr(transformers, model_cls)(cfg).eval().save_pretrained(d)
+            built[name] = d
+        return built[name]
+
+    return make

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 NAMES = ["Mary", "John", "Kevin", "Laura", "Sarah", "James", "Lisa", "Paul", "Amy", "Mark"]
@@ -117,3 +118,48 @@ def in_fresh_process(code: str, *argv: str) -> Any:
                          text=True, timeout=600, env=env)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+MIXED = [
+    "When {a} and {b} went to the store, {s} gave a drink to",
+    "{a} and {b} talked, and {s} gave a book to",
+    "Then {a} met {b} at the park near the old school, and later {s} handed a ball to",
+]
+
+
+def mixed_rows() -> list[dict[str, str]]:
+    """Three prompts of three different token counts."""
+    out = []
+    for i, t in enumerate(MIXED):
+        a, b, c, d, e = (NAMES[(i + k) % len(NAMES)] for k in range(5))
+        clean, corrupted = t.format(a=a, b=b, s=b), t.format(a=c, b=d, s=e)
+        out.append({"clean": clean, "corrupted": corrupted, "answer": " " + a, "wrong": " " + b})
+    return out
+
+
+def one_forward_per_cell(w: Any, name: str, positions: list[int]) -> np.ndarray:
+    """[layer, (pos), (head), prompt] by one unbatched, unpadded forward per cell (the
+    component as the worker's model lays it out: key/value heads on grouped-query models)."""
+    c = w.shape.component(name)
+    n_layers = w.shape.n_layers
+    heads = w.shape.n_kv_heads if c.has("kv_head") else w.shape.n_heads
+    pos_axis = positions if c.has("pos") else [-1]
+    head_axis = range(heads) if c.has("head") or c.has("kv_head") else [-1]
+    out = np.full((n_layers, len(pos_axis), len(head_axis), w.task.n_prompts), np.nan)
+    for p_i in range(w.task.n_prompts):
+        n = int(w.task.lengths[p_i])
+        clean, corrupted = w.task.clean[p_i : p_i + 1, :n], w.task.corrupted[p_i : p_i + 1, :n]
+        a, b = int(w.task.answer[p_i]), int(w.task.wrong[p_i])
+        _, cache = w.model.run_with_cache(clean)
+        for layer in range(n_layers):
+            src = cache[c.hook_name(layer)]
+            for i, pos in enumerate(pos_axis):
+                if pos >= n:
+                    continue  # past this prompt's end: the engine stores NaN
+                for j, head in enumerate(head_axis):
+                    hook = (c.hook_name(layer), set_cell(c, src, pos, head))
+                    logits = w.model.run_with_hooks(corrupted, fwd_hooks=[hook])[0, -1]
+                    out[layer, i, j, p_i] = (logits[a] - logits[b]).item()
+    shape = [n_layers] + ([len(pos_axis)] if c.has("pos") else [])
+    shape += [heads] if c.has("head") or c.has("kv_head") else []
+    return out.reshape(*shape, w.task.n_prompts)

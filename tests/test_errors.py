@@ -155,28 +155,39 @@ def test_hub_id_that_cannot_be_fetched_offline(tmp_path: Path) -> None:
         _run(tmp_path, "model.name=no-such-org/no-such-model", model="hf")
 
 
-def test_per_head_k_on_grouped_query_model(tmp_path: Path) -> None:
-    with pytest.raises(
-        ConfigError, match=r"grid.components: \['k'\] are not supported.*2 key/value"
-    ):
-        _run(tmp_path, "+model.native.n_key_value_heads=2", "grid.components=[k,z]")
-    # z and q have one value per query head there, and still run.
-    _run(tmp_path, "+model.native.n_key_value_heads=2", "grid.components=[z,q]")
-    assert sweep.open_results(tmp_path / "out.zarr")["q"].notnull().all()
-
-
-def test_a_task_file_that_changed_since_the_store_was_made_is_refused(tmp_path: Path) -> None:
+def test_keys_of_a_grouped_query_model_are_swept_per_key_value_head(tmp_path: Path) -> None:
+    """Once refused; now along a ``kv_head`` axis, equal to TransformerLens' own function
+    (which also sweeps the key/value heads of grouped-query models)."""
+    import numpy as np
+    import torch
+    import transformer_lens.patching as tlp
     from helpers import ioi_rows
 
-    task = _task(tmp_path, ioi_rows(2))
-    args = ["task=prompts", f"task.path={task}", "grid.components=[resid_pre]"]
-    _run(tmp_path, *args)
-    store = tmp_path / "out.zarr"
-    before = sorted((p, p.read_bytes()) for p in store.rglob("*") if p.is_file())
-    _task(tmp_path, ioi_rows(3))  # the file grew
-    with pytest.raises(StoreMismatchError, match=r"task\.examples: store has '\w+', this run"):
-        _run(tmp_path, *args)
-    after = sorted((p, p.read_bytes()) for p in store.rglob("*") if p.is_file())
-    assert [a for a in after if "lease" not in a[0].name] == [
-        b for b in before if "lease" not in b[0].name
-    ]
+    from sweep.config import to_spec
+    from sweep.engine.worker import Worker
+
+    task = _task(tmp_path, ioi_rows(3))  # one template: TL needs prompts of one length
+    args = ["+model.native.n_key_value_heads=2", "grid.components=[k,v_by_pos,z]",
+            "task=prompts", f"task.path={task}", "grid.kv_heads=[1]"]  # fmt: skip
+    ds = sweep.open_results(_run(tmp_path, *args))
+    assert ds["k"].dims == ("metric", "layer", "kv_head", "prompt")
+    assert ds["v_by_pos"].dims == ("metric", "layer", "pos", "kv_head", "prompt")
+    assert list(ds["kv_head"].values) == [1] and ds.sizes["head"] == 4  # z: query heads
+    w = Worker(to_spec(sweep.compose_config(["model=native", *args[:4]])))
+    t = w.task
+    rows = torch.arange(t.n_prompts)
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        return logits[rows, -1, t.answer] - logits[rows, -1, t.wrong]
+
+    _, cache = w.model.run_with_cache(t.clean)
+    with torch.no_grad():
+        ref = tlp.get_act_patch_attn_head_k_all_pos(
+            w.model, t.corrupted, cache, metric, reduce="none"
+        ).values.numpy()
+    assert ref.shape[1] == 2  # [layer, key/value head, prompt]
+    got = ds["k"].sel(metric="logit_diff").values
+    np.testing.assert_allclose(got, ref[:, [1]], atol=1e-4)
+    assert np.abs(got - ds["corrupted_baseline"].sel(metric="logit_diff").values).max() > 1e-3
+    with pytest.raises(ConfigError, match=r"grid.kv_heads: \[2\] out of range; there are 2"):
+        _run(tmp_path, *args[:2], "grid.kv_heads=[2]", "store.path=x.zarr")

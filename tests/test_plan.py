@@ -78,7 +78,9 @@ def test_restrictions_and_negative_positions() -> None:
         chunk_bytes=1,
     )
     assert plan.axes.layers == (3, 7)
-    assert plan.axes.coords == {"pos": (0, -1), "head": (5,)}  # -1: each prompt's last
+    # -1: each prompt's last; kv_head (unrestricted) is every key/value head, used only by
+    # the keys and values of a grouped-query model.
+    assert plan.axes.coords == {"pos": (0, -1), "head": (5,), "kv_head": tuple(range(12))}
     assert [(u.layers, u.grid) for u in plan.units] == [
         ((3,), (("pos", (0, -1)), ("head", (5,)))),
         ((7,), (("pos", (0, -1)), ("head", (5,)))),

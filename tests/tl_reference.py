@@ -37,8 +37,11 @@ TL_FUNCTIONS = {
 }
 
 
-def reference(model: TransformerBridge, task: Path) -> dict[str, np.ndarray]:
-    """TL's per-prompt results, [layer, (pos), (head), prompt], for every component."""
+def reference(
+    model: TransformerBridge, task: Path, direction: str = "denoise"
+) -> dict[str, np.ndarray]:
+    """TL's per-prompt results, [layer, (pos), (head), prompt], for every component the
+    model has (noising: clean and corrupted swapped)."""
     rows = read_prompts(str(task))
     clean = model.to_tokens([r.clean for r in rows])
     corrupted = model.to_tokens([r.corrupted for r in rows])
@@ -50,9 +53,13 @@ def reference(model: TransformerBridge, task: Path) -> dict[str, np.ndarray]:
     def metric(logits: torch.Tensor) -> torch.Tensor:
         return logits[idx, -1, answer] - logits[idx, -1, wrong]
 
+    if direction == "noise":
+        clean, corrupted = corrupted, clean
     _, clean_cache = model.run_with_cache(clean)
     out = {}
     for name, fn in TL_FUNCTIONS.items():
+        if f"blocks.0.hook_{name}" not in model.hook_dict and name.startswith("resid_mid"):
+            continue  # parallel attention and MLP: no resid_mid
         with torch.no_grad():
             res = fn(model, corrupted, clean_cache, metric, reduce="none")
         out[name] = res.values.cpu().numpy()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from sweep import __version__
-from sweep.components import Component, get_component
+from sweep.components import Component
 from sweep.engine.budget import CACHE_SHARE, cells_per_forward, warn_if_below_one_cell
 from sweep.engine.cells import Cell, gather_cells, make_batch
 from sweep.engine.forward import HookedForward, choose_forward, fallback
@@ -58,9 +58,9 @@ class Worker:
             load_examples(spec.task, single_token(self.model)), self.model
         )
         cfg = self.model.cfg
-        self.shape = ModelShape(int(cfg.n_layers), int(cfg.n_heads))
-        components = spec.grid.component_list
-        check_kv_heads(components, cfg)
+        n_kv = int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads)
+        self.shape = ModelShape(int(cfg.n_layers), int(cfg.n_heads), n_kv)
+        components = tuple(self.shape.component(c.name) for c in spec.grid.component_list)
         check_hooks(components, self.model)
         self.axes = make_axes(spec.grid, self.shape, self.task.seq_len)
         self.grid = tuple((c, layer) for c in components for layer in self.axes.layers)
@@ -140,7 +140,7 @@ class Worker:
 
     def run(self, unit: WorkUnit) -> UnitResult:
         """Values of one unit: [metric, layer, *dims, prompt], float32, and its block's data."""
-        c = unit.spec
+        c = self.shape.component(unit.component)
         block = self.block(unit.prompt_start, unit.prompt_stop)
         cells = unit.cells
         per_layer = [self._values(c, layer, cells, block) for layer in unit.layers]
@@ -166,7 +166,7 @@ class Worker:
     def exact(self, job: ExactJob) -> np.ndarray:
         """Exact patching of single cells under the sweep's intervention (AtP: patching in
         its direction): [metric, cell, prompt]."""
-        c = get_component(job.component)
+        c = self.shape.component(job.component)
         block = self.block(job.prompt_start, job.prompt_stop)
         values = self.patched(c, job.layer, list(job.cells), block)
         return values.cpu().numpy().astype(np.float32)
@@ -208,18 +208,6 @@ class Worker:
         logits = self.forward.logits(c, layer, batch, src, block)
         values = block.evaluate(self.metrics, logits).masked_fill(~batch.valid, float("nan"))
         return values.reshape(len(self.metrics), len(cells), block.n)
-
-
-def check_kv_heads(components: tuple[Component, ...], cfg: Any) -> None:
-    """Grouped-query models have fewer k/v heads than query heads: no per-head k/v grid."""
-    n_kv = getattr(cfg, "n_key_value_heads", None)
-    kv = [c.name for c in components if c.stage in ("k", "v")]
-    if kv and n_kv is not None and n_kv != cfg.n_heads:
-        raise ConfigError(
-            f"grid.components: {kv} are not supported on this model: it has {n_kv} key/value "
-            f"heads shared by {cfg.n_heads} query heads (grouped-query attention); "
-            "sweep z, q or pattern instead"
-        )
 
 
 def check_hooks(components: tuple[Component, ...], model: Any) -> None:

@@ -122,9 +122,6 @@ def bootstrap_ci(
     return bounds.isel(bound=0, drop=True), bounds.isel(bound=1, drop=True)
 
 
-COLUMNS = ["component", "layer", *DIMS, "value", "effect", "n"]
-
-
 def top_cells(
     ds: xr.Dataset,
     k: int = 10,
@@ -136,12 +133,15 @@ def top_cells(
 
     ``relative_to`` is the run whose baseline an effect is measured from (default: the
     store's ``base_run``: ``corrupted`` for denoising, ``clean`` for noising and
-    ablations). Columns: component, layer, and each grid dim (``<NA>`` where the component
-    has no such dim), value and effect (means over the ``n`` prompts that reach the cell).
+    ablations). Columns: component, layer, each grid dim the components have (``<NA>`` where
+    a component has no such dim), value and effect (means over the ``n`` prompts that reach
+    the cell).
     """
     metric = check_metric(ds, metric)
+    names = names or components(ds)
+    dims = [d for d in DIMS if any(d in ds[n].dims for n in names)]
     frames = []
-    for name in names or components(ds):
+    for name in names:
         per_prompt = effect(ds, name, relative_to).sel(metric=metric)
         value = ds[name].sel(metric=metric)
         table = xr.Dataset(
@@ -154,11 +154,11 @@ def top_cells(
         table = table[table["n"] > 0].reset_index()
         frames.append(table.assign(component=name))
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    for d in ["layer", *DIMS]:
+    for d in ["layer", *dims]:
         table[d] = (
             table[d].astype("Int64") if d in table else pd.array([pd.NA] * len(table), "Int64")
         )
-    table = table.reindex(columns=COLUMNS)
+    table = table.reindex(columns=["component", "layer", *dims, "value", "effect", "n"])
     table["n"] = table["n"].astype(int)
     order = table["effect"].abs().sort_values(ascending=False, kind="stable").index
     return table.loc[order].head(k).reset_index(drop=True)
@@ -166,4 +166,4 @@ def top_cells(
 
 def cell_of(row: pd.Series) -> dict[str, int]:
     """A ``top_cells`` row's coordinates: ``layer`` and the dims its component has."""
-    return {d: int(row[d]) for d in ["layer", *DIMS] if not pd.isna(row[d])}
+    return {d: int(row[d]) for d in ["layer", *DIMS] if d in row and not pd.isna(row[d])}

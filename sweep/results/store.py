@@ -24,7 +24,6 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from sweep.components import get_component
 from sweep.errors import StoreDamagedError, StoreError, StoreMismatchError
 from sweep.plan import BlockData, Plan, TaskInfo, WorkUnit
 from sweep.results.backends import Backend, backend_for
@@ -295,7 +294,11 @@ def _coordinates(plan: Plan, info: TaskInfo, meta: StoreMeta) -> xr.Dataset:
         coords={
             "metric": np.array(plan.metrics, dtype=object),
             "layer": np.array(plan.axes.layers, dtype=np.int64),
-            **{d: np.array(v, dtype=np.int64) for d, v in plan.axes.coords.items()},
+            **{
+                d: np.array(v, dtype=np.int64)
+                for d, v in plan.axes.coords.items()
+                if d in ("pos", "head") or any(d in c.dims for c in plan.components)
+            },
             "prompt": np.arange(plan.n_prompts, dtype=np.int64),
             "prompt_length": ("prompt", np.array(info.lengths, dtype=np.int64)),
         },
@@ -398,7 +401,7 @@ class ResultStore:
         [metric, cell, prompt]. Only the driver writes, after every unit is done."""
         self.lease.check()
         arr = self._array(name)
-        dims = ["layer", *get_component(name.removesuffix("_exact")).dims]
+        dims = list(arr.metadata.dimension_names or ())[1:-1]  # type: ignore[union-attr]
         index = {d: list(np.asarray(array(self.group, d)[:])) for d in dims}
         for i, cell in enumerate(cells):
             where = tuple(index[d].index(cell[d]) for d in dims)
@@ -432,8 +435,7 @@ def array(group: zarr.Group, name: str) -> zarr.Array:
 
 def chunk_key(plan: Plan, unit: WorkUnit) -> str:
     """The file of the unit's chunk, relative to its array (``c/0/1/0/0``)."""
-    c = unit.spec
-    layers = plan.chunks(c)[1]
+    layers = plan.chunks(plan.component(unit.component))[1]
     index = [
         0,
         unit.layer_start // layers,

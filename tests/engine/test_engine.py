@@ -14,36 +14,21 @@ import numpy as np
 import pytest
 import torch
 from helpers import (
-    NAMES,
     can_reset_peak,
     in_fresh_process,
+    mixed_rows,
     native_prompts,
-    set_cell,
+    one_forward_per_cell,
     worker,
     write_task,
 )
 
 import sweep
-from sweep.components import COMPONENTS, Component
+from sweep.components import COMPONENTS
 from sweep.engine.forward.gpt2 import GPT2Forward
 from sweep.engine.forward.suffix import Rows
 from sweep.engine.worker import Worker
 from sweep.errors import ConfigError
-
-TEMPLATES = [
-    "When {a} and {b} went to the store, {s} gave a drink to",
-    "{a} and {b} talked, and {s} gave a book to",
-    "Then {a} met {b} at the park near the old school, and later {s} handed a ball to",
-]
-
-
-def _rows() -> list[dict[str, str]]:
-    out = []
-    for i, t in enumerate(TEMPLATES):
-        a, b, c, d, e = (NAMES[(i + k) % len(NAMES)] for k in range(5))
-        clean, corrupted = t.format(a=a, b=b, s=b), t.format(a=c, b=d, s=e)
-        out.append({"clean": clean, "corrupted": corrupted, "answer": " " + a, "wrong": " " + b})
-    return out
 
 
 def _overrides(tmp: Path, task: Path, positions: list[int], engine: str) -> list[str]:
@@ -58,41 +43,16 @@ def _overrides(tmp: Path, task: Path, positions: list[int], engine: str) -> list
     ]
 
 
-def _one_forward_per_cell(w: Worker, c: Component, positions: list[int]) -> np.ndarray:
-    """[layer, (pos), (head), prompt] by one unbatched, unpadded forward per cell."""
-    n_layers, n_heads = w.shape.n_layers, w.shape.n_heads
-    pos_axis = positions if c.has("pos") else [-1]
-    head_axis = range(n_heads) if c.has("head") else [-1]
-    out = np.full((n_layers, len(pos_axis), len(head_axis), w.task.n_prompts), np.nan)
-    for p_i in range(w.task.n_prompts):
-        n = int(w.task.lengths[p_i])
-        clean, corrupted = w.task.clean[p_i : p_i + 1, :n], w.task.corrupted[p_i : p_i + 1, :n]
-        a, b = int(w.task.answer[p_i]), int(w.task.wrong[p_i])
-        _, cache = w.model.run_with_cache(clean)
-        for layer in range(n_layers):
-            src = cache[c.hook_name(layer)]
-            for i, pos in enumerate(pos_axis):
-                if pos >= n:
-                    continue  # past this prompt's end: the engine stores NaN
-                for j, head in enumerate(head_axis):
-                    hook = (c.hook_name(layer), set_cell(c, src, pos, head))
-                    logits = w.model.run_with_hooks(corrupted, fwd_hooks=[hook])[0, -1]
-                    out[layer, i, j, p_i] = (logits[a] - logits[b]).item()
-    shape = [n_layers] + ([len(pos_axis)] if c.has("pos") else [])
-    shape += [n_heads] if c.has("head") else []
-    return out.reshape(*shape, w.task.n_prompts)
-
-
 @pytest.fixture(scope="module")
 def variable_lengths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("engine")
-    task = write_task(tmp / "task.jsonl", _rows())
+    task = write_task(tmp / "task.jsonl", mixed_rows())
     w = worker(_overrides(tmp, task, [0], "hooks"))
     lengths = sorted({int(n) for n in w.task.lengths})
     assert len(lengths) == 3, "the templates must give three different lengths"
     positions = sorted({0, 1, 4, *(n - 1 for n in lengths)})
     with torch.no_grad():
-        ref = {name: _one_forward_per_cell(w, c, positions) for name, c in COMPONENTS.items()}
+        ref = {name: one_forward_per_cell(w, name, positions) for name in COMPONENTS}
     return {"tmp": tmp, "task": task, "positions": positions, "ref": ref, "lengths": lengths}
 
 
@@ -113,7 +73,7 @@ def test_engine_equals_one_forward_per_cell(variable_lengths: dict[str, Any], en
 
 
 def _worker(tmp: Path, *extra: str) -> Worker:
-    task = write_task(tmp / "task.jsonl", _rows())
+    task = write_task(tmp / "task.jsonl", mixed_rows())
     overrides = ["model=native", "task=prompts", f"task.path={task}", "runner.progress=false"]
     overrides += extra
     return worker(overrides)
@@ -174,7 +134,7 @@ def test_peak_memory_stays_within_budget(tmp_path: Path, engine: str) -> None:
     """A layer of this model's resid_pre grid needs ~100 MB in one forward; an 8 MB
     budget splits it. The large budget shows the measurement would see an overrun. Each
     is measured in a fresh process."""
-    task = write_task(tmp_path / "task.jsonl", _rows())
+    task = write_task(tmp_path / "task.jsonl", mixed_rows())
     args = [
         "model=native", "task=prompts", f"task.path={task}",
         "model.native.n_layers=2", "model.native.d_model=256", "model.native.d_head=64",

@@ -156,8 +156,11 @@ class SuffixForward(Forward):
 
             explicit = i == layer and (trace is not None or stage == "pattern")
             x = self.block(i, x, rows, keys, values, at, explicit)
-        final = x[rows.final].unsqueeze(0)
-        return self.unembed(self.ln_final(final))[0]
+        return self.final_logits(x[rows.final])
+
+    def final_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [R, vocab] of each row's last residual [R, d_model]."""
+        return self.unembed(self.ln_final(x.unsqueeze(0)))[0]
 
     @torch.inference_mode()
     def check(self, block: BlockRuns, layer: int) -> str | None:
