@@ -249,6 +249,8 @@ def _prompt_block(spec: SweepSpec, info: TaskInfo, existing: Any) -> int:
     memory = spec.runner.memory_mb
     fits = max_prompt_block(memory, info.block_bytes, info.row_bytes)
     chosen = spec.store.prompt_block
+    if chosen is not None:  # a block larger than the task is the task
+        chosen = min(chosen, info.n_prompts)
     if existing is not None:
         have = int(root_attrs(existing)["prompt_block"])
         if chosen is not None and chosen != have:
@@ -267,7 +269,7 @@ def _prompt_block(spec: SweepSpec, info: TaskInfo, existing: Any) -> int:
             f"more than runner.memory_mb={memory:g} holds (at most {fits} prompts); lower it, "
             "leave it out, or raise runner.memory_mb"
         )
-    return min(chosen, info.n_prompts)
+    return chosen
 
 
 def _base_run(spec: SweepSpec) -> str:

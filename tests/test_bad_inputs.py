@@ -80,6 +80,20 @@ def _foreign(tmp: Path) -> None:
     (tmp / "mixed.zarr" / "my-notes.txt").write_text("keep me")
 
 
+def _grown_task(tmp: Path) -> None:
+    """A store made from bad.jsonl (its fingerprint's task part is that file's), then a
+    line appended to the file."""
+    from sweep.tasks.prompts import PromptsTaskSpec
+
+    shutil.copytree(tmp / "good.zarr", tmp / "grown.zarr")
+    group = zarr.open_group(str(tmp / "grown.zarr"), mode="r+")
+    fp = json.loads(group.attrs["patchsweep_fingerprint"])
+    fp["task"] = PromptsTaskSpec(path=str(tmp / TASK)).identity()
+    group.attrs["patchsweep_fingerprint"] = json.dumps(fp, sort_keys=True)
+    with (tmp / TASK).open("a") as f:
+        f.write(json.dumps(ioi_rows(3)[2]) + "\n")
+
+
 def _readonly_dir() -> str | None:
     """A directory even root cannot write in (a read-only mount), if this machine has one."""
     for d in ("/sys", "/proc/sys"):
@@ -206,8 +220,14 @@ CASES = [
     Case("store under a file", {"store.path": "afile.txt/s.zarr"}, "afile.txt"),
     Case(
         "prompt block beyond the budget",
-        {"store.prompt_block": "100000", "runner.memory_mb": "1"},
+        {"store.prompt_block": "100000", "runner.memory_mb": "0.01"},
         "store.prompt_block",
+    ),
+    Case(
+        "task file grown since the store was made",
+        _prompts(**{"store.path": "grown.zarr"}),
+        "task.path: the prompts read from the task file differ",
+        setup=_grown_task,
     ),
     Case(
         "another prompt block on resume",

@@ -35,19 +35,22 @@ class ResampleSpec(InterventionSpec):
 
 
 def donors(lengths: torch.Tensor, samples: int, seed: int) -> torch.Tensor:
-    """[samples, prompt] another prompt of the same token count for each prompt."""
+    """[samples, prompt] another prompt of the same token count for each prompt. Prompts
+    are grouped by length once (linear in the task, not quadratic)."""
     gen = torch.Generator().manual_seed(seed)
-    lengths = lengths.cpu()
-    out = torch.empty(samples, len(lengths), dtype=torch.long)
-    for i, n in enumerate(lengths.tolist()):
-        pool = [j for j in range(len(lengths)) if j != i and int(lengths[j]) == n]
-        if not pool:
+    lengths_np = lengths.cpu().numpy()
+    groups = {int(n): np.flatnonzero(lengths_np == n) for n in np.unique(lengths_np)}
+    out = torch.empty(samples, len(lengths_np), dtype=torch.long)
+    for i, n in enumerate(lengths_np.tolist()):
+        group = groups[int(n)]
+        pool = group[group != i]  # in task order, as before: the same seeded draws
+        if not len(pool):
             raise TaskError(
                 f"intervention=resample: prompt {i} ({n} tokens) has no other prompt of the "
                 "same length to take activations from; give several prompts of each length"
             )
         pick = torch.randint(len(pool), (samples,), generator=gen)
-        out[:, i] = torch.tensor(pool)[pick]
+        out[:, i] = torch.from_numpy(pool[pick.numpy()])
     return out
 
 

@@ -103,13 +103,21 @@ def bootstrap_ci(
     """Percentile bootstrap interval of the mean over ``dim``, resampling the entries
     that are not NaN (per cell). On a lazy (dask) store it runs block by block of cells,
     each with all of its prompts, so the whole variable is never in memory at once."""
-    picks = np.random.default_rng(seed).integers(0, values.sizes[dim], (n_boot, values.sizes[dim]))
+    size = values.sizes[dim]
+    picks = np.random.default_rng(seed).integers(0, size, (n_boot, size))
+    # How often each resample draws each prompt: a resample's mean over the prompts that
+    # are not NaN is then two products with these counts, so memory is cells x n_boot, not
+    # cells x n_boot x prompts.
+    rows = np.repeat(np.arange(n_boot), size)
+    counts = np.bincount(rows * size + picks.ravel(), minlength=n_boot * size)
+    weights = counts.reshape(n_boot, size).T.astype(float)  # [dim, n_boot]
     quantiles = [(1 - ci) / 2, (1 + ci) / 2]
 
     def interval(data: np.ndarray) -> np.ndarray:  # [..., dim] -> [..., 2]
         with warnings.catch_warnings():  # a cell no prompt reaches is NaN, not a warning
             warnings.simplefilter("ignore", RuntimeWarning)
-            means = np.nanmean(data[..., picks], axis=-1)  # [..., n_boot]
+            seen = ~np.isnan(data)
+            means = (np.where(seen, data, 0.0) @ weights) / (seen @ weights)  # [..., n_boot]
             return np.moveaxis(np.nanquantile(means, quantiles, axis=-1), 0, -1)
 
     if values.chunks is not None:

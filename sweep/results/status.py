@@ -97,6 +97,16 @@ def _runs(location: str) -> list[dict[str, Any]]:
     return [dict(r) for r in runs] if isinstance(runs, list) else []
 
 
+def _lease_timeout(text: str) -> float:
+    """The store's own ``store.lease_timeout_s`` (a sweep on shared storage may renew its
+    lease less often than the default)."""
+    try:
+        value = ((yaml.safe_load(text) or {}).get("store") or {}).get("lease_timeout_s")
+    except (yaml.YAMLError, AttributeError):
+        value = None
+    return float(value) if isinstance(value, (int, float)) and value > 0 else 120.0
+
+
 def _config_lines(text: str) -> dict[str, Any]:
     try:
         cfg = yaml.safe_load(text) or {}
@@ -126,7 +136,8 @@ def status(path: str, verify: bool = False) -> StoreStatus:
     cells_done = cells_total = 0
     for u in units:
         arr = array(group, u.component)
-        size = math.prod(arr.shape[2:-1]) * (u.layers[1] - u.layers[0]) * arr.shape[0]
+        # cells x prompts, as the progress bar counts them: dims after (metric, layer)
+        size = math.prod(arr.shape[2:-1]) * (u.layers[1] - u.layers[0])
         size *= u.prompts[1] - u.prompts[0]
         per[u.component][1] += 1
         cells_total += size
@@ -170,7 +181,7 @@ def _verify(
     out.verified = True
     out.damaged = [u.where(layer_coords) for u in bad]
     if bad:
-        lease = Lease(backend, 120.0)
+        lease = Lease(backend, _lease_timeout(str(root_attrs(backend).get("config", ""))))
         try:
             lease.acquire()
         except StoreBusyError:

@@ -149,12 +149,22 @@ def check_same(backend: Backend, want: dict[str, Any]) -> None:
         )
     diffs = _diff(have, want)
     if diffs:
-        listed = "; ".join(f"{k}: store has {a!r}, this run has {b!r}" for k, a, b in diffs)
+        listed = "; ".join(_differs(k, a, b) for k, a, b in diffs)
         raise StoreMismatchError(
             f"store.path: {backend} was written by a different config ({listed}). Use "
             "another store.path to keep both, run with the store's values to resume it, "
             "or pass store.overwrite=true to replace it"
         )
+
+
+def _differs(key: str, have: Any, want: Any) -> str:
+    if key == "task.examples":  # a digest of the prompts as read: say what it means
+        return (
+            "task.path: the prompts read from the task file differ from those the store was "
+            f"made with (the file changed since, or is another file; digest {str(have)[:12]} "
+            f"vs {str(want)[:12]})"
+        )
+    return f"{key}: store has {have!r}, this run has {want!r}"
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:

@@ -67,6 +67,18 @@ def test_three_blocks_equal_one(tmp_path: Path, kind: str) -> None:
         np.testing.assert_array_equal(three[coord].values, one[coord].values)
 
 
+def test_a_block_larger_than_the_task_resumes(tmp_path: Path) -> None:
+    """The store records the block it used (the task's 12 prompts, not the 64 asked for);
+    the same command then resumes instead of being refused for a different block."""
+    args = [*BASE, "grid.components=[resid_pre]", "metric.names=[logit_diff]", "task=prompts",
+            f"task.path={_task(tmp_path)}", "store.prompt_block=64",
+            f"store.path={tmp_path / 's'}"]  # fmt: skip
+    first = sweep.open_results(sweep.run(args)).load()
+    assert first.attrs["prompt_block"] == 12
+    again = sweep.open_results(sweep.run(args)).load()
+    xr.testing.assert_identical(again["resid_pre"], first["resid_pre"])
+
+
 def test_the_store_opens_lazily_chunk_by_chunk(tmp_path: Path) -> None:
     """open_results gives dask arrays with the store's chunks (one per unit), and the
     summaries computed from them equal those of the loaded store."""

@@ -24,6 +24,7 @@ def _overrides(task, path) -> list[str]:
         "grid.layers=[1]",
         "grid.positions=[0,-1]",
         "grid.heads=[2,3]",
+        "metric.names=[logit_diff,prob]",
         f"store.path={path}",
         "runner.progress=false",
     ]
@@ -116,6 +117,11 @@ def test_store_path_may_be_an_fsspec_url(tmp_path, task_file, scheme) -> None:
         np.testing.assert_array_equal(ds[name].values, local[name].values)
     summary = sweep.run_config(sweep.compose_config(_overrides(task_file, url)))
     assert summary.units_run == 0 and summary.units_total > 0  # resumed: nothing left
+    # sweep.status by URL; cells x prompts counts each cell once, whatever the metrics:
+    # resid_pre 2 positions + z 2 heads + z_by_pos 2 x 2, one layer.
+    state = sweep.status(url)
+    assert state.cell_prompts == ((2 + 2 + 4) * ds.sizes["prompt"],) * 2
+    assert state.units_done == {c: (1, 1) for c in ("resid_pre", "z", "z_by_pos")}
     with pytest.raises(StoreMismatchError, match=r"different config \(grid\.heads: store has"):
         sweep.run([*_overrides(task_file, url), "grid.heads=[2]"])
 
