@@ -12,7 +12,14 @@ command instead of once: its row sums both runs (peak, first unit from the kille
 from the resumed one), and its work column is their sweeping seconds over those of one
 uninterrupted run, estimated as all units at the resumed run's seconds per unit (1.00:
 nothing lost but the units in flight at the kill). ``--also-uninterrupted`` runs N once
-more, uninterrupted, and divides by its measured time instead.
+more, uninterrupted, and divides by its measured time instead. ``--partial N:MINUTES``
+runs size N for that long only, then kills it: a row of the units it finished, for sizes
+whose whole sweep takes longer than the session measuring them.
+
+Two rates: the sweep's own (cells x prompts over its sweeping seconds, which include
+building every block's cached runs), and the steady rate seen from outside (units written
+after the first one, over the time between the first and the last), which a partial run
+has too.
 """
 
 from __future__ import annotations
@@ -91,22 +98,31 @@ def _done(store: Path) -> np.ndarray:
         return np.zeros(0, dtype=np.int32)
 
 
-def sweep_once(args: list[str], store: Path, kill_at: float | None = None) -> dict:
+def sweep_once(
+    args: list[str], store: Path, kill_at: float | None = None, stop_after: float | None = None
+) -> dict:
     """One ``python -m sweep`` process: peak RSS (MB), seconds to the first unit written,
-    the sweep's own seconds and cells; killed once ``kill_at`` of the units are done."""
+    the sweep's own seconds and cells, and the units written over time; killed once
+    ``kill_at`` of the units are done, or after ``stop_after`` seconds."""
     start = time.perf_counter()
     cmd = [sys.executable, "-m", "sweep", *args, f"store.path={store}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     first = None
+    seen: list[tuple[float, int]] = []  # (seconds, units done) at each change
     killed = False
     while True:  # wait4, not poll: poll would reap the child and lose its rusage
         pid, _, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         done = _done(store)
-        if first is None and (done > 0).any():
-            first = time.perf_counter() - start
-        if kill_at is not None and done.size and (done > 0).mean() >= kill_at:
+        count = int((done > 0).sum())
+        now = time.perf_counter() - start
+        if count and (not seen or count != seen[-1][1]):
+            seen.append((now, count))
+        if first is None and count:
+            first = now
+        late = stop_after is not None and now > stop_after
+        if late or (kill_at is not None and done.size and (done > 0).mean() >= kill_at):
             proc.send_signal(signal.SIGKILL)
             killed = True
             _, _, usage = os.wait4(proc.pid, 0)
@@ -115,13 +131,20 @@ def sweep_once(args: list[str], store: Path, kill_at: float | None = None) -> di
     proc.returncode = 0
     out = proc.stdout.read() if proc.stdout else ""
     seconds = time.perf_counter() - start
+    final = int((_done(store) > 0).sum())
+    if final and (not seen or seen[-1][1] != final):
+        seen.append((seconds, final))
     m = re.search(r"units: (\d+) computed this run.*?(\d+) cells in ([\d.]+) s", out)
+    steady = None
+    if len(seen) >= 2 and seen[-1][0] > seen[0][0]:
+        steady = (seen[-1][1] - seen[0][1]) / (seen[-1][0] - seen[0][0])  # units/s
     return {
         "peak_mb": usage.ru_maxrss / 1024,
         "first_unit_s": first,
         "seconds": seconds,
-        "units": int(m.group(1)) if m else int((_done(store) > 0).sum()),
+        "units": int(m.group(1)) if m else final,  # a killed run started from an empty store
         "sweep_s": float(m.group(3)) if m else None,
+        "steady_units_s": steady,
         "killed": killed,
     }
 
@@ -134,6 +157,7 @@ def main() -> None:
     p.add_argument("--memory-mb", type=float, default=1024.0)
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
     p.add_argument("--also-uninterrupted", action="store_true")
+    p.add_argument("--partial", default=None, help="N:MINUTES: run size N that long only")
     a = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,8 +165,9 @@ def main() -> None:
         print(f"device: {a.device}; GPT-2-small shape; IOI prompts of 15 tokens; resid_pre "
               f"layers {LAYERS}; runner.memory_mb={a.memory_mb:g}", flush=True)  # fmt: skip
         print("| prompts | prompt block | units | peak RSS MB | first unit s | cell-prompts/s | "
-              "work | wall s |")  # fmt: skip
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+              "steady cell-prompts/s | work | wall s |")  # fmt: skip
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+        partial_n, minutes = (int(x) for x in a.partial.split(":")) if a.partial else (0, 0)
         for n in (int(x) for x in a.sizes.split(",")):
             task = task_file(Path(tmp) / f"task{n}.jsonl", n, model)
             store = Path(tmp) / f"s{n}.zarr"
@@ -152,6 +177,11 @@ def main() -> None:
                 f"runner.memory_mb={a.memory_mb:g}", "runner.progress=false", "store.plots=false",
             ]  # fmt: skip
             once = None
+            if n == partial_n:
+                runs = [sweep_once(args, store, stop_after=60.0 * minutes)]
+                rows.append(_row(n, store, runs, partial=True))
+                print(_line(rows[-1]), flush=True)
+                continue
             if n != a.kill or a.also_uninterrupted:
                 once = _row(n, store, [sweep_once(args, store)])
                 rows.append(once)
@@ -166,25 +196,40 @@ def main() -> None:
         Path(a.out).write_text(json.dumps(rows, indent=1))
 
 
-def _row(n: int, store: Path, runs: list[dict], uninterrupted: dict | None = None) -> dict:
+def _row(
+    n: int,
+    store: Path,
+    runs: list[dict],
+    uninterrupted: dict | None = None,
+    partial: bool = False,
+) -> dict:
     units = int(_done(store).size)
     block = int(zarr.open_group(str(store), mode="r").attrs["prompt_block"])
     cell_prompts = 3 * 15 * n  # 3 layers x 15 positions x n prompts
+    steady = runs[-1]["steady_units_s"]
+    row = {
+        "prompts": n,
+        "block": block,
+        "units": units,
+        "units_done": int((_done(store) > 0).sum()),
+        "peak_mb": max(r["peak_mb"] for r in runs),
+        "first_unit_s": runs[0]["first_unit_s"],
+        "steady_rate": cell_prompts / units * steady if steady else None,
+        "wall_s": sum(r["seconds"] for r in runs),
+        "killed": runs[0]["killed"],
+        "partial": partial,
+    }
+    if partial:
+        return {**row, "rate": None, "work": None}
     # A killed run prints nothing: its sweeping time is its wall time less the loading time
     # of the run that finished (model, task, first cached block).
     loading = runs[-1]["seconds"] - (runs[-1]["sweep_s"] or 0)
     sweep_s = sum(r["sweep_s"] or r["seconds"] - loading for r in runs)
     return {
-        "prompts": n,
-        "block": block,
-        "units": units,
-        "peak_mb": max(r["peak_mb"] for r in runs),
-        "first_unit_s": runs[0]["first_unit_s"],
+        **row,
         "rate": cell_prompts * (runs[-1]["units"] / units) / (runs[-1]["sweep_s"] or 1e-9),
         "work": sweep_s / _one_run_seconds(runs, units, uninterrupted),
         "units_computed": sum(r["units"] for r in runs),
-        "wall_s": sum(r["seconds"] for r in runs),
-        "killed": runs[0]["killed"],
         "sweep_s": sweep_s,
     }
 
@@ -201,10 +246,18 @@ def _one_run_seconds(runs: list[dict], units: int, uninterrupted: dict | None) -
 
 
 def _line(r: dict) -> str:
-    killed = " (killed half way, resumed)" if r["killed"] else ""
+    def num(x: float | None, fmt: str) -> str:
+        return "-" if x is None else format(x, fmt)
+
+    note = " (killed half way, resumed)" if r["killed"] and not r["partial"] else ""
+    units = str(r["units"])
+    if r["partial"]:
+        note = f" (first {r['units_done']} units only, then killed)"
+        units = f"{r['units_done']} of {r['units']}"
     return (
-        f"| {r['prompts']:,}{killed} | {r['block']} | {r['units']} | {r['peak_mb']:.0f} | "
-        f"{r['first_unit_s']:.1f} | {r['rate']:.0f} | {r['work']:.2f} | {r['wall_s']:.0f} |"
+        f"| {r['prompts']:,}{note} | {r['block']} | {units} | {r['peak_mb']:.0f} | "
+        f"{num(r['first_unit_s'], '.1f')} | {num(r['rate'], '.0f')} | "
+        f"{num(r['steady_rate'], '.0f')} | {num(r['work'], '.2f')} | {r['wall_s']:.0f} |"
     )
 
 

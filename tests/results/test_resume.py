@@ -50,8 +50,11 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
+    live = None  # sweep.status of the store while the sweep writes it
     try:
         while (done := _done(killed)).size == 0 or (done > 0).sum() < done.size // 2:
+            if live is None and (done > 0).any():
+                live = sweep.status(str(killed))
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "the sweep never finished a unit"
             time.sleep(0.05)
@@ -61,6 +64,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     first = _done(killed)
     n_first = int((first == 1).sum())
     assert len(first) // 2 <= n_first < len(first), f"killed too late: {n_first} of {len(first)}"
+    assert live is not None and live.holder is not None  # the running driver, named
+    assert 0 < live.cell_prompts[0] < live.cell_prompts[1]
 
     summary = sweep.run_config(
         sweep.compose_config([*OVERRIDES, f"store.path={killed}", "runner.progress=false"])
