@@ -60,7 +60,7 @@ def test_coordinates_follow_the_grid_restriction(store) -> None:
     assert list(ds["pos"].values) == [0, -1]  # -1: each prompt's own last token
     assert list(ds["head"].values) == [2, 3]
     assert list(ds["prompt"].values) == [0, 1, 2]
-    assert list(ds["metric"].values) == ["logit_diff"]
+    assert list(ds["metric"].values) == ["logit_diff", "prob"]
     rows = read_prompts(str(task))
     # Position -1 is the last token of each prompt: " to"; position 0 is BOS.
     assert list(ds["clean_token"].sel(pos=-1).values) == [" to"] * 3
