@@ -188,8 +188,9 @@ def _row(name: str, grid: str, w: Worker, dtype: str) -> str:
     unit = _unit(w, grid)
     w.run(_unit_first_layer(unit))  # warm-up
     ours, ours_mb = _measure(lambda: w.run(unit), w.device)
-    model, corrupted = w.model, w.task.corrupted.to(w.device)
-    _, clean_cache = model.run_with_cache(w.task.clean.to(w.device))
+    clean, corrupted = (ids.to(w.device) for ids in w.task.rows(np.arange(w.task.n_prompts)))
+    model = w.model
+    _, clean_cache = model.run_with_cache(clean)
     answer, wrong = w.task.answer.to(w.device), w.task.wrong.to(w.device)
 
     def metric(logits: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from sweep.results.status import done_marks
+
 LAYERS = "[0,6,11]"
 TEMPLATE = "When{a} and{b} went to the store,{s} gave a drink to"
 
@@ -91,13 +93,6 @@ def task_file(path: Path, n: int, tokenizer_dir: Path) -> Path:
     return path
 
 
-def _done(store: Path) -> np.ndarray:
-    try:
-        return np.asarray(zarr.open_group(str(store), mode="r")["_patchsweep/done"][:])
-    except Exception:  # not created yet
-        return np.zeros(0, dtype=np.int32)
-
-
 def sweep_once(
     args: list[str], store: Path, kill_at: float | None = None, stop_after: float | None = None
 ) -> dict:
@@ -114,7 +109,7 @@ def sweep_once(
         pid, _, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
-        done = _done(store)
+        done = done_marks(store)
         count = int((done > 0).sum())
         now = time.perf_counter() - start
         if count and (not seen or count != seen[-1][1]):
@@ -131,7 +126,7 @@ def sweep_once(
     proc.returncode = 0
     out = proc.stdout.read() if proc.stdout else ""
     seconds = time.perf_counter() - start
-    final = int((_done(store) > 0).sum())
+    final = int((done_marks(store) > 0).sum())
     if final and (not seen or seen[-1][1] != final):
         seen.append((seconds, final))
     m = re.search(r"units: (\d+) computed this run.*?(\d+) cells in ([\d.]+) s", out)
@@ -203,7 +198,7 @@ def _row(
     uninterrupted: dict | None = None,
     partial: bool = False,
 ) -> dict:
-    units = int(_done(store).size)
+    units = int(done_marks(store).size)
     block = int(zarr.open_group(str(store), mode="r").attrs["prompt_block"])
     cell_prompts = 3 * 15 * n  # 3 layers x 15 positions x n prompts
     steady = runs[-1]["steady_units_s"]
@@ -211,7 +206,7 @@ def _row(
         "prompts": n,
         "block": block,
         "units": units,
-        "units_done": int((_done(store) > 0).sum()),
+        "units_done": int((done_marks(store) > 0).sum()),
         "peak_mb": max(r["peak_mb"] for r in runs),
         "first_unit_s": runs[0]["first_unit_s"],
         "steady_rate": cell_prompts / units * steady if steady else None,

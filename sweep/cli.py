@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig
 
 from sweep.errors import Interrupted, SweepError
+from sweep.interrupts import Signalled, catching
 
 if TYPE_CHECKING:
     from sweep.driver import SweepSummary
@@ -38,16 +39,23 @@ def _app(cfg: DictConfig) -> None:
         cfg.store.path = job_store(cfg, list(HydraConfig.get().overrides.task))
     try:
         summary = run_config(cfg)
+    except Interrupted as e:
+        fail(str(e), e.exit_code)
+    except SweepError as e:
+        fail(str(e))
+    try:
         print(report(summary))
         if cfg.store.plots:
             from sweep.results.plot import render  # matplotlib loads only for pictures
 
             out = render(summary.path)
             print(f"pictures: {out / 'index.html'} and one PNG per component in {out}")
-    except Interrupted as e:
-        fail(str(e), e.exit_code)
-    except SweepError as e:
-        fail(str(e))
+    except Signalled as e:
+        fail(
+            f"interrupted after the sweep: {summary.path} is complete; draw its pictures "
+            f"with python -m sweep.plot {summary.path}",
+            e.exit_code,
+        )
 
 
 def job_store(cfg: DictConfig, overrides: list[str]) -> str:
@@ -170,10 +178,13 @@ def check_overrides(argv: list[str]) -> None:
 
     args, _ = get_args_parser().parse_known_args(argv)
     overrides = [o for o in args.overrides if not o.lstrip("+~").startswith("hydra")]
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException as e:
-        raise SweepError(_one_line(e)) from None
+    parser = OverridesParser.create()
+    for o in overrides:
+        try:
+            parser.parse_overrides([o])
+        except HydraException as e:
+            raise SweepError(_unparsed(o, e)) from None
+    parsed = parser.parse_overrides(overrides)
     first, variants = [], []
     for o in parsed:
         line = str(o.input_line)
@@ -190,6 +201,29 @@ def check_overrides(argv: list[str]) -> None:
             to_spec(compose_config(job))
         except HydraException as e:
             raise SweepError(_one_line(e)) from None
+
+
+def _unparsed(override: str, e: BaseException) -> str:
+    """An override Hydra's grammar cannot read, as one line saying how to quote it.
+
+    Hydra reads a bare value as a restricted token: letters outside ASCII and most symbols
+    need quotes; a value with spaces that the shell split into two arguments arrives as a
+    second argument without ``=``.
+    """
+    key, eq, value = override.partition("=")
+    if not eq:
+        return (
+            f"{override!r} is not KEY=VALUE; if it is the rest of a value with spaces, "
+            "quote the whole value, e.g. \"store.path='my runs/sweep.zarr'\""
+        )
+    if value[:1] not in "'\"[{":
+        quoted = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return (
+            f"{key}: Hydra cannot read {value!r} unquoted (letters outside ASCII, spaces and "
+            f'symbols need quotes); write "{key}={quoted}" (the double quotes are for the '
+            "shell, the single ones for Hydra)"
+        )
+    return f"{key}: {_one_line(e)}"
 
 
 def _one_line(e: BaseException) -> str:
@@ -217,6 +251,14 @@ def main(argv: list[str] | None = None) -> None:
     if "--help" in argv or "-h" in argv:
         print(help_text())
         return
+    with catching():  # Ctrl-C or SIGTERM at any moment: one line, exit 130 or 143
+        try:
+            _main(argv)
+        except Signalled as e:
+            fail("interrupted before the sweep started; nothing was written", e.exit_code)
+
+
+def _main(argv: list[str]) -> None:
     hydra_only = {"--cfg", "-c", "--info", "--shell-completion", "-sc", "--hydra-help"}
     try:
         if not hydra_only & set(argv):

@@ -7,12 +7,9 @@ only writer: each unit's chunk as it arrives, then its done mark.
 
 from __future__ import annotations
 
+import errno
 import logging
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +17,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from sweep import config
+from sweep import config, interrupts
 from sweep.engine.budget import CACHE_SHARE, max_prompt_block, prompt_block
-from sweep.errors import ConfigError, Interrupted, StoreMismatchError
-from sweep.plan import ExactJob, Plan, TaskInfo, make_plan
+from sweep.errors import ConfigError, Interrupted, StoreError, StoreMismatchError
+from sweep.plan import BYTES_PER_VALUE, ExactJob, Plan, TaskInfo, WorkUnit, make_plan
 from sweep.results.analysis import cell_of, top_cells
 from sweep.results.backends import backend_for
 from sweep.results.lease import Lease
@@ -38,7 +35,8 @@ from sweep.results.store import (
     open_results,
     root_attrs,
 )
-from sweep.runners.base import Runner, WorkerFactory, default_worker, make_runner
+from sweep.runners.base import Runner, WorkerFactory, default_worker
+from sweep.runners.choose import make_runner
 from sweep.spec import SweepSpec, fingerprint
 
 log = logging.getLogger(__name__)
@@ -104,26 +102,47 @@ def run_spec(
     backend = backend_for(spec.store.path)
     backend.check_writable()
     lease = Lease(backend, spec.store.lease_timeout_s)
-    exists = is_store(backend)
-    replace = False
     progress = _Progress()
     try:
-        with _signals_as_interrupts(progress):
-            if exists:
-                lease.acquire()  # before the model loads: a second driver fails at once
-                try:
-                    check_same(backend, want)
-                except StoreMismatchError:
-                    if not spec.store.overwrite:
-                        raise
-                    check_only_store(backend)
-                    replace = True
-            runner = make_runner(spec, make_worker)
+        with interrupts.catching():
+            return _run_with_lease(spec, config_yaml, make_worker, want, backend, lease,
+                                   progress, start)  # fmt: skip
+    except interrupts.Signalled as e:
+        raise Interrupted(progress.message(), e.exit_code) from None
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise StoreError(progress.disk_full(str(backend.path))) from None
+
+
+def _run_with_lease(
+    spec: SweepSpec,
+    config_yaml: str,
+    make_worker: WorkerFactory,
+    want: dict[str, Any],
+    backend: Any,
+    lease: Lease,
+    progress: _Progress,
+    start: float,
+) -> SweepSummary:
+    exists = is_store(backend)
+    replace = False
+    try:
+        if exists:
+            lease.acquire()  # before the model loads: a second driver fails at once
             try:
-                return _sweep(spec, config_yaml, want, backend, lease, runner, exists, replace,
-                              progress, start)  # fmt: skip
-            finally:
-                runner.close()
+                check_same(backend, want)
+            except StoreMismatchError:
+                if not spec.store.overwrite:
+                    raise
+                check_only_store(backend)
+                replace = True
+        runner = make_runner(spec, make_worker)
+        try:
+            return _sweep(spec, config_yaml, want, backend, lease, runner, exists, replace,
+                          progress, start)  # fmt: skip
+        finally:
+            runner.close()
     finally:
         lease.release()
 
@@ -134,9 +153,23 @@ class _Progress:
 
     done: int = 0
     total: int = 0
-    critical: bool = False
-    """Inside a chunk write and its done mark: a signal waits until both are written."""
-    pending: int | None = None
+
+    left_bytes: int = 0
+    """Uncompressed bytes of the units not written yet (the store's remaining chunks)."""
+
+    def disk_full(self, path: str) -> str:
+        left = self.total - self.done
+        # Each chunk is a file: a small one still takes a filesystem block (4 KiB).
+        size = max(self.left_bytes, left * 4096)
+        amount = f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.0f} KB"
+        need = f"about {amount} more ({left} chunk files, estimated before compression)"
+        where = f"the disk (or quota) under store.path {path} is full"
+        if not self.total:
+            return f"{where} before the store was made; free space and run the same command"
+        return (
+            f"{where}: {self.done} of {self.total} units are written, the rest need {need}; "
+            "free space and run the same command to resume"
+        )
 
     def message(self) -> str:
         if not self.total:
@@ -146,26 +179,8 @@ class _Progress:
         )
 
 
-@contextmanager
-def _signals_as_interrupts(progress: _Progress) -> Iterator[None]:
-    """SIGINT (Ctrl-C) and SIGTERM stop the sweep with ``Interrupted`` (exit 130 / 143),
-    never between a unit's chunk and its done mark. Only the main thread gets signals."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if progress.critical:
-            progress.pending = signum
-            return
-        raise Interrupted(progress.message(), 128 + signum)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+def _unit_bytes(unit: WorkUnit, plan: Plan) -> int:
+    return unit.n_cells * unit.n_prompts * len(plan.metrics) * BYTES_PER_VALUE
 
 
 def _sweep(
@@ -212,13 +227,12 @@ def _sweep(
     bar = tqdm(total=work, unit=" cell-prompts", unit_scale=True, desc="sweep",
                disable=not spec.runner.progress, smoothing=0.1)  # fmt: skip
     cells, sweep_start = 0, time.perf_counter()
+    progress.left_bytes = sum(_unit_bytes(u, plan) for u in todo)
     for unit, result in runner.run(todo):
-        progress.critical = True
-        store.write(unit, result.values, result.block, run_number)
-        progress.critical = False
-        progress.done += 1
-        if progress.pending is not None:
-            raise Interrupted(progress.message(), 128 + progress.pending)
+        with interrupts.deferred():  # a chunk and its done mark are written together
+            store.write(unit, result.values, result.block, run_number)
+            progress.done += 1
+            progress.left_bytes -= _unit_bytes(unit, plan)
         cells += unit.n_cells
         bar.update(unit.n_cells * unit.n_prompts)
     bar.close()

@@ -148,7 +148,7 @@ def one_forward_per_cell(w: Any, name: str, positions: list[int]) -> np.ndarray:
     out = np.full((n_layers, len(pos_axis), len(head_axis), w.task.n_prompts), np.nan)
     for p_i in range(w.task.n_prompts):
         n = int(w.task.lengths[p_i])
-        clean, corrupted = w.task.clean[p_i : p_i + 1, :n], w.task.corrupted[p_i : p_i + 1, :n]
+        clean, corrupted = (ids[p_i : p_i + 1, :n] for ids in padded(w.task))
         a, b = int(w.task.answer[p_i]), int(w.task.wrong[p_i])
         _, cache = w.model.run_with_cache(clean)
         for layer in range(n_layers):
@@ -163,3 +163,10 @@ def one_forward_per_cell(w: Any, name: str, positions: list[int]) -> np.ndarray:
     shape = [n_layers] + ([len(pos_axis)] if c.has("pos") else [])
     shape += [heads] if c.has("head") or c.has("kv_head") else []
     return out.reshape(*shape, w.task.n_prompts)
+
+
+def padded(task: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A tokenized task's clean and corrupted ids [prompt, pos], every prompt, padded to
+    the longest: what a hand-written reference runs on."""
+    clean, corrupted = task.rows(np.arange(task.n_prompts))
+    return clean, corrupted

@@ -19,12 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pytest
 import zarr
 from helpers import ioi_rows
 
 import sweep
+from sweep.results.status import done_marks
 
 BASE = {
     "model": "native",
@@ -109,6 +109,14 @@ CASES = [
     # Config keys and values: refused before any model loads.
     Case("unknown key", {"grid.colour": "red"}, "grid.colour"),
     Case("wrong type", {"task.n_prompts": "many"}, "task.n_prompts"),
+    Case("unquoted non-ASCII path", {"store.path": "runs/é.zarr"}, "store.path='runs/é.zarr'"),
+    Case("unquoted task path", {"task": "prompts", "task.path": "tâche.jsonl"}, "task.path='"),
+    Case(
+        "value split by the shell",
+        {"store.path": "my"},
+        "quote the whole value",
+        extra=("runs/s.zarr",),
+    ),
     Case("unknown group option", {"intervention": "scramble"}, "intervention=scramble"),
     Case("unknown component", {"grid.components": "[attn_in]"}, "grid.components"),
     Case("unknown metric", {"metric.names": "[accuracy]"}, "metric.names"),
@@ -309,6 +317,35 @@ def _argv(case: Case) -> list[str]:
     return [*case.extra, *(f"{k}={v}" for k, v in merged.items() if v is not None)]
 
 
+def test_a_quoted_path_with_spaces_and_non_ascii_letters_works(tmp_path: Path) -> None:
+    """The quoting the refusal above suggests: a sweep, its status and its pictures."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    args = [f"{k}={v}" for k, v in {**BASE, "store.plots": "true"}.items() if k != "store.path"]
+    store = tmp_path / "my runs" / "é.zarr"
+    commands = [
+        ["sweep", *args, f"store.path='{store}'"],
+        ["sweep.status", str(store)],
+        ["sweep.plot", str(store)],
+    ]
+    for cmd in commands:
+        out = subprocess.run(
+            [sys.executable, "-m", *cmd], cwd=tmp_path, capture_output=True, text=True,
+            timeout=300, env=env,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+    assert (
+        "100.0%"
+        in subprocess.run(
+            [sys.executable, "-m", "sweep.status", str(store)],
+            capture_output=True,
+            text=True,
+            env=env,
+        ).stdout
+    )
+    assert (store.parent / "é.plots" / "index.html").is_file()
+    assert sweep.open_results(str(store)).sizes["prompt"] == 2
+
+
 def test_the_suite_covers_forty_bad_inputs() -> None:
     assert len(CASES) + 2 >= 40  # + the two signals below
     assert len({c.id for c in CASES}) == len(CASES)
@@ -340,12 +377,8 @@ def _wait_for_units(path: Path, proc: subprocess.Popen[str], n: int) -> None:
     while True:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
-        try:
-            done = np.asarray(zarr.open_group(str(path), mode="r")["_patchsweep/done"][:])
-            if (done > 0).sum() >= n:
-                return
-        except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
-            pass
+        if (done_marks(path) > 0).sum() >= n:
+            return
         time.sleep(0.05)
 
 
@@ -369,7 +402,7 @@ def test_a_signal_stops_with_a_count_and_the_same_command_resumes(
     assert "Traceback" not in err
     assert len(lines) == 1 and lines[0].startswith("patchsweep: error: interrupted: "), err
     done = int(lines[0].split("interrupted: ")[1].split(" of ")[0])
-    stored = np.asarray(zarr.open_group(str(tmp_path / "s.zarr"))["_patchsweep/done"][:])
+    stored = done_marks(tmp_path / "s.zarr")
     assert done == int((stored > 0).sum()) >= 1
     assert "run the same command to resume" in lines[0]
     assert not (tmp_path / "s.zarr" / "_patchsweep" / "lease.json").exists()

@@ -10,6 +10,7 @@ from hydra.errors import ConfigCompositionException
 
 import sweep
 from sweep.errors import ConfigError, StoreError, StoreMismatchError, TaskError
+from tests.helpers import padded
 
 
 def _run(tmp_path: Path, *overrides: str, model: str = "native") -> Path:
@@ -180,10 +181,11 @@ def test_keys_of_a_grouped_query_model_are_swept_per_key_value_head(tmp_path: Pa
     def metric(logits: torch.Tensor) -> torch.Tensor:
         return logits[rows, -1, t.answer] - logits[rows, -1, t.wrong]
 
-    _, cache = w.model.run_with_cache(t.clean)
+    clean, corrupted = padded(t)
+    _, cache = w.model.run_with_cache(clean)
     with torch.no_grad():
         ref = tlp.get_act_patch_attn_head_k_all_pos(
-            w.model, t.corrupted, cache, metric, reduce="none"
+            w.model, corrupted, cache, metric, reduce="none"
         ).values.numpy()
     assert ref.shape[1] == 2  # [layer, key/value head, prompt]
     got = ds["k"].sel(metric="logit_diff").values

@@ -12,8 +12,6 @@ xarray or pandas objects. Torch-free.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -100,25 +98,29 @@ def effect_summary(
 def bootstrap_ci(
     values: xr.DataArray, dim: str = "prompt", ci: float = 0.95, n_boot: int = 1000, seed: int = 0
 ) -> tuple[xr.DataArray, xr.DataArray]:
-    """Percentile bootstrap interval of the mean over ``dim``, resampling the entries
-    that are not NaN (per cell). On a lazy (dask) store it runs block by block of cells,
-    each with all of its prompts, so the whole variable is never in memory at once."""
-    size = values.sizes[dim]
-    picks = np.random.default_rng(seed).integers(0, size, (n_boot, size))
-    # How often each resample draws each prompt: a resample's mean over the prompts that
-    # are not NaN is then two products with these counts, so memory is cells x n_boot, not
-    # cells x n_boot x prompts.
-    rows = np.repeat(np.arange(n_boot), size)
-    counts = np.bincount(rows * size + picks.ravel(), minlength=n_boot * size)
-    weights = counts.reshape(n_boot, size).T.astype(float)  # [dim, n_boot]
+    """Percentile bootstrap interval of the mean over ``dim``, each cell resampled from
+    the entries that reach it (are not NaN) only.
+
+    Cells are grouped by which prompts reach them (that follows from the prompts' lengths,
+    so there are few groups); a group of ``m`` prompts draws ``m`` of them per resample
+    from a generator seeded by ``seed`` alone, so prompts that never reach a cell do not
+    change its interval. On a lazy (dask) store it runs block by block of cells, each
+    with all of its prompts, so the whole variable is never in memory at once.
+    """
     quantiles = [(1 - ci) / 2, (1 + ci) / 2]
 
     def interval(data: np.ndarray) -> np.ndarray:  # [..., dim] -> [..., 2]
-        with warnings.catch_warnings():  # a cell no prompt reaches is NaN, not a warning
-            warnings.simplefilter("ignore", RuntimeWarning)
-            seen = ~np.isnan(data)
-            means = (np.where(seen, data, 0.0) @ weights) / (seen @ weights)  # [..., n_boot]
-            return np.moveaxis(np.nanquantile(means, quantiles, axis=-1), 0, -1)
+        flat = data.reshape(-1, data.shape[-1])
+        out = np.full((flat.shape[0], 2), np.nan)
+        reach = ~np.isnan(flat)
+        patterns, group = np.unique(reach, axis=0, return_inverse=True)
+        for g, pattern in enumerate(patterns):
+            cols = np.flatnonzero(pattern)
+            if cols.size:
+                cells = np.flatnonzero(group.ravel() == g)
+                means = flat[np.ix_(cells, cols)] @ _draw_counts(cols.size, n_boot, seed)
+                out[cells] = np.quantile(means / cols.size, quantiles, axis=-1).T
+        return out.reshape(*data.shape[:-1], 2)
 
     if values.chunks is not None:
         values = values.chunk({dim: -1})
@@ -128,6 +130,15 @@ def bootstrap_ci(
         dask_gufunc_kwargs={"output_sizes": {"bound": 2}},
     )  # fmt: skip
     return bounds.isel(bound=0, drop=True), bounds.isel(bound=1, drop=True)
+
+
+def _draw_counts(m: int, n_boot: int, seed: int) -> np.ndarray:
+    """How often each of ``m`` prompts is drawn in each of ``n_boot`` resamples of ``m``:
+    a resample's mean is then one product with these counts, so memory is cells x n_boot,
+    not cells x n_boot x prompts. ``[m, n_boot]``."""
+    picks = np.random.default_rng(seed).integers(0, m, (n_boot, m))
+    rows = np.repeat(np.arange(n_boot), m)
+    return np.bincount(rows * m + picks.ravel(), minlength=n_boot * m).reshape(n_boot, m).T
 
 
 def top_cells(

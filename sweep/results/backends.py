@@ -18,6 +18,7 @@ from typing import Any
 from urllib.request import url2pathname
 
 from sweep.errors import ConfigError, StoreError
+from sweep.pids import pid_alive
 
 
 class Backend(ABC):
@@ -219,7 +220,6 @@ def _existing_parent(path: Path) -> Path:
 def remove_leftovers(parent: Path, name: str) -> list[Path]:
     """Temporary directories of store creations whose process died (``.NAME.tmp-PID``,
     ``.NAME.old-PID``): patchsweep made them, nobody else will finish them."""
-    from sweep.results.lease import pid_alive
 
     removed = []
     for d in parent.glob(f".{name}.*-*"):

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
 from sweep.errors import StoreBusyError
+from sweep.pids import pid_alive
 from sweep.results.backends import Backend
 
 log = logging.getLogger(__name__)
@@ -47,16 +48,6 @@ class Holder:
         if self.host == socket.gethostname():
             return not pid_alive(self.pid)
         return now - self.renewed > timeout_s
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's live process
-    return True
 
 
 def read_holder(backend: Backend) -> Holder | None:

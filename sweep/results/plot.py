@@ -6,9 +6,10 @@ Each heatmap shows the normalized effect, (patched - corrupted) / (clean - corru
 each cell over the prompts that reach it (``sweep.results.analysis.normalized``): 1 = the
 cell alone gives the clean run's behaviour, 0 = no change from the corrupted run. Layer x
 position maps label positions with prompt 0's tokens (clean/corrupted where they differ;
--1 is each prompt's own last token); layer x head maps label heads; components with both
-(``z_by_pos``...) get one row per layer and head. The HTML page holds every component
-and metric in one self-contained file (no network), switchable and with values on hover.
+-1 is each prompt's own last token); layer x head maps label heads (grouped-query ``k``/``v``:
+key/value heads, ``KV0``...); components with both (``z_by_pos``, ``k_by_pos``...) get one
+row per layer and head. The HTML page holds every component and metric in one
+self-contained file (no network), switchable and with values on hover.
 """
 
 from __future__ import annotations
@@ -50,14 +51,18 @@ def heatmap(ds: xr.Dataset, name: str, metric: str) -> Heatmap:
     """The normalized effect of ``name`` (over the prompts that reach each cell) as a 2-D map."""
     mean = normalized(ds, name).sel(metric=metric)
     layers = [f"L{int(x)}" for x in ds["layer"].values]
+    # Grouped-query k/v are indexed by key/value head, not by query head.
+    head = next((d for d in ("head", "kv_head") if d in mean.dims), None)
+    prefix = "KV" if head == "kv_head" else "H"
+    heads = [f"{prefix}{int(h)}" for h in ds[head].values] if head is not None else []
     if "pos" in mean.dims:
         cols, col_title = _position_labels(ds), "position (tokens of prompt 0)"
     else:
-        cols, col_title = [f"H{int(h)}" for h in ds["head"].values], "head"
-    if "pos" in mean.dims and "head" in mean.dims:
-        values = mean.transpose("layer", "head", "pos").values.reshape(-1, len(cols))
-        rows = [f"{la}H{int(h)}" for la in layers for h in ds["head"].values]
-        return Heatmap(name, metric, values, rows, cols, "layer, head", col_title)
+        cols, col_title = heads, head or ""
+    if "pos" in mean.dims and head is not None:
+        values = mean.transpose("layer", head, "pos").values.reshape(-1, len(cols))
+        rows = [f"{la}{h}" for la in layers for h in heads]
+        return Heatmap(name, metric, values, rows, cols, f"layer, {head}", col_title)
     return Heatmap(
         name, metric, mean.transpose("layer", ...).values, layers, cols, "layer", col_title
     )

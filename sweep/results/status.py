@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,28 +98,42 @@ def _runs(location: str) -> list[dict[str, Any]]:
     return [dict(r) for r in runs] if isinstance(runs, list) else []
 
 
-def _lease_timeout(text: str) -> float:
+def _parse_config(text: str) -> dict[str, Any]:
+    """The store's config (YAML text); empty where it cannot be read."""
+    try:
+        cfg = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _setting(cfg: dict[str, Any], key: str) -> Any:
+    group, _, name = key.partition(".")
+    section = cfg.get(group)
+    return section.get(name) if isinstance(section, dict) else None
+
+
+def _lease_timeout(cfg: dict[str, Any]) -> float:
     """The store's own ``store.lease_timeout_s`` (a sweep on shared storage may renew its
     lease less often than the default)."""
-    try:
-        value = ((yaml.safe_load(text) or {}).get("store") or {}).get("lease_timeout_s")
-    except (yaml.YAMLError, AttributeError):
-        value = None
+    value = _setting(cfg, "store.lease_timeout_s")
     return float(value) if isinstance(value, (int, float)) and value > 0 else 120.0
 
 
-def _config_lines(text: str) -> dict[str, Any]:
+def _config_lines(cfg: dict[str, Any]) -> dict[str, Any]:
+    values = {key: _setting(cfg, key) for key in KEY_LINES}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def done_marks(path: str | os.PathLike[str]) -> np.ndarray:
+    """Each unit's done mark, in unit order: 0 not done, else the number of the run that
+    wrote it; empty while the store does not exist yet. Cheap enough to watch a running
+    sweep with (the status report counts from the same array)."""
+    backend = backend_for(str(path))
     try:
-        cfg = yaml.safe_load(text) or {}
-    except yaml.YAMLError:
-        return {}
-    out = {}
-    for key in KEY_LINES:
-        group, _, name = key.partition(".")
-        value = (cfg.get(group) or {}).get(name)
-        if value is not None:
-            out[key] = value
-    return out
+        return np.asarray(array(zarr.open_group(backend.location, mode="r"), f"{META}/done")[:])
+    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
+        return np.zeros(0, dtype=np.int32)
 
 
 def status(path: str, verify: bool = False) -> StoreStatus:
@@ -128,6 +143,7 @@ def status(path: str, verify: bool = False) -> StoreStatus:
         raise SweepError(f"STORE: {path}: no such store")
     check_format(backend)
     attrs = root_attrs(backend)
+    cfg = _parse_config(str(attrs.get("config", "")))
     group = zarr.open_group(backend.location, mode="r")
     names = list(attrs.get("components", []))
     units = _units(group, names)
@@ -151,15 +167,20 @@ def status(path: str, verify: bool = False) -> StoreStatus:
         cell_prompts=(cells_done, cells_total),
         runs=_runs(backend.location),
         holder=holder.describe() if holder is not None else None,
-        config=_config_lines(str(attrs.get("config", ""))),
+        config=_config_lines(cfg),
     )
     if verify:
-        _verify(out, backend, group, units, done)
+        _verify(out, backend, group, units, done, _lease_timeout(cfg))
     return out
 
 
 def _verify(
-    out: StoreStatus, backend: Any, group: zarr.Group, units: list[Unit], done: Any
+    out: StoreStatus,
+    backend: Any,
+    group: zarr.Group,
+    units: list[Unit],
+    done: Any,
+    lease_timeout_s: float,
 ) -> None:
     layer_coords = [int(x) for x in np.asarray(array(group, "layer")[:])]
     present = {n: backend.files(n) for n in out.units_done}
@@ -181,7 +202,7 @@ def _verify(
     out.verified = True
     out.damaged = [u.where(layer_coords) for u in bad]
     if bad:
-        lease = Lease(backend, _lease_timeout(str(root_attrs(backend).get("config", ""))))
+        lease = Lease(backend, lease_timeout_s)
         try:
             lease.acquire()
         except StoreBusyError:
@@ -211,6 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     except SweepError as e:
         print(f"patchsweep: error: {e}", file=sys.stderr)  # noqa: T201
         sys.exit(2)
-    print(result.report())  # noqa: T201
+    try:
+        print(result.report(), flush=True)  # noqa: T201
+    except BrokenPipeError:  # `... | head` closed the pipe: what it wanted was printed
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if result.damaged:
         sys.exit(1)

@@ -65,13 +65,3 @@ class Runner(ABC):
 
     def close(self) -> None:  # noqa: B027 (the in-process runner holds nothing)
         """Release workers (and a Ray connection this runner made)."""
-
-
-def make_runner(spec: SweepSpec, make_worker: WorkerFactory = default_worker) -> Runner:
-    if spec.runner.kind == "ray":
-        from sweep.runners.ray import RayRunner  # only the Ray runner imports ray
-
-        return RayRunner(spec, make_worker)
-    from sweep.runners.local import LocalRunner
-
-    return LocalRunner(spec, make_worker)

@@ -18,6 +18,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
+from sweep import interrupts
 from sweep.errors import ConfigError, SweepError
 from sweep.plan import Job
 from sweep.runners.affinity import BlockQueue
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 
 # A dead or restarting actor: the unit goes back to the queue and the worker is replaced.
 LOST_WORKER = (RayActorError, ActorUnavailableError)
+POLL_S = 0.2
+"""How often a wait on Ray looks for a Ctrl-C: Ray's calls run with signals deferred."""
 
 
 class _RayWorker:
@@ -134,10 +137,21 @@ class RayRunner(Runner):
         super().__init__(spec, make_worker)
         assert isinstance(spec.runner, RayRunnerSpec)
         self.settings = spec.runner
-        self.owns_connection = connect(spec.runner)
-        resources = ray.cluster_resources()
+        self.slots: list[_Slot] = []
+        self.owns_connection = False
+        try:
+            with interrupts.deferred():  # a cut ray.init leaves Ray's agents running
+                self.owns_connection = connect(spec.runner)
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> None:
+        with interrupts.deferred():
+            resources = ray.cluster_resources()
         gpus = float(resources.get("GPU", 0.0))
-        n = default_num_workers(spec.runner.num_workers, gpus)
+        n = default_num_workers(self.settings.num_workers, gpus)
         self.threads = max(1, int(resources.get("CPU", 1)) // n)
         self.actor_class = ray.remote(_RayWorker).options(
             num_gpus=1 if gpus >= 1 else 0,
@@ -146,12 +160,11 @@ class RayRunner(Runner):
             num_cpus=0,
             max_restarts=0,
         )
-        self.slots = [_Slot(self._new_actor()) for _ in range(n)]
-        try:
-            self.worker_info = self._get([s.actor.setup.remote() for s in self.slots])
-        except BaseException:
-            self.close()
-            raise
+        with interrupts.deferred():
+            for _ in range(n):
+                self.slots.append(_Slot(self._new_actor()))
+            setups = [s.actor.setup.remote() for s in self.slots]
+        self.worker_info = self._get(setups)
         log.info("ray: %d workers, %d torch threads each", n, self.threads)
 
     @property
@@ -167,10 +180,16 @@ class RayRunner(Runner):
         return self.actor_class.remote(self.spec, self.threads, self.make_worker)
 
     def _get(self, refs: Any) -> Any:
-        try:
-            return ray.get(refs)
-        except RayTaskError as e:
-            raise _unwrap(e) from None
+        """``ray.get``, waiting in short steps so that a Ctrl-C stops it between them."""
+        with interrupts.deferred():
+            waiting = list(refs) if isinstance(refs, list) else [refs]
+            while waiting:
+                _, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=POLL_S)
+                interrupts.check()
+            try:
+                return ray.get(refs)
+            except RayTaskError as e:
+                raise _unwrap(e) from None
 
     def _execute(self, jobs: Sequence[J]) -> Iterator[tuple[J, Any]]:
         """Keep ``in_flight_per_worker`` jobs queued on each worker, a prompt block's jobs
@@ -180,11 +199,16 @@ class RayRunner(Runner):
         pending: dict[Any, tuple[int, int, J]] = {}
         limit = self.settings.in_flight_per_worker
         while queue or pending:
-            for i, slot in enumerate(self.slots):
-                while slot.in_flight < limit and (job := queue.take(i)) is not None:
-                    pending[slot.actor.execute.remote(job)] = (i, slot.generation, job)
-                    slot.in_flight += 1
-            [ref], _ = ray.wait(list(pending), num_returns=1)
+            with interrupts.deferred():
+                for i, slot in enumerate(self.slots):
+                    while slot.in_flight < limit and (job := queue.take(i)) is not None:
+                        pending[slot.actor.execute.remote(job)] = (i, slot.generation, job)
+                        slot.in_flight += 1
+                ready: list[Any] = []
+                while not ready:
+                    ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
+                    interrupts.check()
+            ref = ready[0]
             i, generation, job = pending.pop(ref)
             slot = self.slots[i]
             if generation == slot.generation:
@@ -208,15 +232,20 @@ class RayRunner(Runner):
                 "Run the same command again to resume, or raise runner.max_worker_restarts"
             ) from cause
         log.warning("worker %d died (%s); replacing it and re-queueing its jobs", i, cause)
-        ray.kill(slot.actor, no_restart=True)
-        slot.actor = self._new_actor()
-        slot.actor.setup.remote()  # runs before any job sent to it: actor calls are ordered
+        with interrupts.deferred():
+            ray.kill(slot.actor, no_restart=True)
+            slot.actor = self._new_actor()
+            slot.actor.setup.remote()  # runs before any job sent to it: actor calls are ordered
         slot.generation += 1
         slot.restarts += 1
         slot.in_flight = 0
 
     def close(self) -> None:
-        for slot in getattr(self, "slots", []):
-            ray.kill(slot.actor, no_restart=True)
-        if self.owns_connection:
-            ray.shutdown()
+        """Stop the workers, and Ray if this runner started it; a Ctrl-C waits for it,
+        so no Ray process of this sweep is left behind."""
+        with interrupts.deferred():
+            for slot in self.slots:
+                ray.kill(slot.actor, no_restart=True)
+            self.slots = []
+            if self.owns_connection:
+                ray.shutdown()

@@ -9,6 +9,7 @@ own longest prompt.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,8 @@ import torch
 from sweep.errors import TaskError
 from sweep.tasks.base import Example
 from sweep.tasks.prompts import json_lines
+
+log = logging.getLogger(__name__)
 
 BATCH = 1024
 """Examples tokenized per call of the tokenizer."""
@@ -60,15 +63,6 @@ class TokenizedTask:
             out[0, j, :n] = self.clean_ids[o : o + n]
             out[1, j, :n] = self.corrupted_ids[o : o + n]
         return torch.from_numpy(out[0]), torch.from_numpy(out[1])
-
-    @property
-    def clean(self) -> torch.Tensor:
-        """[prompt, pos] every prompt, padded to the longest (for small tasks)."""
-        return self.rows(np.arange(self.n_prompts))[0]
-
-    @property
-    def corrupted(self) -> torch.Tensor:
-        return self.rows(np.arange(self.n_prompts))[1]
 
 
 def _ids_batch(model: Any, texts: list[str], bos: bool) -> list[list[int]]:
@@ -121,6 +115,8 @@ def tokenize(examples: Iterable[Example], model: Any) -> TokenizedTask:
     bos = bool(model.cfg.default_prepend_bos)
     n_ctx = int(model.cfg.n_ctx)
     clean_parts, corr_parts, lengths, answer, wrong = [], [], [], [], []
+    unk = _unknown_id(model)
+    with_unk = 0
     for batch in _batches(examples, BATCH):
         clean = _ids_batch(model, [ex.clean for ex in batch], bos)
         corrupted = _ids_batch(model, [ex.corrupted for ex in batch], bos)
@@ -128,11 +124,20 @@ def tokenize(examples: Iterable[Example], model: Any) -> TokenizedTask:
         wrongs = _ids_batch(model, [ex.wrong for ex in batch], False)
         for ex, c, k, a, w in zip(batch, clean, corrupted, answers, wrongs, strict=True):
             _check(model, ex, c, k, a, w, n_ctx)
+            with_unk += unk is not None and (unk in c or unk in k)
             clean_parts.append(c)
             corr_parts.append(k)
             lengths.append(len(c))
             answer.append(a[0])
             wrong.append(w[0])
+    if with_unk:
+        # A warning, not a refusal: a prompt may hold a rare character on purpose, and its
+        # metric still reads real answer tokens; only the answers must be known tokens.
+        log.warning(
+            "%d of %d prompts hold the tokenizer's unknown token %r (words it does not know); "
+            "their activations at those positions stand for any unknown word",
+            with_unk, len(lengths), model.tokenizer.unk_token,
+        )  # fmt: skip
     n = np.array(lengths, dtype=np.int64)
     return TokenizedTask(
         clean_ids=np.fromiter((t for r in clean_parts for t in r), np.int32, int(n.sum())),
@@ -165,11 +170,28 @@ def _check(
                 f"{ex.source}: {field} {text!r} is {len(ids)} tokens {pieces} for this "
                 "model's tokenizer; it must be exactly one token (mind the leading space)"
             )
+        unk = model.tokenizer.unk_token
+        if ids[0] == model.tokenizer.unk_token_id and text.strip() != unk:
+            raise TaskError(
+                f"{ex.source}: {field} {text!r} is not in this model's vocabulary (the "
+                f"tokenizer reads it as its unknown token {unk!r}); the metric would compare "
+                "the unknown token's logit: use a word the tokenizer knows"
+            )
     if a == w:
         raise TaskError(
             f"{ex.source}: answer {ex.answer!r} and wrong {ex.wrong!r} are the same token "
             "for this tokenizer; the metric would be 0 everywhere"
         )
+
+
+def _unknown_id(model: Any) -> int | None:
+    """The unknown token's id, where it is a token of its own: byte-level tokenizers such as
+    GPT-2's never produce one and name their BOS/EOS as unknown, which prompts hold."""
+    tok = model.tokenizer
+    unk = tok.unk_token_id
+    if unk is None or unk in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id):
+        return None
+    return int(unk)
 
 
 def token_strings(model: Any, ids: torch.Tensor, lengths: torch.Tensor) -> list[list[str]]:

@@ -19,6 +19,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 import sweep
 from sweep.components import COMPONENTS
+from tests.helpers import padded
 
 FORWARDS = {"llama": "LlamaForward", "mistral": "LlamaForward", "qwen2": "LlamaForward",
             "gemma2": "Gemma2Forward", "neox": "NeoXForward", "gptj": "GPTJForward"}  # fmt: skip
@@ -97,7 +98,7 @@ def test_the_family_forward_is_chosen_and_bos_lines_up(
     model = w.model
     text = ioi_rows(2)[0]["clean"]
     want = model.to_tokens(text)[0]  # TransformerLens' own tokenization of the prompt
-    got = w.task.clean[0, : int(w.task.lengths[0])]
+    got = padded(w.task)[0][0, : int(w.task.lengths[0])]
     assert got.tolist() == want.tolist()
     bos = model.tokenizer.bos_token_id
     assert (int(got[0]) == bos) == (name in BOS_ADDED or bool(model.cfg.default_prepend_bos))

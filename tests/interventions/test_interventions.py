@@ -18,6 +18,7 @@ from sweep.engine.cells import position_mean
 from sweep.engine.worker import Worker
 from sweep.errors import ConfigError, TaskError
 from sweep.interventions.resample import donors
+from tests.helpers import padded
 
 CHECKED = ["resid_pre", "attn_out", "mlp_out", "z", "z_by_pos", "v_by_pos", "pattern"]
 """One component of every activation layout and patch kind (all 14 are checked for
@@ -55,10 +56,11 @@ def test_noising_equals_transformerlens_with_roles_swapped(tmp_path: Path) -> No
     def metric(logits: torch.Tensor) -> torch.Tensor:
         return logits[rows, -1, t.answer] - logits[rows, -1, t.wrong]
 
-    _, corrupted_cache = w.model.run_with_cache(t.corrupted)
+    clean_ids, corrupted_ids = padded(t)
+    _, corrupted_cache = w.model.run_with_cache(corrupted_ids)
     for name, fn in TL_FUNCTIONS.items():
         with torch.no_grad():
-            ref = fn(w.model, t.clean, corrupted_cache, metric, reduce="none").values.numpy()
+            ref = fn(w.model, clean_ids, corrupted_cache, metric, reduce="none").values.numpy()
         got = ds[name].sel(metric="logit_diff").values
         np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0, err_msg=name)
     # Noising moves the clean run towards the corrupted one somewhere.
@@ -72,14 +74,15 @@ def _hand_ablation(w: Worker, name: str, value_of: Any) -> np.ndarray:
     c = get_component(name)
     t = w.task
     rows = torch.arange(t.n_prompts)
-    _, cache = w.model.run_with_cache(t.clean)
+    clean_ids = padded(t)[0]
+    _, cache = w.model.run_with_cache(clean_ids)
     out = []
     for layer in range(w.shape.n_layers):
         value = value_of(layer, cache[c.hook_name(layer)])
         for pos in range(t.seq_len) if c.has("pos") else [-1]:
             for head in range(w.shape.n_heads) if c.has("head") else [-1]:
                 hook = (c.hook_name(layer), set_cell(c, value, pos, head))
-                logits = w.model.run_with_hooks(t.clean, fwd_hooks=[hook])[:, -1]
+                logits = w.model.run_with_hooks(clean_ids, fwd_hooks=[hook])[:, -1]
                 out.append((logits[rows, t.answer] - logits[rows, t.wrong]).numpy())
     grid = [t.seq_len] if c.has("pos") else []
     grid += [w.shape.n_heads] if c.has("head") else []
@@ -191,13 +194,14 @@ def test_every_metric_equals_a_direct_computation_from_the_logits(tmp_path: Path
     w = _worker(over)
     t = w.task
     rows = torch.arange(t.n_prompts)
+    clean_ids, corrupted_ids = padded(t)
     with torch.no_grad():
-        clean_logits, cache = w.model.run_with_cache(t.clean)
+        clean_logits, cache = w.model.run_with_cache(clean_ids)
         clean = clean_logits[:, -1]
         c = get_component("resid_pre")
         for layer, pos in [(0, 3), (1, t.seq_len - 1), (2, 5)]:
             hook = (c.hook_name(layer), set_cell(c, cache[c.hook_name(layer)], pos, -1))
-            logits = w.model.run_with_hooks(t.corrupted, fwd_hooks=[hook])[:, -1]
+            logits = w.model.run_with_hooks(corrupted_ids, fwd_hooks=[hook])[:, -1]
             want = {
                 "logit_diff": logits[rows, t.answer] - logits[rows, t.wrong],
                 "prob": F.softmax(logits, -1)[rows, t.answer],

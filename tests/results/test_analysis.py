@@ -70,6 +70,25 @@ def test_summarize_skips_nan_prompts() -> None:
     assert s["ci_low"].values[1] == s["ci_high"].values[1] == 2.0  # constant: no spread
 
 
+def test_bootstrap_interval_ignores_prompts_that_do_not_reach_the_cell() -> None:
+    reached = [0.1, 0.5, 1.2, 2.0]
+    alone = analysis.summarize(xr.DataArray([reached], dims=("pos", "prompt")), seed=3)
+    # The same four values among 12 prompts that end before this position (NaN here), and
+    # spread over the prompt axis in another order; a second cell reached by all 16.
+    mixed = np.full((2, 16), np.nan)
+    mixed[0, [2, 5, 11, 15]] = reached
+    mixed[1] = np.linspace(-1.0, 1.0, 16)
+    among = analysis.summarize(xr.DataArray(mixed, dims=("pos", "prompt")), seed=3)
+    for bound in ("ci_low", "ci_high"):
+        assert among[bound].values[0] == pytest.approx(alone[bound].values[0], abs=1e-12)
+    assert among["n"].values.tolist() == [4, 16]
+    # Every resample draws 4 of the 4 reaching values: the interval is inside their range
+    # and narrower than min..max (the old code drew 16 with replacement, averaging the few
+    # non-NaN draws, which reached the extremes).
+    low, high = alone["ci_low"].values[0], alone["ci_high"].values[0]
+    assert min(reached) < low < high < max(reached)
+
+
 def test_top_cells_ranks_every_component(ds: xr.Dataset) -> None:
     top = analysis.top_cells(ds, k=5)
     base = ds["corrupted_baseline"].sel(metric="logit_diff").values  # [prompt]

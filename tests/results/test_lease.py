@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import xarray as xr
 import zarr
@@ -20,6 +19,7 @@ import zarr
 from sweep.errors import StoreBusyError
 from sweep.results.backends import backend_for
 from sweep.results.lease import LEASE, Lease, read_holder
+from sweep.results.status import done_marks
 
 SLOW = [
     "model=native",
@@ -64,12 +64,7 @@ def _cli(tmp: Path, store: Path, *extra: str) -> subprocess.CompletedProcess[str
 
 
 def _done(store: Path) -> int:
-    try:
-        return int(
-            (np.asarray(zarr.open_group(str(store), mode="r")["_patchsweep/done"][:]) > 0).sum()
-        )
-    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
-        return 0
+    return int((done_marks(store) > 0).sum())
 
 
 def _wait(cond, proc: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:

@@ -3,6 +3,7 @@ recomputed on resume; damaged chunk bytes are found by ``sweep.status --verify``
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -114,3 +115,14 @@ def test_a_crash_during_creation_leaves_a_folder_the_next_run_removes(tmp_path: 
                f"store.path={tmp_path / 's.zarr'}", "runner.progress=false"])  # fmt: skip
     assert not left.exists()
     assert np.asarray(zarr.open_group(str(tmp_path / "s.zarr"))["_patchsweep/done"][:]).all()
+
+
+def test_status_into_a_closed_pipe_prints_no_traceback(finished) -> None:
+    """``python -m sweep.status STORE | head -1``: the reader leaves early; no traceback."""
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before status writes a byte
+    out = subprocess.run([sys.executable, "-m", "sweep.status", str(finished[1])], stdout=w,
+                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+    os.close(w)
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
+    assert out.returncode == 0

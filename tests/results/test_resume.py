@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-import zarr
 
 import sweep
+from sweep.results.status import done_marks
 
 OVERRIDES = [
     "model=native",
@@ -26,13 +26,6 @@ OVERRIDES = [
     "store.prompt_block=2",  # three prompt blocks
     "runner.memory_mb=1.5",  # two cells per forward, so units take a while
 ]
-
-
-def _done(path: Path) -> np.ndarray:
-    try:
-        return np.asarray(zarr.open_group(str(path), mode="r")["_patchsweep/done"][:])
-    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
-        return np.zeros(0, dtype=np.int32)
 
 
 @pytest.mark.slow
@@ -52,7 +45,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     deadline = time.monotonic() + 180
     live = None  # sweep.status of the store while the sweep writes it
     try:
-        while (done := _done(killed)).size == 0 or (done > 0).sum() < done.size // 2:
+        while (done := done_marks(killed)).size == 0 or (done > 0).sum() < done.size // 2:
             if live is None and (done > 0).any():
                 live = sweep.status(str(killed))
             assert proc.poll() is None, log.read_text()
@@ -61,7 +54,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    first = _done(killed)
+    first = done_marks(killed)
     n_first = int((first == 1).sum())
     assert len(first) // 2 <= n_first < len(first), f"killed too late: {n_first} of {len(first)}"
     assert live is not None and live.holder is not None  # the running driver, named
@@ -70,7 +63,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     summary = sweep.run_config(
         sweep.compose_config([*OVERRIDES, f"store.path={killed}", "runner.progress=false"])
     )
-    second = _done(killed)
+    second = done_marks(killed)
     assert summary.units_run == len(first) - n_first
     assert summary.run_number == 2
     # Units done by the killed run were not recomputed; every other unit was, once.

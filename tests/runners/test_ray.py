@@ -20,6 +20,7 @@ import zarr
 import sweep
 from sweep.config import to_spec
 from sweep.errors import ConfigError
+from sweep.results.status import done_marks
 from sweep.runners.ray import RayRunner, default_num_workers
 
 SLOW_GRID = [
@@ -45,12 +46,7 @@ def _workers() -> list[psutil.Process]:
 
 
 def _done_count(path: Path) -> int:
-    try:
-        return int(
-            (np.asarray(zarr.open_group(str(path), mode="r")["_patchsweep/done"][:]) > 0).sum()
-        )
-    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
-        return 0
+    return int((done_marks(path) > 0).sum())
 
 
 def _wait_for(cond, timeout: float = 120.0) -> None:

@@ -13,6 +13,7 @@ import sweep
 from sweep.models import load_model
 from sweep.tasks import ioi, load_examples
 from sweep.tasks.tokenize import single_token, tokenize
+from tests.helpers import padded
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +36,12 @@ def test_ioi_is_seeded_and_well_formed(native) -> None:
         assert ex.answer not in ex.corrupted and ex.wrong not in ex.corrupted
         assert ex.clean.count(ex.wrong.strip()) == 2  # the subject is named twice
     task = tokenize(a, native)
-    assert task.clean.shape == task.corrupted.shape
+    clean, corrupted = padded(task)
+    assert clean.shape == corrupted.shape
     # Clean and corrupted differ only where the names are.
     for i in range(task.n_prompts):
         n = int(task.lengths[i])
-        assert int((task.clean[i, :n] != task.corrupted[i, :n]).sum()) == 3
+        assert int((clean[i, :n] != corrupted[i, :n]).sum()) == 3
 
 
 def test_ioi_leaves_out_multi_token_names() -> None:
