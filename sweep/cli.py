@@ -197,10 +197,7 @@ def check_overrides(argv: list[str]) -> None:
             first.append(line)
     jobs = [first] + [first[:i] + [v] + first[i + 1 :] for i, v in variants]
     for job in jobs:
-        try:
-            to_spec(compose_config(job))
-        except HydraException as e:
-            raise SweepError(_one_line(e)) from None
+        to_spec(compose_config(job))  # a ConfigError names the key
 
 
 def _unparsed(override: str, e: BaseException) -> str:
@@ -223,27 +220,9 @@ def _unparsed(override: str, e: BaseException) -> str:
             f'symbols need quotes); write "{key}={quoted}" (the double quotes are for the '
             "shell, the single ones for Hydra)"
         )
-    return f"{key}: {_one_line(e)}"
+    from sweep.config import hydra_message
 
-
-def _one_line(e: BaseException) -> str:
-    """Hydra's and OmegaConf's multi-line messages, as one line naming the key."""
-    cause = e.__cause__ or e.__context__
-    key = getattr(cause, "full_key", None)
-    text = str(cause if key else e)
-    if key and ("not in struct" in text or re.search(r"Key '\w+' not in", text)):
-        return f"{key}: no such key; see every key with: python -m sweep --cfg job"
-    if key:
-        msg = getattr(cause, "msg", text).strip().splitlines()[0]
-        return f"{key}: {msg}"
-    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
-    missing = re.search(r"Could not find '([\w/]+)'", str(e))
-    if missing:
-        group, _, option = missing.group(1).partition("/")
-        listed = lines[lines.index(next(x for x in lines if x.startswith("Available"))) + 1 :]
-        options = [x for x in listed[: listed.index("Config search path:")] if "base_" not in x]
-        return f"{group}={option}: no such option; choose from: {', '.join(options)}"
-    return "; ".join(lines) if lines else type(e).__name__
+    return f"{key}: {hydra_message(e)}"
 
 
 def main(argv: list[str] | None = None) -> None:

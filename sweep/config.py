@@ -10,6 +10,7 @@ frozen specs, whose ``__post_init__`` checks values. Defaults live in the specs 
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from typing import Any
 
@@ -112,3 +113,24 @@ def result_keys(cfg: DictConfig) -> list[str]:
         spec = next(sp for sp in OPTIONS[group].values() if schema(sp) is twin)
         out += [f"{group}.{f}" for f in s.result_fields(spec)]
     return out
+
+
+def hydra_message(e: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line messages, as one line naming the key (or the
+    group option that does not exist, with the options there are)."""
+    cause = e.__cause__ or e.__context__
+    key = getattr(cause, "full_key", None)
+    text = str(cause if key else e)
+    if key and ("not in struct" in text or re.search(r"Key '\w+' not in", text)):
+        return f"{key}: no such key; see every key with: python -m sweep --cfg job"
+    if key:
+        msg = getattr(cause, "msg", text).strip().splitlines()[0]
+        return f"{key}: {msg}"
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    missing = re.search(r"Could not find '([\w/]+)'", str(e))
+    if missing:
+        group, _, option = missing.group(1).partition("/")
+        listed = lines[lines.index(next(x for x in lines if x.startswith("Available"))) + 1 :]
+        options = [x for x in listed[: listed.index("Config search path:")] if "base_" not in x]
+        return f"{group}={option}: no such option; choose from: {', '.join(options)}"
+    return "; ".join(lines) if lines else type(e).__name__

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +54,14 @@ def conf_dir() -> Path:
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
     """The config ``python -m sweep OVERRIDES`` would run, without Hydra's run directory."""
     from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
 
     config.register()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides or []))
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides or []))
+    except HydraException as e:  # Hydra's multi-line message, as ours: one line, the key
+        raise ConfigError(config.hydra_message(e)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +213,7 @@ def _sweep(
         intervention=iv.kind,
         base_run=_base_run(spec),
         exact=getattr(iv, "verify_top_k", 0) > 0,
+        intervention_keys=_keys(iv),
     )
     if not exists or replace:
         create(backend, plan, info, meta, lease, replace)
@@ -255,6 +260,16 @@ def _sweep(
         prompt_block=plan.prompt_block,
         cache_builds=stats.cache_builds,
     )
+
+
+def _keys(spec: Any) -> dict[str, Any]:
+    """A spec's keys and values, as JSON attributes hold them."""
+    plain = (str, int, float, bool, type(None))
+    out = {}
+    for f in fields(spec):
+        value = getattr(spec, f.name)
+        out[f.name] = value if isinstance(value, plain) else str(value)
+    return out
 
 
 def _prompt_block(spec: SweepSpec, info: TaskInfo, existing: Any) -> int:

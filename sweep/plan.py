@@ -140,9 +140,16 @@ Job = WorkUnit | ExactJob | Describe
 """What a runner sends a worker."""
 
 
+PROMPT_TEXTS = ("clean_text", "corrupted_text", "answer", "wrong", "source")
+"""The task's own strings per prompt, stored along ``prompt`` (``source``: file:line)."""
+PROMPT_IDS = ("answer_id", "wrong_id")
+"""The answer and wrong token ids per prompt, as the metric reads them."""
+
+
 @dataclass(frozen=True)
 class BlockData:
-    """What a prompt block adds to the store besides its units: baselines and tokens."""
+    """What a prompt block adds to the store besides its units: baselines, tokens, and
+    the task's own texts."""
 
     prompt_start: int
     clean_baseline: np.ndarray
@@ -151,6 +158,10 @@ class BlockData:
     clean_str: list[list[str]]
     """[prompt][pos] token strings ('' past a prompt's end), to the block's own width."""
     corrupted_str: list[list[str]]
+    texts: dict[str, list[str]] = field(default_factory=dict)
+    """Each of ``PROMPT_TEXTS`` -> [prompt] strings."""
+    ids: dict[str, np.ndarray] = field(default_factory=dict)
+    """Each of ``PROMPT_IDS`` -> [prompt] token ids."""
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,18 @@ def test_sweep_error_is_one_line_without_traceback(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_run_leaves_only_its_store_and_pictures(tmp_path: Path) -> None:
+    """No Hydra folder per run (outputs/DATE/TIME with .hydra and a log file): a folder
+    of sweeps holds the sweeps."""
+    args = ["model=native", "task=ioi", "task.n_prompts=2", "grid.components=[resid_pre]",
+            "runner.progress=false", "store.path=s.zarr"]  # fmt: skip
+    out = _cli(tmp_path, *args)
+    assert out.returncode == 0, out.stderr
+    assert "sweep.driver][INFO] - " in out.stdout  # the log is still shown
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.plots", "s.zarr"]
+
+
+@pytest.mark.slow
 def test_multirun_gives_each_job_its_own_store_and_resumes(tmp_path: Path) -> None:
     """The bug: ``-m task.n_prompts=4,8 store.chunk_kb=1,1024`` refused its second job (both
     got one store name), and a fixed store.path turned per-job names off."""
@@ -54,6 +66,9 @@ def test_multirun_gives_each_job_its_own_store_and_resumes(tmp_path: Path) -> No
     again = _cli(tmp_path, *args)  # the same command finds the same stores: nothing to do
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("units: 0 computed this run") == 4
+    # Hydra's own record of a multirun, without a folder per job.
+    assert {p.name for p in tmp_path.iterdir()} == {"runs", "multirun"}
+    assert [p.name for p in tmp_path.glob("multirun/*/*/*")] == ["multirun.yaml"] * 2
 
 
 def test_multirun_store_names_keep_urls_and_directories() -> None:

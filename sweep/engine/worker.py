@@ -153,12 +153,24 @@ class Worker:
         if "data" not in block.extras:
             tokens = (block.clean_tokens, block.corrupted_tokens)
             clean_str, corrupted_str = (token_strings(self.model, t, block.lengths) for t in tokens)
+            examples = [self.task.examples[i] for i in block.prompts]
             block.extras["data"] = BlockData(
                 block.start,
                 block.evaluate(self.metrics, block.clean_logits).cpu().numpy(),
                 block.evaluate(self.metrics, block.corrupted_logits).cpu().numpy(),
                 clean_str,
                 corrupted_str,
+                texts={
+                    "clean_text": [e.clean for e in examples],
+                    "corrupted_text": [e.corrupted for e in examples],
+                    "answer": [e.answer for e in examples],
+                    "wrong": [e.wrong for e in examples],
+                    "source": [e.source for e in examples],
+                },
+                ids={
+                    "answer_id": block.answer.cpu().numpy(),
+                    "wrong_id": block.wrong.cpu().numpy(),
+                },
             )
         return block.extras["data"]
 

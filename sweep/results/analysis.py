@@ -43,22 +43,34 @@ def base_run(ds: xr.Dataset) -> str:
     return str(ds.attrs.get("base_run", "corrupted"))
 
 
-def effect(ds: xr.Dataset, name: str, relative_to: str | None = None) -> xr.DataArray:
+def _metric(ds: xr.Dataset, metric: str | None) -> xr.Dataset:
+    """The store at one metric (its ``metric`` dim dropped), or every metric (None)."""
+    return ds if metric is None else ds.sel(metric=check_metric(ds, metric))
+
+
+def effect(
+    ds: xr.Dataset, name: str, relative_to: str | None = None, *, metric: str | None = None
+) -> xr.DataArray:
     """Per prompt: the cell's value minus that prompt's ``relative_to`` baseline (default:
-    the base run's). NaN where the cell does not exist for the prompt."""
+    the base run's). NaN where the cell does not exist for the prompt. ``metric``: one
+    metric (default: all, along ``metric``)."""
+    ds = _metric(ds, metric)
     baseline = ds[f"{relative_to or base_run(ds)}_baseline"]
     return ds[name] - baseline
 
 
-def normalized(ds: xr.Dataset, name: str, per_prompt: bool = False) -> xr.DataArray:
+def normalized(
+    ds: xr.Dataset, name: str, per_prompt: bool = False, *, metric: str | None = None
+) -> xr.DataArray:
     """(patched - corrupted) / (clean - corrupted): 1 = the cell restores the clean
     behaviour, 0 = no change from the corrupted run.
 
     Per cell, over the prompts that reach it: the mean of (value - corrupted) over the
     mean of (clean - corrupted) of those same prompts (a prompt whose runs barely differ
     would otherwise divide by ~0). ``per_prompt=True``: each prompt's own ratio, with its
-    ``prompt`` dim.
+    ``prompt`` dim. ``metric``: one metric (default: all, along ``metric``).
     """
+    ds = _metric(ds, metric)
     value = ds[name]
     reach = value.notnull()
     clean, corrupted = ds["clean_baseline"], ds["corrupted_baseline"]

@@ -27,7 +27,8 @@ from sweep.results.lease import Lease, read_holder
 from sweep.results.store import META, array, check_format, is_store, root_attrs
 
 KEY_LINES = ("model.name", "task.kind", "task.path", "task.n_prompts", "grid.components",
-             "intervention.kind", "metric.names")  # fmt: skip
+             "intervention.*", "metric.names")  # fmt: skip
+"""The config lines the report shows; ``group.*``: every key of the group."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,15 @@ def _lease_timeout(cfg: dict[str, Any]) -> float:
 
 
 def _config_lines(cfg: dict[str, Any]) -> dict[str, Any]:
-    values = {key: _setting(cfg, key) for key in KEY_LINES}
+    keys: list[str] = []
+    for key in KEY_LINES:
+        group, _, name = key.partition(".")
+        section = cfg.get(group)
+        if name == "*":
+            keys += [f"{group}.{k}" for k in section] if isinstance(section, dict) else []
+        else:
+            keys.append(key)
+    values = {key: _setting(cfg, key) for key in keys}
     return {k: v for k, v in values.items() if v is not None}
 
 

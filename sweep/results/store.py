@@ -15,7 +15,7 @@ import json
 import os
 import socket
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import xarray as xr
 import zarr
 
 from sweep.errors import StoreDamagedError, StoreError, StoreMismatchError
-from sweep.plan import BlockData, Plan, TaskInfo, WorkUnit
+from sweep.plan import PROMPT_IDS, PROMPT_TEXTS, BlockData, Plan, TaskInfo, WorkUnit
 from sweep.results.backends import Backend, backend_for
 from sweep.results.lease import LEASE, Lease, read_holder
 
@@ -53,6 +53,8 @@ class StoreMeta:
     """The run the intervention changed: ``corrupted`` (denoise) or ``clean``."""
     exact: bool = False
     """Also hold ``{component}_exact`` (AtP: exact values of the verified cells)."""
+    intervention_keys: dict[str, Any] = field(default_factory=dict)
+    """Every key of the intervention (``direction``, ``samples``, ...), for people."""
 
 
 # ---------------------------------------------------------------------------- what is at store.path
@@ -260,7 +262,16 @@ def _populate(target: str, plan: Plan, info: TaskInfo, meta: StoreMeta) -> None:
             dimension_names=["prompt", "pos"],
         )  # fmt: skip
         members += [f"{run}_baseline", f"{run}_token"]
-    group.attrs["coordinates"] = "prompt_length clean_token corrupted_token"
+    for name in PROMPT_TEXTS:  # the task's own strings, block by block like the tokens
+        group.create_array(name, shape=(n,), chunks=(block,), dtype=str, fill_value="",
+                           dimension_names=["prompt"])  # fmt: skip
+    for name in PROMPT_IDS:
+        group.create_array(name, shape=(n,), chunks=(block,), dtype="int64", fill_value=-1,
+                           dimension_names=["prompt"])  # fmt: skip
+    members += [*PROMPT_TEXTS, *PROMPT_IDS]
+    group.attrs["coordinates"] = " ".join(
+        ["prompt_length", "clean_token", "corrupted_token", *PROMPT_TEXTS, *PROMPT_IDS]
+    )
     for c in plan.components:
         dims = ["metric", "layer", *c.dims, "prompt"]
         _array(group, c.name, plan.shape(c), plan.chunks(c), dims)
@@ -320,6 +331,7 @@ def _coordinates(plan: Plan, info: TaskInfo, meta: StoreMeta) -> xr.Dataset:
         transformer_lens_version=info.versions["transformer_lens"],
         components=[c.name for c in plan.components],
         intervention=meta.intervention,
+        intervention_keys=meta.intervention_keys,
         base_run=meta.base_run,
         prompt_block=plan.prompt_block,
         engine=info.engine,
@@ -403,6 +415,10 @@ class ResultStore:
             rows = getattr(block, f"{run}_str")
             lengths = self.lengths[prompts]
             self._array(f"{run}_token")[prompts] = _along_pos(rows, lengths, self.positions)
+        for name, values in {**block.texts, **block.ids}.items():
+            if name in self.group:  # stores made before the task's texts were kept lack it
+                dtype = object if name in PROMPT_TEXTS else np.int64
+                self._array(name)[prompts] = np.asarray(values, dtype=dtype)
 
     def write_cells(
         self, name: str, cells: list[dict[str, int]], values: np.ndarray, prompts: slice

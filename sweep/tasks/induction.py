@@ -12,6 +12,7 @@ import random
 import string
 from dataclasses import dataclass
 
+from sweep.errors import TaskError
 from sweep.spec import TaskSpec, positive
 from sweep.tasks.base import Example, SingleToken
 
@@ -40,11 +41,11 @@ def text(letters: list[str]) -> str:
     return "".join(" " + x for x in letters)
 
 
-def make_induction(n: int, seed: int) -> list[Example]:
+def make_induction(n: int, seed: int, letters_in: list[str] = LETTERS) -> list[Example]:
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        letters = rng.sample(LETTERS, HALF + 1)
+        letters = rng.sample(letters_in, HALF + 1)
         seq, d = letters[:HALF], letters[HALF]
         first = list(seq)
         first[REPEAT - 1] = d
@@ -57,4 +58,13 @@ def make_induction(n: int, seed: int) -> list[Example]:
 
 
 def examples(spec: InductionTaskSpec, single_token: SingleToken) -> list[Example]:
-    return make_induction(spec.n_prompts, spec.seed)
+    """Prompts of the letters the model's tokenizer reads as one token each (all 26 for
+    the shipped model and GPT-2's; a tokenizer trained on little text has fewer)."""
+    usable = [x for x in LETTERS if single_token(" " + x)]
+    if len(usable) < HALF + 1:
+        raise TaskError(
+            f"task=induction: this model's tokenizer reads only {len(usable)} of the letters "
+            f"' A'..' Z' as one token; the task needs {HALF + 1}. It is made for the shipped "
+            "induction model: use task=ioi, or task=prompts task.path=FILE"
+        )
+    return make_induction(spec.n_prompts, spec.seed, usable)

@@ -189,14 +189,22 @@ def usable_names(is_single_token: Callable[[str], bool]) -> list[str]:
 
 
 def make_ioi(n_prompts: int, seed: int, names: list[str]) -> list[IOIExample]:
-    """``n_prompts`` seeded IOI examples drawn from ``names`` (at least five needed)."""
+    """``n_prompts`` seeded IOI examples drawn from ``names`` (at least five needed).
+
+    Prompts come in pairs (a triple at an odd end) of one template, place and object with
+    different names: names are one token, so every prompt's token count occurs at least
+    twice, and resample ablation finds a donor of the same length for every prompt.
+    """
     if len(names) < 5:
         raise ValueError(f"IOI needs at least 5 single-token names, the tokenizer has {len(names)}")
     rng = random.Random(seed)
     out = []
-    for _ in range(n_prompts):
-        template = rng.choice(TEMPLATES)
-        place, obj = rng.choice(PLACES), rng.choice(OBJECTS)
+    groups = max(1, n_prompts // 2)
+    settings: list[tuple[str, str, str]] = []
+    for i in range(n_prompts):
+        if min(i // 2, groups - 1) == len(settings):
+            settings.append((rng.choice(TEMPLATES), rng.choice(PLACES), rng.choice(OBJECTS)))
+        template, place, obj = settings[-1]
         a, b, c, d, e = rng.sample(names, 5)
         clean = _fill(template, a, b, b, place, obj)
         corrupted = _fill(template, c, d, e, place, obj)

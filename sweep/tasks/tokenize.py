@@ -53,6 +53,8 @@ class TokenizedTask:
 
     pad: int
     """Token id written past a prompt's end (never read: attention is causal)."""
+    examples: tuple[Example, ...] = ()
+    """The examples, in prompt order: their texts go into the store with each block."""
 
     def rows(self, prompts: np.ndarray, width: int | None = None) -> tuple[torch.Tensor, ...]:
         """Clean and corrupted ids [prompt, pos] of the given prompts, right-padded to
@@ -115,6 +117,7 @@ def tokenize(examples: Iterable[Example], model: Any) -> TokenizedTask:
     bos = bool(model.cfg.default_prepend_bos)
     n_ctx = int(model.cfg.n_ctx)
     clean_parts, corr_parts, lengths, answer, wrong = [], [], [], [], []
+    kept: list[Example] = []
     unk = _unknown_id(model)
     with_unk = 0
     for batch in _batches(examples, BATCH):
@@ -125,6 +128,7 @@ def tokenize(examples: Iterable[Example], model: Any) -> TokenizedTask:
         for ex, c, k, a, w in zip(batch, clean, corrupted, answers, wrongs, strict=True):
             _check(model, ex, c, k, a, w, n_ctx)
             with_unk += unk is not None and (unk in c or unk in k)
+            kept.append(ex)
             clean_parts.append(c)
             corr_parts.append(k)
             lengths.append(len(c))
@@ -147,6 +151,7 @@ def tokenize(examples: Iterable[Example], model: Any) -> TokenizedTask:
         answer=torch.tensor(answer, dtype=torch.long),
         wrong=torch.tensor(wrong, dtype=torch.long),
         pad=_pad_id(model),
+        examples=tuple(kept),
     )
 
 

@@ -11,6 +11,7 @@ from helpers import ioi_rows, native_prompts, write_task
 
 import sweep
 from sweep import analysis
+from sweep.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,26 @@ def test_normalized_is_one_where_the_clean_run_is_restored(ds: xr.Dataset) -> No
     x = ds["z"].sel(metric="logit_diff")
     want = (x - corr).mean("prompt") / (clean - corr).mean("prompt")
     np.testing.assert_allclose(analysis.normalized(ds, "z").sel(metric="logit_diff"), want)
+
+
+def test_every_function_takes_one_metric(ds: xr.Dataset) -> None:
+    one = analysis.normalized(ds, "z", metric="logit_diff")
+    assert "metric" not in one.dims
+    xr.testing.assert_allclose(one, analysis.normalized(ds, "z").sel(metric="logit_diff"))
+    eff = analysis.effect(ds, "z", metric="logit_diff")
+    assert "metric" not in eff.dims
+    xr.testing.assert_allclose(eff, analysis.effect(ds, "z").sel(metric="logit_diff"))
+    with pytest.raises(ValueError, match="metric 'prob' is not in this store; it has: logit_diff"):
+        analysis.normalized(ds, "z", metric="prob")
+
+
+def test_a_bad_key_from_python_is_our_one_line_error(tmp_path: Path) -> None:
+    """sweep.run raised Hydra's own multi-line ConfigCompositionException."""
+    with pytest.raises(ConfigError, match=r"^grid\.colour: no such key"):
+        sweep.run(["grid.colour=red", f"store.path={tmp_path / 's'}"])
+    with pytest.raises(ConfigError, match=r"^model=nope: no such option; choose from: hf, "):
+        sweep.run(["model=nope"])
+    assert not (tmp_path / "s").exists()
 
 
 def test_summarize_mean_sem_and_bootstrap(ds: xr.Dataset) -> None:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ioi_rows, spec_of, write_task
+from helpers import ioi_rows, padded, spec_of, write_task
 
 import sweep
+from sweep.errors import TaskError
 from sweep.models import load_model
-from sweep.tasks import ioi, load_examples
+from sweep.tasks import induction, ioi, load_examples
 from sweep.tasks.tokenize import single_token, tokenize
-from tests.helpers import padded
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +33,10 @@ def test_ioi_is_seeded_and_well_formed(native) -> None:
     for ex in a:
         assert ex.answer != ex.wrong
         assert ex.answer in ex.clean and ex.wrong in ex.clean
-        # ABC corruption: none of the clean names appear in the corrupted prompt.
-        assert ex.answer not in ex.corrupted and ex.wrong not in ex.corrupted
+        # ABC corruption: none of the clean names appear in the corrupted prompt (as words:
+        # " Daniel" is inside " Danielle").
+        words = set(re.findall(r"\w+", ex.corrupted))
+        assert ex.answer.strip() not in words and ex.wrong.strip() not in words
         assert ex.clean.count(ex.wrong.strip()) == 2  # the subject is named twice
     task = tokenize(a, native)
     clean, corrupted = padded(task)
@@ -160,3 +163,36 @@ def test_token_strings_of_a_block(native) -> None:
     rows = token_strings(native, ids, lengths)
     assert rows[0] == want[0]
     assert rows[1] == want[1] + [""] * (len(want[0]) - len(want[1]))
+
+
+@pytest.mark.parametrize("n", [2, 5, 16])
+def test_every_ioi_prompt_length_occurs_twice_so_resampling_has_donors(native, n: int) -> None:
+    spec = spec_of(["task=ioi", f"task.n_prompts={n}"]).task
+    lengths = tokenize(load_examples(spec, single_token(native)), native).lengths
+    assert min(np.unique(lengths, return_counts=True)[1]) >= 2, lengths
+
+
+def test_resample_ablation_runs_on_ioi_at_its_defaults(tmp_path: Path) -> None:
+    """It stopped with 'prompt 0 (15 tokens) has no other prompt of the same length'."""
+    over = ["model=native", "task=ioi", "intervention=resample", "grid.components=[resid_pre]",
+            "runner.progress=false", f"store.path={tmp_path / 's.zarr'}"]  # fmt: skip
+    ds = sweep.open_results(sweep.run(over))
+    assert ds.sizes["prompt"] == 16 and bool(ds["resid_pre"].notnull().any())
+
+
+def test_the_induction_task_uses_the_letters_a_tokenizer_reads_as_one_token(native) -> None:
+    """``python -m sweep model=native`` ran the induction task with letters the native
+    tokenizer splits, and stopped: 'clean prompt is 20 tokens but corrupted is 19'."""
+    spec = spec_of(["model=native"]).task
+    one = single_token(native)
+    assert not all(one(" " + x) for x in induction.LETTERS)  # the case that failed
+    task = tokenize(load_examples(spec, one), native)  # refused before
+    assert task.n_prompts == 16 and len(set(task.lengths.tolist())) == 1
+    for ex in task.examples:
+        assert all(one(" " + x) for x in ex.clean.split())
+
+
+def test_the_induction_task_names_what_to_use_when_letters_are_too_few() -> None:
+    spec = spec_of([]).task
+    with pytest.raises(TaskError, match=r"reads only 2 of the letters .* use task=ioi"):
+        induction.examples(spec, lambda s: s in {" A", " B"})
