@@ -4,9 +4,11 @@ from sweep.results.analysis import (
     bootstrap_ci,
     cell_of,
     components,
+    default_min_prompts,
     effect,
     effect_summary,
     normalized,
+    reached,
     summarize,
     top_cells,
 )
@@ -15,9 +17,11 @@ __all__ = [
     "bootstrap_ci",
     "cell_of",
     "components",
+    "default_min_prompts",
     "effect",
     "effect_summary",
     "normalized",
+    "reached",
     "summarize",
     "top_cells",
 ]

@@ -108,11 +108,14 @@ def report(s: SweepSummary, top: int = 5) -> str:
     corr = float(ds["corrupted_baseline"].sel(metric=metric).mean())
     lines.append(f"{metric}: clean {clean:.3f}, corrupted {corr:.3f} (mean over all {n} prompts)")
     base = base_run(ds)
+    cells = top_cells(ds, top, metric)
+    need, left_out = cells.attrs["min_prompts"], cells.attrs["left_out"]
     lines.append(
         f"top cells by |effect| on {metric}: the cell's value minus each prompt's own {base} "
-        "baseline, averaged over the n prompts that reach the cell:"
+        f"baseline, averaged over the n prompts that reach the cell (cells that fewer than "
+        f"{need} of the {n} prompts reach are left out: {left_out}):"
     )
-    for _, r in top_cells(ds, top, metric).iterrows():
+    for _, r in cells.iterrows():
         where = [f"layer={int(r['layer'])}"]
         where += [f"{d}={int(r[d])}" for d in DIMS if d in r and r.notna()[d]]
         lines.append(

@@ -153,12 +153,24 @@ def _draw_counts(m: int, n_boot: int, seed: int) -> np.ndarray:
     return np.bincount(rows * m + picks.ravel(), minlength=n_boot * m).reshape(n_boot, m).T
 
 
+def default_min_prompts(ds: xr.Dataset) -> int:
+    """Half the store's prompts, rounded up: a cell fewer prompts reach is left out of top
+    cells and pictures by default (its mean speaks for a few prompts, not the task)."""
+    return (int(ds.sizes["prompt"]) + 1) // 2
+
+
+def reached(ds: xr.Dataset, name: str) -> xr.DataArray:
+    """Per cell of ``name``: how many prompts reach it (the prompts its means average)."""
+    return ds[name].isel(metric=0).notnull().sum("prompt")
+
+
 def top_cells(
     ds: xr.Dataset,
     k: int = 10,
     metric: str | None = None,
     names: list[str] | None = None,
     relative_to: str | None = None,
+    min_prompts: int | None = None,
 ) -> pd.DataFrame:
     """The ``k`` cells with the largest |mean effect| across components.
 
@@ -166,12 +178,14 @@ def top_cells(
     store's ``base_run``: ``corrupted`` for denoising, ``clean`` for noising and
     ablations). Columns: component, layer, each grid dim the components have (``<NA>`` where
     a component has no such dim), value and effect (means over the ``n`` prompts that reach
-    the cell).
+    the cell). Cells reached by fewer than ``min_prompts`` prompts (default: half of them,
+    ``default_min_prompts``) are left out; ``attrs`` says how many were.
     """
     metric = check_metric(ds, metric)
+    need = default_min_prompts(ds) if min_prompts is None else int(min_prompts)
     names = names or components(ds)
     dims = [d for d in DIMS if any(d in ds[n].dims for n in names)]
-    frames = []
+    frames, left_out = [], 0
     for name in names:
         per_prompt = effect(ds, name, relative_to).sel(metric=metric)
         value = ds[name].sel(metric=metric)
@@ -182,7 +196,8 @@ def top_cells(
                 "n": per_prompt.count("prompt"),
             }
         ).to_dataframe()
-        table = table[table["n"] > 0].reset_index()
+        left_out += int(((table["n"] > 0) & (table["n"] < need)).sum())
+        table = table[table["n"] >= max(need, 1)].reset_index()
         frames.append(table.assign(component=name))
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     for d in ["layer", *dims]:
@@ -192,7 +207,9 @@ def top_cells(
     table = table.reindex(columns=["component", "layer", *dims, "value", "effect", "n"])
     table["n"] = table["n"].astype(int)
     order = table["effect"].abs().sort_values(ascending=False, kind="stable").index
-    return table.loc[order].head(k).reset_index(drop=True)
+    top = table.loc[order].head(k).reset_index(drop=True)
+    top.attrs.update(min_prompts=need, left_out=left_out, n_prompts=int(ds.sizes["prompt"]))
+    return top
 
 
 def cell_of(row: pd.Series) -> dict[str, int]:

@@ -1,6 +1,6 @@
 """Pictures of a results store: a heatmap per component (PNG) and one HTML page.
 
-    python -m sweep.plot STORE [--out DIR] [--metric NAME]
+    python -m sweep.plot STORE [--out DIR] [--metric NAME] [--min-prompts N]
 
 Each heatmap shows the normalized effect, (patched - corrupted) / (clean - corrupted) of
 each cell over the prompts that reach it (``sweep.results.analysis.normalized``): 1 = the
@@ -26,7 +26,14 @@ import numpy as np
 import xarray as xr
 
 from sweep.errors import StoreDamagedError, SweepError
-from sweep.results.analysis import check_metric, components, metrics, normalized
+from sweep.results.analysis import (
+    check_metric,
+    components,
+    default_min_prompts,
+    metrics,
+    normalized,
+    reached,
+)
 from sweep.results.store import open_results
 
 
@@ -41,15 +48,24 @@ class Heatmap:
     col_labels: list[str]
     row_title: str
     col_title: str
+    blank: str = ""
+    """Which cells are left blank, and why (cells few prompts reach); '' when none are."""
 
     @property
     def title(self) -> str:
         return f"{self.component}: normalized {self.metric}"
 
 
-def heatmap(ds: xr.Dataset, name: str, metric: str) -> Heatmap:
-    """The normalized effect of ``name`` (over the prompts that reach each cell) as a 2-D map."""
+def heatmap(ds: xr.Dataset, name: str, metric: str, min_prompts: int | None = None) -> Heatmap:
+    """The normalized effect of ``name`` (over the prompts that reach each cell) as a 2-D
+    map; cells that fewer than ``min_prompts`` prompts reach (default: half) are blank."""
+    need = default_min_prompts(ds) if min_prompts is None else int(min_prompts)
     mean = normalized(ds, name).sel(metric=metric)
+    n = reached(ds, name)
+    few = int(((n > 0) & (n < need)).sum())
+    mean = mean.where(n >= need)
+    total = int(ds.sizes["prompt"])
+    blank = f"{few} cells that fewer than {need} of the {total} prompts reach" if few else ""
     layers = [f"L{int(x)}" for x in ds["layer"].values]
     # Grouped-query k/v are indexed by key/value head, not by query head.
     head = next((d for d in ("head", "kv_head") if d in mean.dims), None)
@@ -62,10 +78,9 @@ def heatmap(ds: xr.Dataset, name: str, metric: str) -> Heatmap:
     if "pos" in mean.dims and head is not None:
         values = mean.transpose("layer", head, "pos").values.reshape(-1, len(cols))
         rows = [f"{la}{h}" for la in layers for h in heads]
-        return Heatmap(name, metric, values, rows, cols, f"layer, {head}", col_title)
-    return Heatmap(
-        name, metric, mean.transpose("layer", ...).values, layers, cols, "layer", col_title
-    )
+        return Heatmap(name, metric, values, rows, cols, f"layer, {head}", col_title, blank)
+    values = mean.transpose("layer", ...).values
+    return Heatmap(name, metric, values, layers, cols, "layer", col_title, blank)
 
 
 def _position_labels(ds: xr.Dataset) -> list[str]:
@@ -93,16 +108,22 @@ def figure(h: Heatmap) -> Any:
     ax.set_yticks(range(rows), h.row_labels, fontsize=8)
     ax.set_xlabel(h.col_title)
     ax.set_ylabel(h.row_title)
-    ax.set_title(h.title)
+    ax.set_title(f"{h.title}\n(blank: {h.blank})" if h.blank else h.title, fontsize=10)
     fig.colorbar(image, ax=ax, label="normalized effect")
     fig.tight_layout()
     return fig
 
 
-def render(store: str | Path, out: str | Path | None = None, metric: str | None = None) -> Path:
+def render(
+    store: str | Path,
+    out: str | Path | None = None,
+    metric: str | None = None,
+    min_prompts: int | None = None,
+) -> Path:
     """Write ``{component}.png`` (for ``metric``, default the first) and ``index.html``
     (every metric) into ``out`` (default: next to the store, ``STORE.plots``; for a URL
-    store, ``NAME.plots`` in the working directory)."""
+    store, ``NAME.plots`` in the working directory). Cells that fewer than
+    ``min_prompts`` prompts reach (default: half) are blank, and each map says so."""
     ds = load(store)
     metric = check_metric(ds, metric)
     out_dir = Path(out) if out is not None else _default_out(store)
@@ -111,10 +132,10 @@ def render(store: str | Path, out: str | Path | None = None, metric: str | None 
     except OSError as e:
         raise SweepError(f"--out: cannot create {out_dir} ({e.strerror})") from None
     for name in components(ds):
-        fig = figure(heatmap(ds, name, metric))
+        fig = figure(heatmap(ds, name, metric, min_prompts))
         fig.savefig(out_dir / f"{name}.png", dpi=110)
         fig.clf()
-    maps = [heatmap(ds, n, m) for n in components(ds) for m in metrics(ds)]
+    maps = [heatmap(ds, n, m, min_prompts) for n in components(ds) for m in metrics(ds)]
     (out_dir / "index.html").write_text(page(maps, str(store)), encoding="utf-8")
     return out_dir
 
@@ -149,6 +170,7 @@ def page(maps: list[Heatmap], store: str) -> str:
             "cols": h.col_labels,
             "rowTitle": h.row_title,
             "colTitle": h.col_title,
+            "blank": h.blank,
             "values": [[None if np.isnan(v) else round(float(v), 4) for v in r] for r in h.values],
         }
         for h in maps
@@ -198,6 +220,9 @@ function draw() {
     const limit = Math.max(1e-9, ...flat.map(Math.abs));
     const h = document.createElement("h2");
     h.textContent = `${m.component} (${m.rowTitle} x ${m.colTitle})`;
+    const note = document.createElement("p");
+    note.className = "blank";
+    note.textContent = m.blank ? `Grey: ${m.blank} (too few to average).` : "";
     const table = document.createElement("table");
     table.className = "map";
     table.dataset.component = m.component;
@@ -216,10 +241,11 @@ function draw() {
         const td = tr.insertCell();
         td.className = "v";
         td.style.background = colour(v, limit);
-        td.title = `${m.rows[i]}, ${m.cols[j]}: ${v === null ? "not computed" : v}`;
+        const none = "none (not computed, or too few prompts)";
+        td.title = `${m.rows[i]}, ${m.cols[j]}: ${v === null ? none : v}`;
       });
     });
-    root.append(h, table);
+    root.append(h, note, table);
   }
   document.body.dataset.rendered = String(root.querySelectorAll("table.map").length);
 }
@@ -235,9 +261,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("store")
     p.add_argument("--out", default=None, help="output directory (default: STORE.plots)")
     p.add_argument("--metric", default=None, help="metric of the PNGs (default: the first)")
+    p.add_argument(
+        "--min-prompts",
+        type=int,
+        default=None,
+        help="leave blank the cells fewer prompts reach (default: half of them)",
+    )
     args = p.parse_args(argv)
     try:
-        out = render(args.store, args.out, args.metric)
+        out = render(args.store, args.out, args.metric, args.min_prompts)
     except (SweepError, ValueError) as e:
         print(f"patchsweep: error: {e}", file=sys.stderr)  # noqa: T201
         sys.exit(2)

@@ -9,6 +9,7 @@ import pytest
 import xarray as xr
 
 import sweep
+from sweep import analysis
 from sweep.analysis import cell_of, top_cells
 
 COMPONENTS = ["resid_pre", "resid_mid", "attn_out", "mlp_out", "z", "z_by_pos", "v", "pattern"]
@@ -37,6 +38,11 @@ def _effects(ds: xr.Dataset, names: list[str]) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def _per_prompt(ds: xr.Dataset, name: str) -> np.ndarray:
+    """Every cell's effect on every prompt, in one vector."""
+    return analysis.effect(ds, name, metric="logit_diff").values.ravel()
+
+
 def _r(a: np.ndarray, b: np.ndarray) -> float:
     ok = ~np.isnan(a) & ~np.isnan(b)
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
@@ -44,15 +50,21 @@ def _r(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_atp_tracks_exact_patching(tmp_path: Path, gpt2_dir: Path) -> None:
     """On the tiny GPT-2 (weights drawn large, so attention saturates and MLPs bend) we
-    measured r = 0.92 over all these cells, 0.84-0.97 per component (k, left out here, is
-    0.09: a key moves attention through a saturated softmax, AtP's known failure; q 0.75).
+    measured r = 0.95-0.97 over all these cells (IOI seeds 0-3), 0.87-0.99 per component
+    over its cells' prompt means; z, v and pattern have 8 cells (2 layers x 4 heads), whose
+    8 means correlate anywhere from 0.2 to 0.97 by seed, so they are judged over every
+    cell x prompt effect (0.85-0.90). k, left out here, is 0.09: a key moves attention
+    through a saturated softmax, AtP's known failure.
     The floors leave room for numerical noise and fail for a mis-indexed or mis-signed
     estimate, which decorrelates (r < 0.3)."""
     est, exact = _pair(tmp_path, [f"model.name={gpt2_dir}"])
     assert est.attrs["intervention"] == "atp"
     assert _r(_effects(est, COMPONENTS), _effects(exact, COMPONENTS)) > 0.85
     for name in COMPONENTS:
-        assert _r(_effects(est, [name]), _effects(exact, [name])) > 0.7, name
+        if est[name].isel(metric=0, prompt=0).size >= 16:
+            assert _r(_effects(est, [name]), _effects(exact, [name])) > 0.7, name
+        else:  # a head grid of 8 cells: 8 means are too few for a stable correlation
+            assert _r(_per_prompt(est, name), _per_prompt(exact, name)) > 0.7, name
     # Not a copy: a first-order estimate differs from the exact values.
     assert np.nanmax(np.abs(est["resid_pre"].values - exact["resid_pre"].values)) > 1e-3
 
