@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra.errors import ConfigCompositionException
 
 import sweep
 from sweep.errors import ConfigError, StoreError, StoreMismatchError, TaskError
@@ -115,15 +114,14 @@ def test_store_path_that_is_not_a_store(tmp_path: Path) -> None:
 
 
 def test_unknown_key_fails_at_composition() -> None:
-    with pytest.raises(ConfigCompositionException) as e:
+    with pytest.raises(ConfigError, match=r"^grid\.colour: no such key; see every key with"):
         sweep.compose_config(["grid.colour=red"])
-    assert "grid.colour" in str(e.value.__cause__ or e.value)
 
 
 def test_wrong_type_fails_at_composition() -> None:
-    with pytest.raises(ConfigCompositionException) as e:
+    with pytest.raises(ConfigError, match=r"^task\.n_prompts: ") as e:
         sweep.compose_config(["task.n_prompts=many"])
-    assert "n_prompts" in str(e.value.__cause__ or e.value)
+    assert "\n" not in str(e.value)  # one line
 
 
 @pytest.mark.parametrize(
