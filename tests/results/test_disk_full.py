@@ -1,6 +1,7 @@
 """A disk that fills mid-sweep: one line naming the path and what is left, then a resume
-that is equal to a sweep that never met a full disk. Needs a real small filesystem (tmpfs),
-so it runs where the tests may mount one (root in a container that allows it)."""
+that is equal to a sweep that never met a full disk. Needs a real small filesystem (a
+320 KB tmpfs: the new store and 6 of its 24 units fit), so it runs where the tests may
+mount one (root in a container that allows it)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def _done(store: Path) -> int:
 def small_disk(tmp_path: Path):
     where = tmp_path / "small"
     where.mkdir()
-    if not _mount(where, "200k"):
+    if not _mount(where, "320k"):
         pytest.skip("cannot mount a tmpfs here (needs root and a container that allows it)")
     try:
         yield where
