@@ -192,8 +192,11 @@ class Worker:
         return self.patched(c, layer, cells, block)
 
     def cells_per_forward(self, block: BlockRuns) -> int:
-        """As many cells as fit what the cached runs leave of ``runner.memory_mb``."""
-        free = max(self.memory - self.cache.held, 0) / 2**20
+        """As many cells as fit the share of ``runner.memory_mb`` the cached runs never
+        take. Not what they leave now: that depends on which blocks happen to be cached,
+        and a different batch gives float results that differ in the last bit, so a
+        resumed unit would not equal the same unit of an uninterrupted sweep."""
+        free = self.memory * (1 - CACHE_SHARE) / 2**20
         return cells_per_forward(free, self.forward.row_bytes(block.seq_len), block.n)
 
     @torch.inference_mode()
