@@ -93,15 +93,17 @@ def _position_labels(ds: xr.Dataset) -> list[str]:
     return out
 
 
-def figure(h: Heatmap) -> Any:
-    """A matplotlib Figure of the map, diverging colours centred on 0."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def figure(h: Heatmap, ax: Any = None) -> Any:
+    """The map as a matplotlib Figure, diverging colours centred on 0; drawn into ``ax``
+    when given (a notebook's own axes), else into a new Figure. Never touches pyplot or the
+    backend, so a notebook's inline or widget backend stays as it is."""
+    from matplotlib.figure import Figure
 
     rows, cols = h.values.shape
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * cols + 2.5), max(2.0, 0.4 * rows + 1.5)))
+    if ax is None:
+        size = (max(4.0, 0.45 * cols + 2.5), max(2.0, 0.4 * rows + 1.5))
+        ax = Figure(figsize=size).subplots()
+    fig = ax.figure
     limit = float(np.nanmax(np.abs(h.values))) if np.isfinite(h.values).any() else 1.0
     image = ax.imshow(h.values, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
     ax.set_xticks(range(cols), h.col_labels, rotation=60, ha="right", fontsize=8)
