@@ -117,7 +117,7 @@ def report(s: SweepSummary, top: int = 5) -> str:
     )
     for _, r in cells.iterrows():
         where = [f"layer={int(r['layer'])}"]
-        where += [f"{d}={int(r[d])}" for d in DIMS if d in r and r.notna()[d]]
+        where += [f"{d}={r[d]}" for d in DIMS if d in r and r.notna()[d]]
         lines.append(
             f"  {r['component']}[{', '.join(where)}]: effect {r['effect']:+.3f} "
             f"(value {r['value']:.3f}, n={int(r['n'])})"

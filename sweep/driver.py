@@ -203,7 +203,7 @@ def _sweep(
     block = _prompt_block(spec, info, backend if exists and not replace else None)
     plan = make_plan(
         spec.grid, info.shape, info.seq_len, info.n_prompts, spec.metrics,
-        spec.store.chunk_bytes, block,
+        spec.store.chunk_bytes, block, info.position_names,
     )  # fmt: skip
     iv = spec.intervention
     meta = StoreMeta(
@@ -312,14 +312,14 @@ def _verify_top_cells(runner: Runner, store: ResultStore, plan: Plan, k: int, ru
     jobs (one per component, layer and prompt block) are queued on the workers like units."""
     top = top_cells(open_results(store.path), k)
     log.info("AtP: verifying the top %d cells by exact patching", len(top))
-    cells: dict[tuple[str, int], list[dict[str, int]]] = {}
+    cells: dict[tuple[str, int], list[dict[str, int | str]]] = {}
     for _, row in top.iterrows():
         where = cell_of(row)
-        cells.setdefault((str(row["component"]), where["layer"]), []).append(where)
+        cells.setdefault((str(row["component"]), int(where["layer"])), []).append(where)
     jobs = []
     for (name, layer), group in cells.items():
         dims = plan.components[[c.name for c in plan.components].index(name)].dims
-        coords = tuple(tuple(w[d] for d in dims) for w in group)
+        coords = tuple(tuple(plan.axes.code(d, w[d]) for d in dims) for w in group)
         jobs += [ExactJob(name, layer, coords, a, b) for a, b in plan.prompt_blocks]
     for job, values in runner.exact(jobs):
         store.write_cells(f"{job.component}_exact", cells[(job.component, job.layer)], values,

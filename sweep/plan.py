@@ -26,6 +26,10 @@ UNIT_ROWS = 1024
 Cell = tuple[int, ...]
 """One coordinate per dim of a component, in its ``dims`` order."""
 
+NAMED = 1 << 24
+"""Position codes from here up stand for the task's named positions (``NAMED + k``: its
+k-th name), found in each prompt as it is patched, as a negative position is."""
+
 
 @dataclass(frozen=True, slots=True)
 class ModelShape:
@@ -57,6 +61,8 @@ class TaskInfo:
     """Bytes one prompt of a prompt block's cached runs takes (measured, an upper bound)."""
     row_bytes: int
     """Bytes one row of a patched forward takes, at the longest prompt."""
+    position_names: tuple[str, ...] = ()
+    """The task's named positions (IOI: ``S1``, ``IO``...)."""
 
     @property
     def n_prompts(self) -> int:
@@ -74,10 +80,30 @@ class Axes:
     layers: tuple[int, ...]
     coords: dict[str, tuple[int, ...]] = field(default_factory=dict)
     """Each grid dim after ``layer`` (``pos``, ``head``) -> its coordinate values. A
-    negative position counts from each prompt's own end."""
+    negative position counts from each prompt's own end; ``NAMED + k`` is the task's k-th
+    named position."""
+    position_names: tuple[str, ...] = ()
+    """The task's named positions, which ``NAMED + k`` codes stand for."""
 
     def of(self, c: Component) -> tuple[tuple[str, tuple[int, ...]], ...]:
         return tuple((d, self.coords[d]) for d in c.dims)
+
+    @property
+    def named(self) -> bool:
+        """Whether the ``pos`` axis is named positions (the store labels it by name)."""
+        return any(v >= NAMED for v in self.coords.get("pos", ()))
+
+    def labels(self, dim: str) -> list[int] | list[str]:
+        """The store's coordinate values of a dim: named positions by name."""
+        if dim == "pos" and self.named:
+            return [self.position_names[v - NAMED] for v in self.coords[dim]]
+        return list(self.coords[dim])
+
+    def code(self, dim: str, label: int | str) -> int:
+        """A store coordinate value back to the cell value a worker patches."""
+        if isinstance(label, str):
+            return NAMED + self.position_names.index(label)
+        return int(label)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +168,9 @@ Job = WorkUnit | ExactJob | Describe
 
 PROMPT_TEXTS = ("clean_text", "corrupted_text", "answer", "wrong", "source")
 """The task's own strings per prompt, stored along ``prompt`` (``source``: file:line)."""
-PROMPT_IDS = ("answer_id", "wrong_id")
-"""The answer and wrong token ids per prompt, as the metric reads them."""
+PROMPT_IDS = ("answer_id", "wrong_id", "template")
+"""The answer and wrong token ids per prompt, as the metric reads them, and the id of the
+template the prompt was made from (-1: none)."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +189,8 @@ class BlockData:
     """Each of ``PROMPT_TEXTS`` -> [prompt] strings."""
     ids: dict[str, np.ndarray] = field(default_factory=dict)
     """Each of ``PROMPT_IDS`` -> [prompt] token ids."""
+    named: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+    """[prompt, name] each named position's token index (-1: none)."""
 
 
 @dataclass(frozen=True)
@@ -201,7 +230,9 @@ class Plan:
         return [(s, min(s + b, n)) for s in range(0, n, b)]
 
 
-def make_axes(grid: GridSpec, shape: ModelShape, seq_len: int) -> Axes:
+def make_axes(
+    grid: GridSpec, shape: ModelShape, seq_len: int, position_names: tuple[str, ...] = ()
+) -> Axes:
     """Check the grid's restrictions against the model and task (every dim of the table
     in ``sweep.components``)."""
     layers = _check("grid.layers", grid.layers, shape.n_layers, "layers")
@@ -209,8 +240,37 @@ def make_axes(grid: GridSpec, shape: ModelShape, seq_len: int) -> Axes:
     for dim in DIM_TABLE:
         size = seq_len if dim.size_of == "seq_len" else int(getattr(shape, dim.size_of))
         chosen = getattr(grid, dim.key)
+        if chosen and isinstance(chosen[0], str):
+            coords[dim.name] = _named(f"grid.{dim.key}", chosen, position_names)
+            continue
         coords[dim.name] = _check(f"grid.{dim.key}", chosen, size, dim.key, dim.relative)
-    return Axes(layers, coords)
+    return Axes(layers, coords, tuple(position_names))
+
+
+def _named(key: str, chosen: tuple[str, ...], names: tuple[str, ...]) -> tuple[int, ...]:
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        has = f"it names {', '.join(names)}" if names else "it names none"
+        raise ConfigError(
+            f"{key}: {unknown} are not named positions of this task ({has}); give token "
+            'indices, or name positions in the task file ("positions": {"IO": 4})'
+        )
+    return tuple(NAMED + names.index(n) for n in chosen)
+
+
+def resolve_positions(codes: np.ndarray, lengths: np.ndarray, named: np.ndarray) -> np.ndarray:
+    """[prompt, pos] the token index each position code means in each prompt (-1: the
+    prompt has no such position): negative from its end, named from its table."""
+    codes = np.asarray(codes, dtype=np.int64)[None, :]
+    n = np.asarray(lengths, dtype=np.int64)[:, None]
+    out = np.where(codes < 0, n + codes, codes)
+    is_named = codes >= NAMED
+    if is_named.any():
+        table = np.asarray(named, dtype=np.int64).reshape(len(n), -1)
+        k = np.where(is_named, codes - NAMED, 0)
+        out = np.where(is_named, np.take_along_axis(table, np.broadcast_to(k, out.shape), 1),
+                       out)  # fmt: skip
+    return np.where((out >= 0) & (out < n), out, -1)
 
 
 def _check(
@@ -237,11 +297,12 @@ def make_plan(
     metrics: Sequence[str],
     chunk_bytes: int,
     prompt_block: int | None = None,
+    position_names: tuple[str, ...] = (),
 ) -> Plan:
     """Split each component's grid into chunks: blocks of ``prompt_block`` prompts (default:
     all prompts in one block) times blocks of layers, grouped up to ``chunk_bytes`` and
     ``UNIT_ROWS``."""
-    axes = make_axes(grid, shape, seq_len)
+    axes = make_axes(grid, shape, seq_len, position_names)
     block = min(prompt_block or n_prompts, n_prompts)
     starts = range(0, n_prompts, block)
     units: list[WorkUnit] = []

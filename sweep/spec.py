@@ -177,6 +177,24 @@ def _indices(key: str, values: Any, allow_negative: bool = False) -> tuple[int, 
     return out
 
 
+def _positions(key: str, values: Any) -> tuple[int, ...] | tuple[str, ...] | None:
+    """Token indices, or names of the task's named positions; not both in one grid (the
+    store's ``pos`` coordinate is one or the other)."""
+    if isinstance(values, (str, int)):
+        values = [values]
+    if values is None or all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return _indices(key, values, allow_negative=True)
+    names = tuple(str(v) for v in values)
+    if any(not isinstance(v, str) for v in values):
+        raise ConfigError(
+            f"{key}: {list(values)} mixes token indices and named positions; use one kind "
+            "(END is the last token, like -1)"
+        )
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{key}: repeated entries in {list(names)}")
+    return names
+
+
 @dataclass(frozen=True, slots=True)
 class GridSpec(Spec):
     GROUP = "grid"
@@ -185,9 +203,10 @@ class GridSpec(Spec):
     """Component names (see the component table); add mlp_out for models with MLPs."""
     layers: tuple[int, ...] | None = None
     """Layers to sweep (null: all)."""
-    positions: tuple[int, ...] | None = None
+    positions: tuple[Any, ...] | None = None
     """Token positions (null: all). Negative counts from each prompt's own end: -1 is
-    each prompt's last token, the one the metric reads."""
+    each prompt's last token, the one the metric reads. Or the task's named positions
+    (IOI: ``[S1, S1+1, IO, S2, END]``), each found in each prompt."""
     heads: tuple[int, ...] | None = None
     """Heads to sweep (null: all)."""
     kv_heads: tuple[int, ...] | None = None
@@ -203,7 +222,7 @@ class GridSpec(Spec):
             get_component(n)
         _set(self, "components", names)
         _set(self, "layers", _indices("grid.layers", self.layers))
-        _set(self, "positions", _indices("grid.positions", self.positions, allow_negative=True))
+        _set(self, "positions", _positions("grid.positions", self.positions))
         _set(self, "heads", _indices("grid.heads", self.heads))
         _set(self, "kv_heads", _indices("grid.kv_heads", self.kv_heads))
 
@@ -245,6 +264,11 @@ class TaskSpec(Spec):
 
     GROUP = "task"
     kind: str = ""
+
+    def position_names(self) -> tuple[str, ...]:
+        """The named positions its prompts carry (read without a model or tokenizer), so
+        a ``grid.positions`` name the task lacks is refused before a model loads."""
+        return ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +380,16 @@ class SweepSpec:
     store: StoreSpec
 
     def __post_init__(self) -> None:
+        chosen = self.grid.positions or ()
+        names = self.task.position_names()
+        unknown = [p for p in chosen if isinstance(p, str) and p not in names]
+        if unknown:
+            has = f"it names {', '.join(names)}" if names else "it names none"
+            raise ConfigError(
+                f"grid.positions: {unknown} are not named positions of task={self.task.kind} "
+                f'({has}); give token indices, or name positions in a task file ("positions": '
+                '{"IO": 4} on each line)'
+            )
         iv = self.intervention
         if (
             "kl" in self.metric.names

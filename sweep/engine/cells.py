@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from sweep.components import Component
+from sweep.plan import NAMED
 
 Cell = tuple[int, ...]
 """One index per dim of the component, in its ``dims`` order."""
@@ -37,9 +38,12 @@ class Batch:
         return int(self.prompt.shape[0])
 
 
-def make_batch(c: Component, cells: Sequence[Cell], lengths: torch.Tensor) -> Batch:
+def make_batch(
+    c: Component, cells: Sequence[Cell], lengths: torch.Tensor, named: torch.Tensor | None = None
+) -> Batch:
     """Rows cell-major: cell i covers rows ``i * n .. (i + 1) * n - 1``. A negative
-    position counts from each prompt's own end (-1: its last token)."""
+    position counts from each prompt's own end (-1: its last token); ``NAMED + k`` is the
+    k-th named position, in ``named`` [prompt, name] (-1 where a prompt has none)."""
     n, g = int(lengths.shape[0]), len(cells)
     device = lengths.device
     prompt = torch.arange(n, device=device).repeat(g)
@@ -50,6 +54,9 @@ def make_batch(c: Component, cells: Sequence[Cell], lengths: torch.Tensor) -> Ba
         if dim == "pos":
             length = lengths[prompt]
             v = torch.where(v < 0, length + v, v)
+            if named is not None and named.shape[1] and bool((v >= NAMED).any()):
+                k = (v - NAMED).clamp(0, named.shape[1] - 1)
+                v = torch.where(v >= NAMED, named[prompt, k], v)
             valid &= (v >= 0) & (v < length)
         index[dim] = v
     return Batch(prompt, index, valid, g)

@@ -43,6 +43,8 @@ class BlockRuns:
     """The base run's activations at the hooks forwards and sources need."""
     source: dict[str, torch.Tensor]
     """The other run's activations at the grid's hooks (patching), else empty."""
+    named: torch.Tensor | None = None
+    """[prompt, name] each named position's token index (-1: none), on the device."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Per-block state of an intervention (AtP's products, resampling donors' runs)."""
 
@@ -155,6 +157,7 @@ def build_block(
         base_run=base_run,
         base=caches[base_run],
         source=caches[other],
+        named=torch.from_numpy(task.named[prompts]).to(device),
     )
 
 

@@ -39,7 +39,7 @@ from sweep.plan import (
 )
 from sweep.spec import SweepSpec
 from sweep.tasks import load_examples
-from sweep.tasks.tokenize import TokenizedTask, single_token, token_strings, tokenize
+from sweep.tasks.tokenize import TokenizedTask, count_tokens, token_strings, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +55,14 @@ class Worker:
         self.model = load_model(spec.model)
         self.device = self.model.cfg.device
         self.task: TokenizedTask = tokenize(
-            load_examples(spec.task, single_token(self.model)), self.model
+            load_examples(spec.task, count_tokens(self.model)), self.model
         )
         cfg = self.model.cfg
         n_kv = int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads)
         self.shape = ModelShape(int(cfg.n_layers), int(cfg.n_heads), n_kv)
         components = tuple(self.shape.component(c.name) for c in spec.grid.component_list)
         check_hooks(components, self.model)
-        self.axes = make_axes(spec.grid, self.shape, self.task.seq_len)
+        self.axes = make_axes(spec.grid, self.shape, self.task.seq_len, self.task.position_names)
         self.grid = tuple((c, layer) for c in components for layer in self.axes.layers)
         self.intervention = build(spec.intervention)
         self.forward = choose_forward(self.model, spec.runner.engine)
@@ -126,6 +126,7 @@ class Worker:
             engine=self.forward.NAME,
             block_bytes=int(self.block_bytes),
             row_bytes=self.forward.row_bytes(self.task.seq_len),
+            position_names=self.task.position_names,
         )
 
     def execute(self, job: Job) -> Any:
@@ -170,7 +171,9 @@ class Worker:
                 ids={
                     "answer_id": block.answer.cpu().numpy(),
                     "wrong_id": block.wrong.cpu().numpy(),
+                    "template": np.array([e.template for e in examples], dtype=np.int64),
                 },
+                named=self.task.named[block.prompts],
             )
         return block.extras["data"]
 
@@ -188,7 +191,9 @@ class Worker:
         if isinstance(iv, Estimator):
             delta = iv.estimate(c, layer, block)  # [metric, prompt, *dims]
             base = block.evaluate(self.metrics, block.base_logits)  # [metric, prompt]
-            return base[:, None, :] + gather_cells(c, delta, make_batch(c, cells, block.lengths))
+            return base[:, None, :] + gather_cells(
+                c, delta, make_batch(c, cells, block.lengths, block.named)
+            )
         return self.patched(c, layer, cells, block)
 
     def cells_per_forward(self, block: BlockRuns) -> int:
@@ -219,7 +224,7 @@ class Worker:
         self, c: Component, layer: int, cells: list[Cell], src: torch.Tensor, block: BlockRuns
     ) -> torch.Tensor:
         """One batched forward over ``len(cells)`` copies of the block: [metric, cell, prompt]."""
-        batch = make_batch(c, cells, block.lengths)
+        batch = make_batch(c, cells, block.lengths, block.named)
         logits = self.forward.logits(c, layer, batch, src, block)
         values = block.evaluate(self.metrics, logits).masked_fill(~batch.valid, float("nan"))
         return values.reshape(len(self.metrics), len(cells), block.n)

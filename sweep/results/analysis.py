@@ -201,9 +201,10 @@ def top_cells(
         frames.append(table.assign(component=name))
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     for d in ["layer", *dims]:
-        table[d] = (
-            table[d].astype("Int64") if d in table else pd.array([pd.NA] * len(table), "Int64")
-        )
+        if d not in table:
+            table[d] = pd.array([pd.NA] * len(table), "Int64")
+        elif ds[d].dtype.kind in "iuf":  # named positions stay names
+            table[d] = table[d].astype("Int64")
     table = table.reindex(columns=["component", "layer", *dims, "value", "effect", "n"])
     table["n"] = table["n"].astype(int)
     order = table["effect"].abs().sort_values(ascending=False, kind="stable").index
@@ -212,6 +213,11 @@ def top_cells(
     return top
 
 
-def cell_of(row: pd.Series) -> dict[str, int]:
-    """A ``top_cells`` row's coordinates: ``layer`` and the dims its component has."""
-    return {d: int(row[d]) for d in ["layer", *DIMS] if d in row and not pd.isna(row[d])}
+def cell_of(row: pd.Series) -> dict[str, int | str]:
+    """A ``top_cells`` row's coordinates: ``layer`` and the dims its component has (a
+    named position by its name)."""
+    return {
+        d: row[d] if isinstance(row[d], str) else int(row[d])
+        for d in ["layer", *DIMS]
+        if d in row and not pd.isna(row[d])
+    }

@@ -72,7 +72,7 @@ def heatmap(ds: xr.Dataset, name: str, metric: str, min_prompts: int | None = No
     prefix = "KV" if head == "kv_head" else "H"
     heads = [f"{prefix}{int(h)}" for h in ds[head].values] if head is not None else []
     if "pos" in mean.dims:
-        cols, col_title = _position_labels(ds), "position (tokens of prompt 0)"
+        cols, col_title = _position_labels(ds)
     else:
         cols, col_title = heads, head or ""
     if "pos" in mean.dims and head is not None:
@@ -83,14 +83,22 @@ def heatmap(ds: xr.Dataset, name: str, metric: str, min_prompts: int | None = No
     return Heatmap(name, metric, values, layers, cols, "layer", col_title, blank)
 
 
-def _position_labels(ds: xr.Dataset) -> list[str]:
-    clean = ds["clean_token"].sel(prompt=0).values
-    corrupted = ds["corrupted_token"].sel(prompt=0).values
+def _position_labels(ds: xr.Dataset) -> tuple[list[str], str]:
+    """Column labels of a position axis and its title. Named positions are their names;
+    a token index shows its token in the first prompt that has it (clean/corrupted where
+    they differ), so a position past prompt 0's end is labelled too."""
+    if ds["pos"].dtype.kind not in "iu":  # names (str, object or numpy StringDType)
+        return [str(p) for p in ds["pos"].values], "named position (in each prompt)"
+    clean = ds["clean_token"].values
+    corrupted = ds["corrupted_token"].values
     out = []
-    for p, a, b in zip(ds["pos"].values, clean, corrupted, strict=True):
+    for j, p in enumerate(ds["pos"].values):
+        has = np.flatnonzero(clean[:, j] != "")
+        i = int(has[0]) if len(has) else 0
+        a, b = clean[i, j], corrupted[i, j]
         tok = str(a) if a == b else f"{a}/{b}"
-        out.append(f"{int(p)}:{tok}")
-    return out
+        out.append(f"{int(p)}:{tok}" + (f" (#{i})" if i else ""))
+    return out, "position (tokens of prompt 0, else of #N, the first prompt that has it)"
 
 
 def figure(h: Heatmap, ax: Any = None) -> Any:

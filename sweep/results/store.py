@@ -25,7 +25,16 @@ import xarray as xr
 import zarr
 
 from sweep.errors import StoreDamagedError, StoreError, StoreMismatchError
-from sweep.plan import PROMPT_IDS, PROMPT_TEXTS, BlockData, Plan, TaskInfo, WorkUnit
+from sweep.plan import (
+    NAMED,
+    PROMPT_IDS,
+    PROMPT_TEXTS,
+    BlockData,
+    Plan,
+    TaskInfo,
+    WorkUnit,
+    resolve_positions,
+)  # fmt: skip
 from sweep.results.backends import Backend, backend_for
 from sweep.results.lease import LEASE, Lease, read_holder
 
@@ -238,6 +247,17 @@ def create(
         lease.adopt()
 
 
+PER_POSITION = (
+    ("clean_token", str, ""),
+    ("corrupted_token", str, ""),
+    ("position_name", str, ""),
+    ("position_index", "int64", -1),
+)
+"""Coordinates along (prompt, pos), written block by block: the tokens at each position,
+the name of the position in the prompt (IOI's ``S1``, ``IO``...; '' for none), and its
+token index in the prompt (-1 where the prompt has no such position)."""
+
+
 def _array(
     group: zarr.Group, name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dims: list[str]
 ) -> None:
@@ -257,11 +277,13 @@ def _populate(target: str, plan: Plan, info: TaskInfo, meta: StoreMeta) -> None:
     for run in ("clean", "corrupted"):
         # Filled block by block as units arrive (BlockData): no pass over every prompt first.
         _array(group, f"{run}_baseline", (metrics, n), (metrics, block), ["metric", "prompt"])
+        members.append(f"{run}_baseline")
+    for name, dtype, fill in PER_POSITION:
         group.create_array(
-            f"{run}_token", shape=(n, width), chunks=(block, width), dtype=str, fill_value="",
+            name, shape=(n, width), chunks=(block, width), dtype=dtype, fill_value=fill,
             dimension_names=["prompt", "pos"],
         )  # fmt: skip
-        members += [f"{run}_baseline", f"{run}_token"]
+        members.append(name)
     for name in PROMPT_TEXTS:  # the task's own strings, block by block like the tokens
         group.create_array(name, shape=(n,), chunks=(block,), dtype=str, fill_value="",
                            dimension_names=["prompt"])  # fmt: skip
@@ -270,7 +292,7 @@ def _populate(target: str, plan: Plan, info: TaskInfo, meta: StoreMeta) -> None:
                            dimension_names=["prompt"])  # fmt: skip
     members += [*PROMPT_TEXTS, *PROMPT_IDS]
     group.attrs["coordinates"] = " ".join(
-        ["prompt_length", "clean_token", "corrupted_token", *PROMPT_TEXTS, *PROMPT_IDS]
+        ["prompt_length", *(name for name, _, _ in PER_POSITION), *PROMPT_TEXTS, *PROMPT_IDS]
     )
     for c in plan.components:
         dims = ["metric", "layer", *c.dims, "prompt"]
@@ -316,9 +338,10 @@ def _coordinates(plan: Plan, info: TaskInfo, meta: StoreMeta) -> xr.Dataset:
             "metric": np.array(plan.metrics, dtype=object),
             "layer": np.array(plan.axes.layers, dtype=np.int64),
             **{
-                d: np.array(v, dtype=np.int64)
-                for d, v in plan.axes.coords.items()
+                d: np.array(plan.axes.labels(d), dtype=object if named else np.int64)
+                for d in plan.axes.coords
                 if d in ("pos", "head") or any(d in c.dims for c in plan.components)
+                for named in [d == "pos" and plan.axes.named]
             },
             "prompt": np.arange(plan.n_prompts, dtype=np.int64),
             "prompt_length": ("prompt", np.array(info.lengths, dtype=np.int64)),
@@ -334,6 +357,7 @@ def _coordinates(plan: Plan, info: TaskInfo, meta: StoreMeta) -> xr.Dataset:
         intervention_keys=meta.intervention_keys,
         base_run=meta.base_run,
         prompt_block=plan.prompt_block,
+        position_names=list(plan.axes.position_names),
         engine=info.engine,
         **{FORMAT_ATTR: FORMAT},
     )
@@ -352,8 +376,15 @@ class ResultStore:
         self.path = backend.path
         self.group = zarr.open_group(backend.location, mode="r+")
         self.prompt_block = int(root_attrs(backend)["prompt_block"])
-        self.positions = np.asarray(array(self.group, "pos")[:])
+        names = list(root_attrs(backend).get("position_names", []))
+        labels = np.asarray(array(self.group, "pos")[:])
+        self.positions = np.array(
+            [NAMED + names.index(str(p)) if labels.dtype.kind in "OUT" else int(p) for p in labels],
+            dtype=np.int64,
+        )
+        """The ``pos`` coordinate as position codes (``sweep.plan.NAMED``)."""
         self.lengths = np.asarray(array(self.group, "prompt_length")[:])
+        self.names = names
         # Opened by its own path: read through the root, its attributes (the runs) would
         # come from the root's consolidated metadata, frozen at creation.
         self.meta = zarr.open_group(backend.location, path=META, mode="r+")
@@ -410,18 +441,20 @@ class ResultStore:
 
     def _write_block(self, block: BlockData, stop: int) -> None:
         prompts = slice(block.prompt_start, stop)
+        index = resolve_positions(self.positions, self.lengths[prompts], block.named)
         for run in ("clean", "corrupted"):
             self._array(f"{run}_baseline")[:, prompts] = getattr(block, f"{run}_baseline")
-            rows = getattr(block, f"{run}_str")
-            lengths = self.lengths[prompts]
-            self._array(f"{run}_token")[prompts] = _along_pos(rows, lengths, self.positions)
+            self._array(f"{run}_token")[prompts] = _at(getattr(block, f"{run}_str"), index)
+        if "position_name" in self.group:  # stores made before named positions lack it
+            self._array("position_index")[prompts] = index
+            self._array("position_name")[prompts] = _names_at(block.named, index, self.names)
         for name, values in {**block.texts, **block.ids}.items():
             if name in self.group:  # stores made before the task's texts were kept lack it
                 dtype = object if name in PROMPT_TEXTS else np.int64
                 self._array(name)[prompts] = np.asarray(values, dtype=dtype)
 
     def write_cells(
-        self, name: str, cells: list[dict[str, int]], values: np.ndarray, prompts: slice
+        self, name: str, cells: list[dict[str, int | str]], values: np.ndarray, prompts: slice
     ) -> None:
         """Single cells of ``name`` by their coordinates (``layer`` and each dim); values
         [metric, cell, prompt]. Only the driver writes, after every unit is done."""
@@ -441,15 +474,24 @@ class ResultStore:
         array(self.meta, "verified")[0] = run
 
 
-def _along_pos(rows: list[list[str]], lengths: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Each prompt's token strings at the store's ``pos`` coordinates (a negative one from
-    the prompt's own end; '' where the prompt has no such position)."""
-    out = np.full((len(rows), len(positions)), "", dtype=object)
-    for i, (row, n) in enumerate(zip(rows, lengths, strict=True)):
-        absolute = np.where(positions < 0, n + positions, positions)
-        for j, p in enumerate(absolute):
-            if 0 <= p < n:
-                out[i, j] = row[p]
+def _at(rows: list[list[str]], index: np.ndarray) -> np.ndarray:
+    """Each prompt's token strings at the store's positions (``index`` [prompt, pos], as
+    ``resolve_positions`` gives it; '' where the prompt has no such position)."""
+    out = np.full(index.shape, "", dtype=object)
+    for (i, j), p in np.ndenumerate(index):
+        if p >= 0:
+            out[i, j] = rows[i][p]
+    return out
+
+
+def _names_at(named: np.ndarray, index: np.ndarray, names: list[str]) -> np.ndarray:
+    """[prompt, pos] the name of the token at each position ('' for a token no name is
+    given; the first name where a token has two)."""
+    out = np.full(index.shape, "", dtype=object)
+    for (i, j), p in np.ndenumerate(index):
+        hits = np.flatnonzero(named[i] == p) if p >= 0 and named.size else np.array([])
+        if len(hits):
+            out[i, j] = names[int(hits[0])]
     return out
 
 

@@ -1,7 +1,7 @@
 """Task kinds: a registry from ``task.kind`` to its spec and its examples.
 
 Add a kind: one module with a frozen ``TaskSpec`` subclass and an ``examples(spec,
-single_token)`` function, registered here. Tokenizing (``sweep.tasks.tokenize``) is shared.
+count_tokens)`` function, registered here. Tokenizing (``sweep.tasks.tokenize``) is shared.
 """
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ from typing import Any
 
 from sweep.spec import TaskSpec
 from sweep.tasks import induction, ioi, prompts
-from sweep.tasks.base import Example, SingleToken
+from sweep.tasks.base import CountTokens, Example
 
-TASKS: dict[str, tuple[type[TaskSpec], Callable[[Any, SingleToken], list[Example]]]] = {
+TASKS: dict[str, tuple[type[TaskSpec], Callable[[Any, CountTokens], list[Example]]]] = {
     "prompts": (prompts.PromptsTaskSpec, prompts.examples),
     "ioi": (ioi.IOITaskSpec, ioi.examples),
     "induction": (induction.InductionTaskSpec, induction.examples),
 }
 
 
-def load_examples(spec: TaskSpec, single_token: SingleToken) -> list[Example]:
-    return TASKS[spec.kind][1](spec, single_token)
+def load_examples(spec: TaskSpec, count: CountTokens) -> list[Example]:
+    return TASKS[spec.kind][1](spec, count)
 
 
 __all__ = ["TASKS", "Example", "load_examples"]

@@ -14,8 +14,9 @@ from sweep.errors import TaskError
 
 FIELDS = ("clean", "corrupted", "answer", "wrong")
 
-SingleToken = Callable[[str], bool]
-"""Whether a string is one token for the model's tokenizer (IOI picks names with it)."""
+CountTokens = Callable[[str], int]
+"""How many tokens a text is for the model's tokenizer, without BOS (IOI picks one-token
+names with it, and templates of one length)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,14 @@ class Example:
     wrong: str
     source: str
     """Where it came from, for messages (``file.jsonl:3`` or ``ioi #3``)."""
+    words: tuple[tuple[str, int], ...] = ()
+    """Named positions by the character of ``clean`` where the named token starts (IOI's
+    ``S1``, ``IO``...): the token index depends on the tokenizer, so it is found there."""
+    positions: tuple[tuple[str, int], ...] = ()
+    """Named positions by token index (negative: from the prompt's end), as a task file
+    gives them."""
+    template: int = -1
+    """Which template the prompt was made from (-1: none)."""
 
     def __post_init__(self) -> None:
         if self.answer == self.wrong:
@@ -35,7 +44,13 @@ class Example:
             )
 
 
+_NOT_TASK = ("source",)
+_DEFAULTS = {"words": (), "positions": (), "template": -1}
+
+
 def digest(examples: list[Example]) -> str:
     """Hash of the examples as read (not where they came from): a store refuses another task."""
-    rows = [{k: v for k, v in asdict(e).items() if k != "source"} for e in examples]
+    rows = [{k: v for k, v in asdict(e).items() if k not in _NOT_TASK} for e in examples]
+    # Fields left at their defaults stay out: a file read before they existed hashes alike.
+    rows = [{k: v for k, v in r.items() if k in FIELDS or v != _DEFAULTS[k]} for r in rows]
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]

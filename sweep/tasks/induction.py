@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sweep.errors import TaskError
 from sweep.spec import TaskSpec, positive
-from sweep.tasks.base import Example, SingleToken
+from sweep.tasks.base import CountTokens, Example
 
 LETTERS = list(string.ascii_uppercase)
 HALF = 8
@@ -57,10 +57,10 @@ def make_induction(n: int, seed: int, letters_in: list[str] = LETTERS) -> list[E
     return out
 
 
-def examples(spec: InductionTaskSpec, single_token: SingleToken) -> list[Example]:
+def examples(spec: InductionTaskSpec, count: CountTokens) -> list[Example]:
     """Prompts of the letters the model's tokenizer reads as one token each (all 26 for
     the shipped model and GPT-2's; a tokenizer trained on little text has fewer)."""
-    usable = [x for x in LETTERS if single_token(" " + x)]
+    usable = [x for x in LETTERS if count(" " + x) == 1]
     if len(usable) < HALF + 1:
         raise TaskError(
             f"task=induction: this model's tokenizer reads only {len(usable)} of the letters "

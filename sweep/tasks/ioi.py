@@ -8,27 +8,59 @@ so the clean names carry no information there.
 
 from __future__ import annotations
 
+import logging
 import random
-from collections.abc import Callable
+import re
 from dataclasses import dataclass
+from typing import Any
 
-from sweep.errors import TaskError
+from sweep.errors import ConfigError, TaskError
 from sweep.spec import TaskSpec, positive
-from sweep.tasks.base import Example, SingleToken
+from sweep.tasks.base import CountTokens, Example
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class IOITaskSpec(TaskSpec):
-    """A generated task: ``n_prompts`` prompts drawn with ``seed``."""
+    """A generated task: ``n_prompts`` prompts drawn with ``seed`` from ``templates``."""
 
     KIND = "ioi"
 
     kind: str = "ioi"
     n_prompts: int = 16
     seed: int = 0
+    templates: Any = None
+    """Template ids (0-14 BABA, 15-29 the same sentences in ABBA order), ``all``, or null:
+    the templates of the one token length most of them share for the model's tokenizer."""
 
     def __post_init__(self) -> None:
         positive("task.n_prompts", self.n_prompts)
+        object.__setattr__(self, "templates", _templates_key(self.templates))
+
+    def position_names(self) -> tuple[str, ...]:
+        return NAMED
+
+
+def _templates_key(value: Any) -> tuple[int, ...] | str | None:
+    if value is None or value == "all":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(
+            f"task.templates: {value!r}; give template ids like [0,3] (0-{len(TEMPLATES) - 1}), "
+            "all, or null (the templates of one token length)"
+        )
+    bad = [v for v in value if isinstance(v, bool) or not isinstance(v, int)
+           or not 0 <= v < len(TEMPLATES)]  # fmt: skip
+    if bad:
+        raise ConfigError(
+            f"task.templates: {bad} are not template ids; there are {len(TEMPLATES)} "
+            f"(0-{len(BABA_TEMPLATES) - 1} BABA, {len(BABA_TEMPLATES)}-{len(TEMPLATES) - 1} "
+            "the same sentences in ABBA order)"
+        )
+    return tuple(dict.fromkeys(value))
 
 
 BABA_TEMPLATES = (
@@ -170,25 +202,79 @@ class IOIExample:
     """The indirect object, with its leading space."""
     wrong: str
     """The subject, with its leading space."""
+    template: int = -1
+    words: tuple[tuple[str, int], ...] = ()
+    """Named position -> the character of ``clean`` where its token starts."""
 
 
-def _fill(template: str, a: str, b: str, s2: str, place: str, obj: str) -> str:
-    text = template.replace("[PLACE]", place).replace("[OBJECT]", obj)
-    first_b = text.index("[B]")
-    # The subject's second mention is the last [B]; in ABC prompts it is a third name.
-    last_b = text.rindex("[B]")
-    text = text[:last_b] + s2 + text[last_b + 3 :]
-    if first_b != last_b:
-        text = text.replace("[B]", b, 1)
-    return text.replace("[A]", a)
+PLACEHOLDER = re.compile(r"\[(A|B|PLACE|OBJECT)\]")
+
+NAMED = ("S1", "S1+1", "IO", "S2", "END")
+"""The positions the IOI paper analyses: the subject's first mention and the token after
+it, the indirect object, the subject's second mention, and the last token."""
 
 
-def usable_names(is_single_token: Callable[[str], bool]) -> list[str]:
+def _fill(
+    template: str, a: str, b: str, s2: str, place: str, obj: str
+) -> tuple[str, tuple[tuple[str, int], ...]]:
+    """The sentence, and where (by character) each named word starts. In ABC prompts the
+    subject's second mention ``s2`` is a third name."""
+    parts = PLACEHOLDER.split(template)  # text, name, text, name, ...
+    n_b = parts[1::2].count("B")
+    text, words, b_seen = "", {}, 0
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            text += part
+            continue
+        if part == "B":
+            b_seen += 1
+            value = s2 if b_seen == n_b else b
+            if b_seen == 1:
+                words["S1"] = len(text) - 1  # the token is the name with its leading space
+                words["S1+1"] = len(text) + len(value)
+            if b_seen == n_b:
+                words["S2"] = len(text) - 1
+        elif part == "A":
+            words["IO"] = len(text) - 1
+            value = a
+        else:
+            value = place if part == "PLACE" else obj
+        text += value
+    return text, tuple((k, words[k]) for k in NAMED if k in words)
+
+
+def usable_names(count: CountTokens) -> list[str]:
     """Names that are one token (with their leading space) for this tokenizer."""
-    return [n for n in NAMES if is_single_token(" " + n)]
+    return [n for n in NAMES if count(" " + n) == 1]
 
 
-def make_ioi(n_prompts: int, seed: int, names: list[str]) -> list[IOIExample]:
+def _one_token(words: tuple[str, ...], count: CountTokens) -> tuple[str, ...]:
+    """The words that are one token (with their leading space), or all if none is."""
+    return tuple(w for w in words if count(" " + w) == 1) or words
+
+
+def choose_templates(count: CountTokens, names: list[str]) -> tuple[tuple[int, ...], str]:
+    """The templates of the token length most templates have for this tokenizer (with
+        one-token fillers), and a line saying so: every prompt then has one length (the words
+    at a position still differ between templates and ABBA/BABA: name positions for those)."""
+    place, obj = _one_token(PLACES, count)[0], _one_token(OBJECTS, count)[0]
+    lengths = [count(_fill(t, names[0], names[1], names[1], place, obj)[0]) for t in TEMPLATES]
+    common = max(sorted(set(lengths)), key=lengths.count)
+    chosen = tuple(i for i, n in enumerate(lengths) if n == common)
+    return chosen, (
+        f"task=ioi: {len(chosen)} of {len(TEMPLATES)} templates are {common} tokens long "
+        "(without BOS) for this tokenizer; using those (task.templates=all for every template)"
+    )
+
+
+def make_ioi(
+    n_prompts: int,
+    seed: int,
+    names: list[str],
+    templates: tuple[int, ...] | None = None,
+    places: tuple[str, ...] = PLACES,
+    objects: tuple[str, ...] = OBJECTS,
+) -> list[IOIExample]:
     """``n_prompts`` seeded IOI examples drawn from ``names`` (at least five needed).
 
     Prompts come in pairs (a triple at an odd end) of one template, place and object with
@@ -197,18 +283,19 @@ def make_ioi(n_prompts: int, seed: int, names: list[str]) -> list[IOIExample]:
     """
     if len(names) < 5:
         raise ValueError(f"IOI needs at least 5 single-token names, the tokenizer has {len(names)}")
+    ids = templates or tuple(range(len(TEMPLATES)))
     rng = random.Random(seed)
     out = []
     groups = max(1, n_prompts // 2)
-    settings: list[tuple[str, str, str]] = []
+    settings: list[tuple[int, str, str]] = []
     for i in range(n_prompts):
         if min(i // 2, groups - 1) == len(settings):
-            settings.append((rng.choice(TEMPLATES), rng.choice(PLACES), rng.choice(OBJECTS)))
-        template, place, obj = settings[-1]
+            settings.append((rng.choice(ids), rng.choice(places), rng.choice(objects)))
+        t, place, obj = settings[-1]
         a, b, c, d, e = rng.sample(names, 5)
-        clean = _fill(template, a, b, b, place, obj)
-        corrupted = _fill(template, c, d, e, place, obj)
-        out.append(IOIExample(clean, corrupted, " " + a, " " + b))
+        clean, words = _fill(TEMPLATES[t], a, b, b, place, obj)
+        corrupted, _ = _fill(TEMPLATES[t], c, d, e, place, obj)
+        out.append(IOIExample(clean, corrupted, " " + a, " " + b, t, words))
     return out
 
 
@@ -219,17 +306,29 @@ def corpus() -> list[str]:
         other = NAMES[(i + 1) % len(NAMES)]
         for j, t in enumerate(TEMPLATES):
             place, obj = PLACES[j % len(PLACES)], OBJECTS[(i + j) % len(OBJECTS)]
-            lines.append(_fill(t, name, other, other, place, obj) + " " + name)
+            lines.append(_fill(t, name, other, other, place, obj)[0] + " " + name)
     return lines
 
 
-def examples(spec: IOITaskSpec, single_token: SingleToken) -> list[Example]:
-    """IOI prompts from the names that are one token for this model's tokenizer."""
-    names = usable_names(single_token)
-    try:
-        made = make_ioi(spec.n_prompts, spec.seed, names)
-    except ValueError as e:
-        raise TaskError(f"task=ioi: {e}; use task=prompts with your own prompts") from None
+def examples(spec: IOITaskSpec, count: CountTokens) -> list[Example]:
+    """IOI prompts from the names (and places, objects) that are one token for this
+    model's tokenizer, with their named positions and template ids."""
+    names = usable_names(count)
+    if len(names) < 5:
+        raise TaskError(
+            f"task=ioi: IOI needs at least 5 single-token names, the tokenizer has "
+            f"{len(names)}; use task=prompts with your own prompts"
+        )
+    templates = spec.templates
+    if templates is None:
+        templates, line = choose_templates(count, names)
+        log.info(line)
+    made = make_ioi(
+        spec.n_prompts, spec.seed, names, None if templates == "all" else templates,
+        _one_token(PLACES, count), _one_token(OBJECTS, count),
+    )  # fmt: skip
     return [
-        Example(e.clean, e.corrupted, e.answer, e.wrong, f"ioi #{i}") for i, e in enumerate(made)
-    ]
+        Example(e.clean, e.corrupted, e.answer, e.wrong, f"ioi #{i}", words=e.words,
+                positions=(("END", -1),), template=e.template)
+        for i, e in enumerate(made)
+    ]  # fmt: skip

@@ -1,4 +1,5 @@
-"""``task=prompts``: a JSON Lines file of ``{"clean", "corrupted", "answer", "wrong"}``."""
+"""``task=prompts``: a JSON Lines file of ``{"clean", "corrupted", "answer", "wrong"}``,
+each line optionally with ``"positions"`` (named token indices) and ``"template"`` (an id)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from sweep.errors import ConfigError, TaskError
 from sweep.spec import TaskSpec, existing_file
-from sweep.tasks.base import FIELDS, Example, SingleToken, digest
+from sweep.tasks.base import FIELDS, CountTokens, Example, digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,10 @@ class PromptsTaskSpec(TaskSpec):
         """The prompts as read, not the path: ./t.jsonl and its absolute path resume alike,
         and a file that changed between runs is refused."""
         return {"kind": self.kind, "examples": digest(read_prompts(self.path))}
+
+    def position_names(self) -> tuple[str, ...]:
+        examples = read_prompts(self.path)
+        return tuple(dict.fromkeys(name for e in examples for name, _ in e.positions))
 
 
 def json_lines(path: str) -> Iterator[tuple[str, Any]]:
@@ -72,8 +77,42 @@ def _example(obj: Any, where: str) -> Example:
     missing = [k for k in FIELDS if not isinstance(obj.get(k), str) or not obj.get(k)]
     if missing:
         raise TaskError(f"{where}: missing or empty string field(s): {', '.join(missing)}")
-    return Example(obj["clean"], obj["corrupted"], obj["answer"], obj["wrong"], where)
+    template = obj.get("template", -1)
+    if isinstance(template, bool) or not isinstance(template, int) or template < -1:
+        raise TaskError(f"{where}: template must be a whole number (the template's id), "
+                        f"got {template!r}")  # fmt: skip
+    return Example(
+        obj["clean"], obj["corrupted"], obj["answer"], obj["wrong"], where,
+        positions=_positions(obj.get("positions", {}), where), template=template,
+    )  # fmt: skip
 
 
-def examples(spec: PromptsTaskSpec, single_token: SingleToken) -> list[Example]:
+def _positions(value: Any, where: str) -> tuple[tuple[str, int], ...]:
+    """A task line's named positions: ``{"IO": 4, "END": -1}``, name -> token index."""
+    example = '{"IO": 4, "END": -1}'
+    if not isinstance(value, dict):
+        raise TaskError(f"{where}: positions must map names to token indices, like {example}")
+    for name, index in value.items():
+        if not name or not name.strip() or _is_int(name):
+            raise TaskError(
+                f"{where}: position name {name!r} must be a word (a number would read as a "
+                f"token index in grid.positions), like {example}"
+            )
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TaskError(
+                f"{where}: position {name!r} is {index!r}; give a token index (negative "
+                f"counts from the prompt's end), like {example}"
+            )
+    return tuple(value.items())
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def examples(spec: PromptsTaskSpec, count: CountTokens) -> list[Example]:
     return read_prompts(spec.path)

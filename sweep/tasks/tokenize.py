@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,10 @@ class TokenizedTask:
     """Token id written past a prompt's end (never read: attention is causal)."""
     examples: tuple[Example, ...] = ()
     """The examples, in prompt order: their texts go into the store with each block."""
+    position_names: tuple[str, ...] = ()
+    """The task's named positions (IOI's ``S1``, ``IO``...), in the order first given."""
+    named: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+    """[prompt, name] the token index of each named position in each prompt (-1: none)."""
 
     def rows(self, prompts: np.ndarray, width: int | None = None) -> tuple[torch.Tensor, ...]:
         """Clean and corrupted ids [prompt, pos] of the given prompts, right-padded to
@@ -97,8 +101,9 @@ def token_ids(model: Any, text: str, bos: bool = False) -> list[int]:
     return _ids_batch(model, [text], bos)[0]
 
 
-def single_token(model: Any) -> Any:
-    return lambda s: len(token_ids(model, s)) == 1
+def count_tokens(model: Any) -> Any:
+    """How many tokens a text is (no BOS): what a task needs of the tokenizer to choose words."""
+    return lambda s: len(token_ids(model, s))
 
 
 def _batches(examples: Iterable[Example], size: int) -> Iterator[list[Example]]:
@@ -118,6 +123,7 @@ def tokenize(examples: Iterable[Example], model: Any) -> TokenizedTask:
     n_ctx = int(model.cfg.n_ctx)
     clean_parts, corr_parts, lengths, answer, wrong = [], [], [], [], []
     kept: list[Example] = []
+    where: list[dict[str, int]] = []
     unk = _unknown_id(model)
     with_unk = 0
     for batch in _batches(examples, BATCH):
@@ -125,8 +131,11 @@ def tokenize(examples: Iterable[Example], model: Any) -> TokenizedTask:
         corrupted = _ids_batch(model, [ex.corrupted for ex in batch], bos)
         answers = _ids_batch(model, [ex.answer for ex in batch], False)
         wrongs = _ids_batch(model, [ex.wrong for ex in batch], False)
+        texts = [ex.clean[:at] for ex in batch for _, at in ex.words]
+        starts = iter(_ids_batch(model, texts, bos) if texts else [])
         for ex, c, k, a, w in zip(batch, clean, corrupted, answers, wrongs, strict=True):
             _check(model, ex, c, k, a, w, n_ctx)
+            where.append(_named(ex, c, [next(starts) for _ in ex.words]))
             with_unk += unk is not None and (unk in c or unk in k)
             kept.append(ex)
             clean_parts.append(c)
@@ -143,6 +152,8 @@ def tokenize(examples: Iterable[Example], model: Any) -> TokenizedTask:
             with_unk, len(lengths), model.tokenizer.unk_token,
         )  # fmt: skip
     n = np.array(lengths, dtype=np.int64)
+    names = tuple(dict.fromkeys(name for w in where for name in w))
+    named = np.array([[w.get(name, -1) for name in names] for w in where], dtype=np.int64)
     return TokenizedTask(
         clean_ids=np.fromiter((t for r in clean_parts for t in r), np.int32, int(n.sum())),
         corrupted_ids=np.fromiter((t for r in corr_parts for t in r), np.int32, int(n.sum())),
@@ -152,7 +163,30 @@ def tokenize(examples: Iterable[Example], model: Any) -> TokenizedTask:
         wrong=torch.tensor(wrong, dtype=torch.long),
         pad=_pad_id(model),
         examples=tuple(kept),
+        position_names=names,
+        named=named.reshape(len(where), len(names)),
     )
+
+
+def _named(ex: Example, clean: list[int], prefixes: list[list[int]]) -> dict[str, int]:
+    """Each named position's token index in ``clean``: a word's is the token count of the
+    text before it (which must tokenize as the start of the whole prompt does)."""
+    out = {}
+    for (name, at), ids in zip(ex.words, prefixes, strict=True):
+        if clean[: len(ids)] != ids or len(ids) >= len(clean):
+            raise TaskError(
+                f"{ex.source}: named position {name} (character {at}) does not start a token "
+                "for this tokenizer; name positions by token index instead"
+            )
+        out[name] = len(ids)
+    for name, index in ex.positions:
+        if not -len(clean) <= index < len(clean):
+            raise TaskError(
+                f"{ex.source}: position {name} is {index}, but the clean prompt is "
+                f"{len(clean)} tokens (0..{len(clean) - 1}, or -{len(clean)}..-1 from its end)"
+            )
+        out[name] = index % len(clean)
+    return out
 
 
 def _check(
@@ -168,17 +202,17 @@ def _check(
             f"{ex.source}: prompt is {len(c)} tokens, longer than the model's context "
             f"(n_ctx {n_ctx}); shorten it or remove the line"
         )
-    for field, text, ids in (("answer", ex.answer, a), ("wrong", ex.wrong, w)):
+    for what, text, ids in (("answer", ex.answer, a), ("wrong", ex.wrong, w)):
         if len(ids) != 1:
             pieces = model.to_str_tokens(text, prepend_bos=False)
             raise TaskError(
-                f"{ex.source}: {field} {text!r} is {len(ids)} tokens {pieces} for this "
+                f"{ex.source}: {what} {text!r} is {len(ids)} tokens {pieces} for this "
                 "model's tokenizer; it must be exactly one token (mind the leading space)"
             )
         unk = model.tokenizer.unk_token
         if ids[0] == model.tokenizer.unk_token_id and text.strip() != unk:
             raise TaskError(
-                f"{ex.source}: {field} {text!r} is not in this model's vocabulary (the "
+                f"{ex.source}: {what} {text!r} is not in this model's vocabulary (the "
                 f"tokenizer reads it as its unknown token {unk!r}); the metric would compare "
                 "the unknown token's logit: use a word the tokenizer knows"
             )

@@ -14,7 +14,7 @@ import sweep
 from sweep.errors import TaskError
 from sweep.models import load_model
 from sweep.tasks import induction, ioi, load_examples
-from sweep.tasks.tokenize import single_token, tokenize
+from sweep.tasks.tokenize import count_tokens, tokenize
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +24,10 @@ def native():
 
 def test_ioi_is_seeded_and_well_formed(native) -> None:
     spec = spec_of(["task=ioi", "task.n_prompts=20", "task.seed=3"]).task
-    a, b = load_examples(spec, single_token(native)), load_examples(spec, single_token(native))
+    a, b = load_examples(spec, count_tokens(native)), load_examples(spec, count_tokens(native))
     assert a == b and len(a) == 20
     other = load_examples(
-        spec_of(["task=ioi", "task.n_prompts=20", "task.seed=4"]).task, single_token(native)
+        spec_of(["task=ioi", "task.n_prompts=20", "task.seed=4"]).task, count_tokens(native)
     )
     assert [e.clean for e in other] != [e.clean for e in a]
     for ex in a:
@@ -48,7 +48,7 @@ def test_ioi_is_seeded_and_well_formed(native) -> None:
 
 
 def test_ioi_leaves_out_multi_token_names() -> None:
-    names = ioi.usable_names(lambda s: len(s) <= 5)  # e.g. " Mary" but not " Michael"
+    names = ioi.usable_names(lambda s: 1 if len(s) <= 5 else 2)  # " Mary", not " Michael"
     assert "Mary" in names and "Michael" not in names
     made = ioi.make_ioi(30, 0, names)
     assert all(e.answer.strip() in names and e.wrong.strip() in names for e in made)
@@ -168,7 +168,7 @@ def test_token_strings_of_a_block(native) -> None:
 @pytest.mark.parametrize("n", [2, 5, 16])
 def test_every_ioi_prompt_length_occurs_twice_so_resampling_has_donors(native, n: int) -> None:
     spec = spec_of(["task=ioi", f"task.n_prompts={n}"]).task
-    lengths = tokenize(load_examples(spec, single_token(native)), native).lengths
+    lengths = tokenize(load_examples(spec, count_tokens(native)), native).lengths
     assert min(np.unique(lengths, return_counts=True)[1]) >= 2, lengths
 
 
@@ -184,15 +184,15 @@ def test_the_induction_task_uses_the_letters_a_tokenizer_reads_as_one_token(nati
     """``python -m sweep model=native`` ran the induction task with letters the native
     tokenizer splits, and stopped: 'clean prompt is 20 tokens but corrupted is 19'."""
     spec = spec_of(["model=native"]).task
-    one = single_token(native)
-    assert not all(one(" " + x) for x in induction.LETTERS)  # the case that failed
-    task = tokenize(load_examples(spec, one), native)  # refused before
+    count = count_tokens(native)
+    assert not all(count(" " + x) == 1 for x in induction.LETTERS)  # the case that failed
+    task = tokenize(load_examples(spec, count), native)  # refused before
     assert task.n_prompts == 16 and len(set(task.lengths.tolist())) == 1
     for ex in task.examples:
-        assert all(one(" " + x) for x in ex.clean.split())
+        assert all(count(" " + x) == 1 for x in ex.clean.split())
 
 
 def test_the_induction_task_names_what_to_use_when_letters_are_too_few() -> None:
     spec = spec_of([]).task
     with pytest.raises(TaskError, match=r"reads only 2 of the letters .* use task=ioi"):
-        induction.examples(spec, lambda s: s in {" A", " B"})
+        induction.examples(spec, lambda s: 1 if s in {" A", " B"} else 2)
