@@ -8,10 +8,11 @@ fails before any model loads.
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
@@ -87,7 +88,15 @@ def tagged(path: str, tag: str) -> str:
 
 def report(s: SweepSummary, top: int = 5) -> str:
     """A short, human summary: what ran, the baselines, the cells with the largest effect."""
-    from sweep.results.analysis import DIMS, base_run, metrics, top_cells
+    from sweep.results.analysis import (
+        base_run,
+        gap_warning,
+        is_estimate,
+        metrics,
+        scale,
+        top_cells,
+        verified,
+    )
     from sweep.results.store import open_results
 
     ds = open_results(s.path)
@@ -107,22 +116,51 @@ def report(s: SweepSummary, top: int = 5) -> str:
     clean = float(ds["clean_baseline"].sel(metric=metric).mean())
     corr = float(ds["corrupted_baseline"].sel(metric=metric).mean())
     lines.append(f"{metric}: clean {clean:.3f}, corrupted {corr:.3f} (mean over all {n} prompts)")
-    base = base_run(ds)
+    warning = gap_warning(ds, metric)
+    if warning:
+        lines.append(warning)
+    base, sc, estimate = base_run(ds), scale(ds), is_estimate(ds)
     cells = top_cells(ds, top, metric)
     need, left_out = cells.attrs["min_prompts"], cells.attrs["left_out"]
+    what = "AtP's estimated effect" if estimate else "effect"
     lines.append(
-        f"top cells by |effect| on {metric}: the cell's value minus each prompt's own {base} "
-        f"baseline, averaged over the n prompts that reach the cell (cells that fewer than "
-        f"{need} of the {n} prompts reach are left out: {left_out}):"
+        f"top cells by |{what}| on {metric} ({sc.intervention}): the cell's value minus each "
+        f"prompt's own {base} baseline, averaged over the n prompts that reach the cell; "
+        f"{sc.kind} = {sc.label} (cells that fewer than {need} of the {n} prompts reach are "
+        f"left out: {left_out}):"
     )
     for _, r in cells.iterrows():
-        where = [f"layer={int(r['layer'])}"]
-        where += [f"{d}={r[d]}" for d in DIMS if d in r and r.notna()[d]]
         lines.append(
-            f"  {r['component']}[{', '.join(where)}]: effect {r['effect']:+.3f} "
-            f"(value {r['value']:.3f}, n={int(r['n'])})"
+            f"  {_cell(r)}: {'estimated ' if estimate else ''}effect {r['effect']:+.3f}, "
+            f"{sc.kind} {r['scaled']:+.2f} (value {r['value']:.3f}, n={int(r['n'])})"
+        )
+    checked = verified(ds, metric) if estimate else None
+    if checked is not None and len(checked):
+        r = checked.attrs["correlation"]
+        lines.append(
+            f"verified by exact patching ({len(checked)} cells; effects on {metric}, mean over "
+            "the same prompts), AtP's estimate beside the exact value:"
+        )
+        for _, row in checked.iterrows():
+            lines.append(
+                f"  {_cell(row)}: estimate {row['estimate']:+.3f}, exact {row['exact']:+.3f} "
+                f"(n={int(row['n'])})"
+            )
+        lines.append(
+            f"correlation of estimate and exact over these {len(checked)} cells: r = {r:.3f}"
+            if math.isfinite(r)
+            else "correlation of estimate and exact: needs at least two verified cells"
         )
     return "\n".join(lines)
+
+
+def _cell(r: Any) -> str:
+    """``z[layer=0, head=3]``: a table row's component and coordinates."""
+    from sweep.results.analysis import DIMS
+
+    where = [f"layer={int(r['layer'])}"]
+    where += [f"{d}={r[d]}" for d in DIMS if d in r and r.notna()[d]]
+    return f"{r['component']}[{', '.join(where)}]"
 
 
 def help_text() -> str:

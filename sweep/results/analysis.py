@@ -12,6 +12,8 @@ xarray or pandas objects. Torch-free.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -78,6 +80,92 @@ def normalized(
         return (value - corrupted) / (clean - corrupted)
     gap = (clean - corrupted).where(reach)
     return (value - corrupted).mean("prompt") / gap.mean("prompt")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How an intervention's values read: the fraction of the clean-corrupted gap a cell
+    restores (denoising) or destroys (noising and ablations), so 0 is always "no change"."""
+
+    kind: str
+    """``restored`` or ``destroyed``."""
+    intervention: str
+    """The intervention as titles name it (``patch denoise``, ``zero ablation``...)."""
+
+    @property
+    def label(self) -> str:
+        if self.kind == "restored":
+            return "fraction of the clean behaviour restored (0 = the corrupted run, 1 = clean)"
+        return "fraction of the clean behaviour destroyed (0 = no change, 1 = the corrupted run)"
+
+    @property
+    def short(self) -> str:
+        return f"fraction {self.kind}"
+
+    @property
+    def bar(self) -> str:
+        """The colour bar's label: short, with its two ends."""
+        ends = (
+            "0 = corrupted, 1 = clean"
+            if self.kind == "restored"
+            else "0 = no change, 1 = corrupted"
+        )
+        return f"{self.short}\n({ends})"
+
+
+def scale(ds: xr.Dataset) -> Scale:
+    """The store's scale: denoising restores (its base is the corrupted run), everything
+    else (noising, zero/mean/resample ablation) destroys from the clean run."""
+    keys = ds.attrs.get("intervention_keys") or {}
+    kind = str(keys.get("kind", ds.attrs.get("intervention", "patch")))
+    if kind in ("patch", "atp"):
+        name = f"{'AtP' if kind == 'atp' else 'patch'} {keys.get('direction', 'denoise')}"
+    else:
+        name = f"{kind} ablation"
+    return Scale("restored" if base_run(ds) == "corrupted" else "destroyed", name)
+
+
+def scaled(
+    ds: xr.Dataset, name: str, per_prompt: bool = False, *, metric: str | None = None
+) -> xr.DataArray:
+    """Each cell on its intervention's own scale (``scale``): denoising,
+    (value - corrupted) / (clean - corrupted), the fraction restored; noising and
+    ablations, (clean - value) / (clean - corrupted), the fraction destroyed. Either way 0
+    is no change. Averaged like ``normalized``: mean numerator over the mean gap of the
+    prompts that reach the cell (``per_prompt=True``: each prompt's own ratio)."""
+    fraction = normalized(ds, name, per_prompt, metric=metric)
+    return fraction if scale(ds).kind == "restored" else 1 - fraction
+
+
+GAP_SHARE = 0.1
+"""A prompt whose clean-corrupted gap is under this share of the mean gap (or of the other
+sign) has per-prompt scaled values far outside 0..1."""
+
+
+def gap_warning(ds: xr.Dataset, metric: str | None = None) -> str:
+    """A line naming the prompts whose clean-corrupted gap is tiny or inverted ('' when
+    none is): their own scaled values mislead; summaries divide by the mean gap."""
+    metric = check_metric(ds, metric)
+    gap = (ds["clean_baseline"] - ds["corrupted_baseline"]).sel(metric=metric).values
+    gap = gap[np.isfinite(gap)]
+    if not len(gap):
+        return ""
+    mean = float(gap.mean())
+    if abs(mean) <= 1e-6 * max(1.0, float(np.abs(gap).max())):
+        return (
+            f"warning: the mean clean-corrupted gap of {metric} is {mean:.3g}, about 0: scaled "
+            "values divide by it and mean nothing; this task does not separate clean from "
+            "corrupted for this model"
+        )
+    bad = int(((gap * mean <= 0) | (np.abs(gap) < GAP_SHARE * abs(mean))).sum())
+    if not bad:
+        return ""
+    return (
+        f"warning: {bad} of {len(gap)} prompts have a clean-corrupted gap of {metric} that is "
+        f"inverted or under {GAP_SHARE:.0%} of the mean gap ({mean:+.3g}); their own "
+        "per-prompt fractions are far outside 0..1, so summaries divide by the mean gap of "
+        "the prompts that reach each cell"
+    )
 
 
 def summarize(
@@ -178,7 +266,8 @@ def top_cells(
     store's ``base_run``: ``corrupted`` for denoising, ``clean`` for noising and
     ablations). Columns: component, layer, each grid dim the components have (``<NA>`` where
     a component has no such dim), value and effect (means over the ``n`` prompts that reach
-    the cell). Cells reached by fewer than ``min_prompts`` prompts (default: half of them,
+    the cell), and scaled (the effect on the intervention's own scale, ``scaled``). Cells
+    reached by fewer than ``min_prompts`` prompts (default: half of them,
     ``default_min_prompts``) are left out; ``attrs`` says how many were.
     """
     metric = check_metric(ds, metric)
@@ -193,6 +282,7 @@ def top_cells(
             {
                 "value": value.mean("prompt"),
                 "effect": per_prompt.mean("prompt"),
+                "scaled": scaled(ds, name, metric=metric),
                 "n": per_prompt.count("prompt"),
             }
         ).to_dataframe()
@@ -205,12 +295,48 @@ def top_cells(
             table[d] = pd.array([pd.NA] * len(table), "Int64")
         elif ds[d].dtype.kind in "iuf":  # named positions stay names
             table[d] = table[d].astype("Int64")
-    table = table.reindex(columns=["component", "layer", *dims, "value", "effect", "n"])
+    table = table.reindex(columns=["component", "layer", *dims, "value", "effect", "scaled", "n"])
     table["n"] = table["n"].astype(int)
     order = table["effect"].abs().sort_values(ascending=False, kind="stable").index
     top = table.loc[order].head(k).reset_index(drop=True)
     top.attrs.update(min_prompts=need, left_out=left_out, n_prompts=int(ds.sizes["prompt"]))
     return top
+
+
+def is_estimate(ds: xr.Dataset) -> bool:
+    """Whether the store's values are AtP's first-order estimates, not patched values."""
+    return str(ds.attrs.get("intervention", "")) == "atp"
+
+
+def verified(ds: xr.Dataset, metric: str | None = None) -> pd.DataFrame:
+    """AtP's verified cells: each cell's estimated and exact effect side by side (means
+    over the same ``n`` prompts, against each prompt's own baseline), largest exact first.
+    ``attrs["correlation"]``: Pearson's r of estimate and exact over these cells (NaN for
+    fewer than two)."""
+    metric = check_metric(ds, metric)
+    frames = []
+    for name in components(ds):
+        if f"{name}_exact" not in ds:
+            continue
+        exact = effect(ds, f"{name}_exact", metric=metric)
+        estimate = effect(ds, name, metric=metric).where(exact.notnull())
+        table = xr.Dataset(
+            {"estimate": estimate.mean("prompt"), "exact": exact.mean("prompt"),
+             "n": exact.count("prompt")}
+        ).to_dataframe()  # fmt: skip
+        frames.append(table[table["n"] > 0].reset_index().assign(component=name))
+    dims = [d for d in ["layer", *DIMS] if any(d in f for f in frames)]
+    columns = ["component", *dims, "estimate", "exact", "n"]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    table = table.reindex(columns=columns)
+    for d in dims:
+        if d in ds and ds[d].dtype.kind in "iuf":
+            table[d] = table[d].astype("Int64")
+    order = table["exact"].abs().sort_values(ascending=False, kind="stable").index
+    table = table.loc[order].reset_index(drop=True)
+    r = float(np.corrcoef(table["estimate"], table["exact"])[0, 1]) if len(table) > 1 else np.nan
+    table.attrs["correlation"] = r
+    return table
 
 
 def cell_of(row: pd.Series) -> dict[str, int | str]:

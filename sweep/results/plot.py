@@ -2,9 +2,11 @@
 
     python -m sweep.plot STORE [--out DIR] [--metric NAME] [--min-prompts N]
 
-Each heatmap shows the normalized effect, (patched - corrupted) / (clean - corrupted) of
-each cell over the prompts that reach it (``sweep.results.analysis.normalized``): 1 = the
-cell alone gives the clean run's behaviour, 0 = no change from the corrupted run. Layer x
+Each heatmap shows each cell on its intervention's own scale, over the prompts that reach
+it (``sweep.results.analysis.scaled``): denoising, the fraction of the clean behaviour the
+cell restores (0 = the corrupted run, 1 = clean); noising and ablations, the fraction it
+destroys (0 = no change, 1 = the corrupted run's level). The title names the intervention
+and the scale; AtP maps say they are estimates. Layer x
 position maps label positions with prompt 0's tokens (clean/corrupted where they differ;
 -1 is each prompt's own last token); layer x head maps label heads (grouped-query ``k``/``v``:
 key/value heads, ``KV0``...); components with both (``z_by_pos``, ``k_by_pos``...) get one
@@ -18,6 +20,7 @@ import argparse
 import html
 import json
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +30,15 @@ import xarray as xr
 
 from sweep.errors import StoreDamagedError, SweepError
 from sweep.results.analysis import (
+    Scale,
     check_metric,
     components,
     default_min_prompts,
+    gap_warning,
     metrics,
-    normalized,
     reached,
+    scale,
+    scaled,
 )
 from sweep.results.store import open_results
 
@@ -50,17 +56,22 @@ class Heatmap:
     col_title: str
     blank: str = ""
     """Which cells are left blank, and why (cells few prompts reach); '' when none are."""
+    scale: Scale = Scale("restored", "patch denoise")
+    warning: str = ""
+    """A tiny or inverted clean-corrupted gap (``gap_warning``); '' when none."""
 
     @property
     def title(self) -> str:
-        return f"{self.component}: normalized {self.metric}"
+        what = f"{self.scale.short} by {self.scale.intervention}"
+        estimate = " (estimate)" if self.scale.intervention.startswith("AtP") else ""
+        return f"{self.component}: {self.metric}, {what}{estimate}"
 
 
 def heatmap(ds: xr.Dataset, name: str, metric: str, min_prompts: int | None = None) -> Heatmap:
     """The normalized effect of ``name`` (over the prompts that reach each cell) as a 2-D
     map; cells that fewer than ``min_prompts`` prompts reach (default: half) are blank."""
     need = default_min_prompts(ds) if min_prompts is None else int(min_prompts)
-    mean = normalized(ds, name).sel(metric=metric)
+    mean = scaled(ds, name, metric=metric)
     n = reached(ds, name)
     few = int(((n > 0) & (n < need)).sum())
     mean = mean.where(n >= need)
@@ -78,9 +89,11 @@ def heatmap(ds: xr.Dataset, name: str, metric: str, min_prompts: int | None = No
     if "pos" in mean.dims and head is not None:
         values = mean.transpose("layer", head, "pos").values.reshape(-1, len(cols))
         rows = [f"{la}{h}" for la in layers for h in heads]
-        return Heatmap(name, metric, values, rows, cols, f"layer, {head}", col_title, blank)
+        return Heatmap(name, metric, values, rows, cols, f"layer, {head}", col_title, blank,
+                       scale(ds), gap_warning(ds, metric))  # fmt: skip
     values = mean.transpose("layer", ...).values
-    return Heatmap(name, metric, values, layers, cols, "layer", col_title, blank)
+    return Heatmap(name, metric, values, layers, cols, "layer", col_title, blank, scale(ds),
+                   gap_warning(ds, metric))  # fmt: skip
 
 
 def _position_labels(ds: xr.Dataset) -> tuple[list[str], str]:
@@ -109,7 +122,7 @@ def figure(h: Heatmap, ax: Any = None) -> Any:
 
     rows, cols = h.values.shape
     if ax is None:
-        size = (max(4.0, 0.45 * cols + 2.5), max(2.0, 0.4 * rows + 1.5))
+        size = (max(4.0, 0.45 * cols + 2.5), max(3.2, 0.4 * rows + 1.5))
         ax = Figure(figsize=size).subplots()
     fig = ax.figure
     limit = float(np.nanmax(np.abs(h.values))) if np.isfinite(h.values).any() else 1.0
@@ -118,8 +131,10 @@ def figure(h: Heatmap, ax: Any = None) -> Any:
     ax.set_yticks(range(rows), h.row_labels, fontsize=8)
     ax.set_xlabel(h.col_title)
     ax.set_ylabel(h.row_title)
-    ax.set_title(f"{h.title}\n(blank: {h.blank})" if h.blank else h.title, fontsize=10)
-    fig.colorbar(image, ax=ax, label="normalized effect")
+    title = textwrap.wrap(h.title, max(40, 6 * cols + 20))
+    title += textwrap.wrap(f"(blank: {h.blank})", max(40, 6 * cols + 20)) if h.blank else []
+    ax.set_title("\n".join(title), fontsize=10)
+    fig.colorbar(image, ax=ax).set_label(h.scale.bar, fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -181,6 +196,9 @@ def page(maps: list[Heatmap], store: str) -> str:
             "rowTitle": h.row_title,
             "colTitle": h.col_title,
             "blank": h.blank,
+            "title": h.title,
+            "scale": h.scale.label,
+            "warning": h.warning,
             "values": [[None if np.isnan(v) else round(float(v), 4) for v in r] for r in h.values],
         }
         for h in maps
@@ -201,8 +219,11 @@ th.col { writing-mode: vertical-rl; transform: rotate(180deg); font-weight: norm
 </style></head>
 <body>
 <h1>patchsweep results</h1>
-<p>Store: <code>__STORE__</code>. Normalized effect of each cell over the prompts that
-reach it: (patched - corrupted) / (clean - corrupted); hover a cell for its value.</p>
+<p>Store: <code>__STORE__</code>. Each cell on its intervention's own scale, over the
+prompts that reach it: denoising, the fraction of the clean behaviour restored,
+(patched - corrupted) / (clean - corrupted); noising and ablations, the fraction destroyed,
+(clean - patched) / (clean - corrupted). 0 is no change either way; hover a cell for its
+value.</p>
 <label>metric <select id="metric"></select></label>
 <div id="maps"></div>
 <script id="data" type="application/json">__DATA__</script>
@@ -229,7 +250,10 @@ function draw() {
     const flat = m.values.flat().filter(v => v !== null);
     const limit = Math.max(1e-9, ...flat.map(Math.abs));
     const h = document.createElement("h2");
-    h.textContent = `${m.component} (${m.rowTitle} x ${m.colTitle})`;
+    h.textContent = `${m.title} (${m.rowTitle} x ${m.colTitle})`;
+    const scale = document.createElement("p");
+    scale.className = "scale";
+    scale.textContent = `Blue: ${m.scale}.` + (m.warning ? ` ${m.warning}.` : "");
     const note = document.createElement("p");
     note.className = "blank";
     note.textContent = m.blank ? `Grey: ${m.blank} (too few to average).` : "";
@@ -255,7 +279,7 @@ function draw() {
         td.title = `${m.rows[i]}, ${m.cols[j]}: ${v === null ? none : v}`;
       });
     });
-    root.append(h, note, table);
+    root.append(h, scale, note, table);
   }
   document.body.dataset.rendered = String(root.querySelectorAll("table.map").length);
 }

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
 import sweep
-from sweep import analysis
+from sweep import analysis, plot
 from sweep.analysis import cell_of, top_cells
 
 COMPONENTS = ["resid_pre", "resid_mid", "attn_out", "mlp_out", "z", "z_by_pos", "v", "pattern"]
@@ -91,6 +94,44 @@ def test_atp_verifies_its_top_cells_exactly(tmp_path: Path) -> None:
     for _, r in top.iterrows():
         where = cell_of(r)
         assert est[f"{r['component']}_exact"].sel(metric="logit_diff", **where).notnull().any()
+    # Side by side: each verified cell's estimated and exact effect, and their correlation.
+    table = analysis.verified(est)
+    assert len(table) == k
+    for _, r in table.iterrows():
+        where = {d: r[d] for d in ("layer", "pos", "head") if d in r and not pd.isna(r[d])}
+        name = r["component"]
+        exact_effect = analysis.effect(exact, name, metric="logit_diff").sel(**where).mean()
+        est_effect = analysis.effect(est, name, metric="logit_diff").sel(**where).mean()
+        assert r["exact"] == pytest.approx(float(exact_effect), abs=1e-5)
+        assert r["estimate"] == pytest.approx(float(est_effect), abs=1e-5)
+        assert r["n"] == 16
+    assert list(table["exact"].abs()) == sorted(table["exact"].abs(), reverse=True)
+    want = np.corrcoef(table["estimate"], table["exact"])[0, 1]
+    assert table.attrs["correlation"] == pytest.approx(want)
+
+
+def test_every_atp_output_says_it_is_an_estimate(tmp_path: Path) -> None:
+    store = tmp_path / "atp.zarr"
+    out = subprocess.run(
+        [sys.executable, "-m", "sweep", "model=native", "task=ioi", "intervention=atp",
+         "intervention.verify_top_k=3", "grid.components=[resid_pre,z]",
+         "runner.progress=false", f"store.path={store}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    ds = sweep.open_results(store)
+    top = [line for line in out.splitlines() if line.startswith("  ") and "value" in line]
+    assert len(top) == 5 and all(": estimated effect " in line for line in top)
+    assert "top cells by |AtP's estimated effect| on logit_diff (AtP denoise)" in out
+    table = analysis.verified(ds)
+    assert "verified by exact patching (3 cells" in out
+    for _, r in table.iterrows():
+        assert f": estimate {r['estimate']:+.3f}, exact {r['exact']:+.3f} (n=16)" in out
+    r = table.attrs["correlation"]
+    assert f"correlation of estimate and exact over these 3 cells: r = {r:.3f}" in out
+    for name in ("resid_pre", "z"):
+        assert plot.heatmap(ds, name, "logit_diff").title.endswith("by AtP denoise (estimate)")
+    page = (tmp_path / "atp.plots" / "index.html").read_text()
+    assert page.count("(estimate)") == 2
 
 
 @pytest.mark.parametrize("direction", ["denoise", "noise"])

@@ -121,8 +121,12 @@ def test_top_cells_ranks_every_component(ds: xr.Dataset) -> None:
     r = top.iloc[0]
     cell = analysis.cell_of(r)
     assert ds[r["component"]].sel(metric="logit_diff", **cell).mean() == pytest.approx(r["value"])
-    assert list(top.columns) == ["component", "layer", "pos", "head", "value", "effect", "n"]
+    assert list(top.columns) == [
+        "component", "layer", "pos", "head", "value", "effect", "scaled", "n"
+    ]  # fmt: skip
     assert (top["n"] == 8).all()
+    gap = (ds["clean_baseline"] - ds["corrupted_baseline"]).sel(metric="logit_diff").mean()
+    assert top["scaled"].tolist() == pytest.approx((top["effect"] / float(gap)).tolist())
     assert top["head"].isna().sum() + top["pos"].isna().sum() == 5  # one dim per component
 
 

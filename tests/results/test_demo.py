@@ -99,7 +99,7 @@ def test_heatmaps_have_labelled_axes(demo: xr.Dataset, tmp_path: Path) -> None:
     assert ax.get_xlabel().startswith("position (tokens of prompt 0") and ax.get_ylabel() == "layer"
     assert [t.get_text() for t in ax.get_xticklabels()] == resid.col_labels
     assert [t.get_text() for t in ax.get_yticklabels()] == ["L0", "L1"]
-    assert ax.get_title() == "resid_pre: normalized logit_diff"
+    assert ax.get_title() == "resid_pre: logit_diff, fraction restored by patch denoise"
 
 
 def test_render_writes_png_per_component_and_one_page(demo_store: Path, tmp_path: Path) -> None:

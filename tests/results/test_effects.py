@@ -76,8 +76,10 @@ def test_the_command_line_summary_ranks_by_the_same_effect(tmp_path: Path) -> No
     summary = SweepSummary(path, 1, 1, 0, 6, 1.0, 1.0, 1, 1, 0, "fast")
     text = report(summary, top=2)
     assert "clean 6.000, corrupted 5.000 (mean over all 2 prompts)" in text
-    first = text.splitlines()[5]
-    assert first.strip() == "resid_pre[layer=0, pos=1]: effect +1.000 (value 6.000, n=2)"
+    first = next(line for line in text.splitlines() if line.startswith("  "))
+    assert first.strip() == (
+        "resid_pre[layer=0, pos=1]: effect +1.000, restored +1.00 (value 6.000, n=2)"
+    )
 
 
 TEMPLATES = [

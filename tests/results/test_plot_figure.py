@@ -31,6 +31,8 @@ def test_figure_draws_into_the_axes_it_is_given() -> None:
     fig = Figure()
     left, right = fig.subplots(1, 2)
     assert figure(MAP, ax=right) is fig
-    assert right.get_title() == "z: normalized logit_diff" and not left.images
+    assert right.get_title().replace("\n", " ") == MAP.title  # wrapped to the map's width
+    assert MAP.title == "z: logit_diff, fraction restored by patch denoise"
+    assert not left.images
     np.testing.assert_array_equal(right.images[0].get_array(), MAP.values)
     assert [t.get_text() for t in right.get_xticklabels()] == ["H0", "H1"]
