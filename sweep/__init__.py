@@ -16,6 +16,7 @@ _EXPORTS = {
     "run_config": "sweep.driver",
     "compose_config": "sweep.driver",
     "open_results": "sweep.results.store",
+    "open_multirun": "sweep.results.multirun",
     "status": "sweep.results.status",
 }
 

@@ -2,6 +2,7 @@
 
 from sweep.results.analysis import (
     Scale,
+    base_run,
     bootstrap_ci,
     cell_of,
     components,
@@ -21,6 +22,7 @@ from sweep.results.analysis import (
 
 __all__ = [
     "Scale",
+    "base_run",
     "bootstrap_ci",
     "cell_of",
     "components",

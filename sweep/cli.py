@@ -9,7 +9,6 @@ fails before any model loads.
 from __future__ import annotations
 
 import math
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,8 +35,12 @@ def _app(cfg: DictConfig) -> None:
 
     from sweep.driver import run_config
 
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
-        cfg.store.path = job_store(cfg, list(HydraConfig.get().overrides.task))
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        from sweep.multirun import job_store, sweep_of
+
+        varied = sweep_of(_user_overrides(sys.argv[1:])).varied
+        cfg.store.path = job_store(cfg, list(hc.overrides.task), int(hc.job.num), varied)
     try:
         summary = run_config(cfg)
     except Interrupted as e:
@@ -57,33 +60,6 @@ def _app(cfg: DictConfig) -> None:
             f"with python -m sweep.plot {summary.path}",
             e.exit_code,
         )
-
-
-def job_store(cfg: DictConfig, overrides: list[str]) -> str:
-    """Under ``-m`` (multirun) each job gets its own store under ``store.path``, named by
-    its overrides of keys that change results (the fingerprint's keys): ``sweep.zarr`` ->
-    ``sweep-model.name=gpt2.zarr``. The same command names the same stores, so a multirun
-    resumes like a single run; jobs that differ only in other keys share a store."""
-    from sweep.config import result_keys
-
-    keys = result_keys(cfg)
-    parts = []
-    for o in overrides:
-        key = o.split("=", 1)[0].lstrip("+~")
-        group_choice = key in GROUPS and key not in ("runner", "store")
-        if group_choice or any(key == k or key.startswith(k + ".") for k in keys):
-            parts.append(o)
-    if not parts:
-        return str(cfg.store.path)
-    tag = re.sub(r"[^\w.,=+-]", "_", ",".join(sorted(parts)))
-    return tagged(str(cfg.store.path), tag)
-
-
-def tagged(path: str, tag: str) -> str:
-    """``dir/sweep.zarr`` -> ``dir/sweep-TAG.zarr``; string-wise, so URLs stay URLs."""
-    head, slash, name = path.rstrip("/").rpartition("/")
-    stem, dot, suffix = name.rpartition(".") if "." in name else (name, "", "")
-    return f"{head}{slash}{stem}-{tag}{dot}{suffix}"
 
 
 def report(s: SweepSummary, top: int = 5) -> str:
@@ -209,16 +185,16 @@ def _defaults(root: Path) -> dict[str, str]:
 
 def check_overrides(argv: list[str]) -> None:
     """Compose every job's config and build its spec, so that a bad key, type or value
-    fails here in one line, before Hydra starts and before any model loads."""
-    from hydra._internal.utils import get_args_parser
+    fails here in one line, before Hydra starts and before any model loads. Under ``-m``,
+    write the manifest of every job's store (``sweep.multirun``) before the first runs."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     from sweep.config import to_spec
     from sweep.driver import compose_config
 
-    args, _ = get_args_parser().parse_known_args(argv)
-    overrides = [o for o in args.overrides if not o.lstrip("+~").startswith("hydra")]
+    overrides = _user_overrides(argv)
+    multirun = bool({"-m", "--multirun"} & set(argv))
     parser = OverridesParser.create()
     for o in overrides:
         try:
@@ -227,18 +203,38 @@ def check_overrides(argv: list[str]) -> None:
             raise SweepError(_unparsed(o, e)) from None
     parsed = parser.parse_overrides(overrides)
     first, variants = [], []
-    for o in parsed:
-        line = str(o.input_line)
+    for p in parsed:
+        line = str(p.input_line)
         head = line.split("=", 1)[0]
-        if o.is_sweep_override():
-            values = list(o.sweep_string_iterator())
+        if p.is_sweep_override():
+            values = list(p.sweep_string_iterator())
             first.append(f"{head}={values[0]}")
             variants += [(len(first) - 1, f"{head}={v}") for v in values[1:]]
         else:
             first.append(line)
-    jobs = [first] + [first[:i] + [v] + first[i + 1 :] for i, v in variants]
-    for job in jobs:
-        to_spec(compose_config(job))  # a ConfigError names the key
+    if not multirun:
+        jobs = [first] + [first[:i] + [v] + first[i + 1 :] for i, v in variants]
+        for job in jobs:
+            to_spec(compose_config(job))  # a ConfigError names the key
+        return
+    from sweep.multirun import job_store, manifest_path, sweep_of, write_manifest
+
+    sweep = sweep_of(overrides)
+    stores, bases = [], []
+    for num, one in enumerate(sweep.jobs):
+        cfg = compose_config(list(one))
+        to_spec(cfg)  # a ConfigError names the key
+        stores.append(job_store(cfg, list(one), num, sweep.varied))
+        bases.append(str(cfg.store.path))
+    write_manifest(manifest_path(bases[0]), sweep, stores, ["python -m sweep", *argv])
+
+
+def _user_overrides(argv: list[str]) -> list[str]:
+    """The command's overrides, without Hydra's own (``hydra.*``) and its flags."""
+    from hydra._internal.utils import get_args_parser
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    return [o for o in args.overrides if not o.lstrip("+~").startswith("hydra")]
 
 
 def _unparsed(override: str, e: BaseException) -> str:

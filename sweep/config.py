@@ -104,17 +104,6 @@ def to_spec(cfg: DictConfig) -> s.SweepSpec:
     return s.SweepSpec(**parts)  # type: ignore[arg-type]
 
 
-def result_keys(cfg: DictConfig) -> list[str]:
-    """Config keys (``group.field``) that change results: the fingerprint's keys, which
-    also name multirun jobs' stores."""
-    out = []
-    for group in s.GROUPS:
-        twin = OmegaConf.get_type(cfg[group])
-        spec = next(sp for sp in OPTIONS[group].values() if schema(sp) is twin)
-        out += [f"{group}.{f}" for f in s.result_fields(spec)]
-    return out
-
-
 def hydra_message(e: BaseException) -> str:
     """Hydra's and OmegaConf's multi-line messages, as one line naming the key (or the
     group option that does not exist, with the options there are)."""

@@ -33,8 +33,7 @@ class Spec:
     KIND: ClassVar[str] = ""
     """The group option's kind (``patch``, ``ioi``...): the registry key."""
     RESULTS: ClassVar[tuple[str, ...] | None] = None
-    """Fields that change results (None: all). Only these enter the store's fingerprint
-    and multirun store names."""
+    """Fields that change results (None: all). Only these enter the store's fingerprint."""
 
     def key(self, name: str) -> str:
         return f"{self.GROUP}.{name}"

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import xarray as xr
+import yaml
+
+import sweep
 
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -56,13 +61,12 @@ def test_multirun_gives_each_job_its_own_store_and_resumes(tmp_path: Path) -> No
     out = _cli(tmp_path, *args)
     assert out.returncode == 0, out.stderr
     stores = sorted((tmp_path / "runs").glob("ioi-*.zarr"))
+    # Short names: the job number (Hydra's order) and the overrides that vary.
     assert [s.name for s in stores] == [
-        f"ioi-grid.components=_resid_pre_,model=native,store.chunk_kb={kb},"
-        f"task.n_prompts={n},task=ioi.zarr"
-        for kb in (1, 1024)
-        for n in (2, 3)
+        f"ioi-{i}-store.chunk_kb={kb},task.n_prompts={n}.zarr"
+        for i, (n, kb) in enumerate([(2, 1), (2, 1024), (3, 1), (3, 1024)])
     ]
-    assert [xr.open_zarr(s).sizes["prompt"] for s in stores] == [2, 3, 2, 3]
+    assert [xr.open_zarr(s).sizes["prompt"] for s in stores] == [2, 2, 3, 3]
     again = _cli(tmp_path, *args)  # the same command finds the same stores: nothing to do
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("units: 0 computed this run") == 4
@@ -70,9 +74,27 @@ def test_multirun_gives_each_job_its_own_store_and_resumes(tmp_path: Path) -> No
     assert {p.name for p in tmp_path.iterdir()} == {"runs", "multirun"}
     assert [p.name for p in tmp_path.glob("multirun/*/*/*")] == ["multirun.yaml"] * 2
 
+    # The manifest lists every job and opens into one Dataset along ``job``.
+    manifest = tmp_path / "runs" / "ioi-multirun.yaml"
+    data = yaml.safe_load(manifest.read_text())
+    assert data["varied"] == ["task.n_prompts", "store.chunk_kb"]
+    assert [j["store"] for j in data["jobs"]] == [s.name for s in stores]
+    assert data["jobs"][1]["overrides"] == {"task.n_prompts": "2", "store.chunk_kb": "1024"}
+    ds = sweep.open_multirun(manifest)
+    assert ds.sizes["job"] == 4 and ds.sizes["prompt"] == 3
+    assert list(ds["task.n_prompts"].values) == ["2", "2", "3", "3"]
+    for i, store in enumerate(stores):
+        one = xr.open_zarr(store)["resid_pre"].values
+        got = ds["resid_pre"].sel(job=i).values[..., : one.shape[-1]]
+        np.testing.assert_array_equal(got, one)
+        assert np.isnan(ds["resid_pre"].sel(job=i).values[..., one.shape[-1] :]).all()
+    shutil.rmtree(stores[3])  # a job that has not run yet is left out, and named
+    part = sweep.open_multirun(manifest)
+    assert list(part["job"].values) == [0, 1, 2] and part.attrs["missing_jobs"] == [3]
+
 
 def test_multirun_store_names_keep_urls_and_directories() -> None:
-    from sweep.cli import tagged
+    from sweep.multirun import tagged
 
     assert tagged("outputs/sweep.zarr", "a=1") == "outputs/sweep-a=1.zarr"
     assert tagged("s3://bucket/runs/sweep.zarr", "a=1") == "s3://bucket/runs/sweep-a=1.zarr"

@@ -15,10 +15,10 @@ import yaml
 from helpers import ioi_rows, spec_of, write_task
 
 import sweep
-from sweep.cli import job_store
 from sweep.config import OPTIONS, schema
 from sweep.driver import conf_dir
 from sweep.interventions.resample import ResampleSpec
+from sweep.multirun import job_store, sweep_of
 from sweep.spec import fingerprint
 
 
@@ -73,21 +73,21 @@ def test_fingerprint_compares_meaning_not_spelling(tmp_path: Path) -> None:
     assert fingerprint(spec_of(["model=native", "task=prompts", f"task.path={task}"])) != c
 
 
-def test_multirun_store_names_use_the_fingerprint_keys() -> None:
-    """The bug: store.chunk_kb is in the fingerprint but was left out of store names, so
-    ``-m task.n_prompts=4,8 store.chunk_kb=1,1024`` put two configs into one store."""
+def test_multirun_store_names_are_the_job_number_and_the_overrides_that_vary() -> None:
+    """Names were every override (``mr-grid.components=_resid_pre,z_,intervention...``)."""
     cfg = sweep.compose_config(["store.path=/runs/s.zarr"])
-    names = {
-        job_store(cfg, [f"task.n_prompts={n}", f"store.chunk_kb={kb}"])
-        for n in (4, 8)
-        for kb in (1, 1024)
-    }
-    assert len(names) == 4
-    assert all(n.startswith("/runs/s-") for n in names)  # under the given store.path
-    assert job_store(cfg, ["runner.memory_mb=5", "model.device=cpu"]) == "/runs/s.zarr"
-    native = sweep.compose_config(["model=native", "store.path=/runs/s.zarr"])
-    assert job_store(native, ["model.native.n_layers=3"]).startswith("/runs/s-model.native")
-    assert job_store(cfg, ["model.native.n_layers=3"]) == "/runs/s.zarr"  # not in use
+    sweep_ = sweep_of(["task.n_prompts=4,8", "store.chunk_kb=1,1024", "grid.layers=[0]"])
+    assert sweep_.varied == ("task.n_prompts", "store.chunk_kb")
+    assert sweep_.jobs[1] == ("task.n_prompts=4", "store.chunk_kb=1024", "grid.layers=[0]")
+    names = [job_store(cfg, list(job), i, sweep_.varied) for i, job in enumerate(sweep_.jobs)]
+    assert names == [
+        "/runs/s-0-store.chunk_kb=1,task.n_prompts=4.zarr",
+        "/runs/s-1-store.chunk_kb=1024,task.n_prompts=4.zarr",
+        "/runs/s-2-store.chunk_kb=1,task.n_prompts=8.zarr",
+        "/runs/s-3-store.chunk_kb=1024,task.n_prompts=8.zarr",
+    ]
+    odd = sweep_of(["grid.components=[resid_pre],[z]"])
+    assert job_store(cfg, list(odd.jobs[1]), 1, odd.varied) == "/runs/s-1-grid.components=_z_.zarr"
 
 
 def test_results_side_imports_no_torch_transformer_lens_or_hydra(tmp_path: Path) -> None:

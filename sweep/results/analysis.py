@@ -12,6 +12,7 @@ xarray or pandas objects. Torch-free.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,8 +42,17 @@ def check_metric(ds: xr.Dataset, metric: str | None) -> str:
 
 
 def base_run(ds: xr.Dataset) -> str:
-    """The run the intervention changed: its baseline is the value of changing nothing."""
+    """The run the intervention changed: its baseline is the value of changing nothing
+    (one job of a multirun, ``open_multirun(...).sel(job=N)``, carries its own)."""
+    if "base_run" in ds.coords and ds["base_run"].ndim == 0:
+        return str(ds["base_run"].item())
     return str(ds.attrs.get("base_run", "corrupted"))
+
+
+def _intervention_keys(ds: xr.Dataset) -> dict:
+    if "intervention_keys" in ds.coords and ds["intervention_keys"].ndim == 0:
+        return dict(json.loads(str(ds["intervention_keys"].item())))
+    return dict(ds.attrs.get("intervention_keys") or {})
 
 
 def _metric(ds: xr.Dataset, metric: str | None) -> xr.Dataset:
@@ -116,7 +126,7 @@ class Scale:
 def scale(ds: xr.Dataset) -> Scale:
     """The store's scale: denoising restores (its base is the corrupted run), everything
     else (noising, zero/mean/resample ablation) destroys from the clean run."""
-    keys = ds.attrs.get("intervention_keys") or {}
+    keys = _intervention_keys(ds)
     kind = str(keys.get("kind", ds.attrs.get("intervention", "patch")))
     if kind in ("patch", "atp"):
         name = f"{'AtP' if kind == 'atp' else 'patch'} {keys.get('direction', 'denoise')}"
@@ -305,7 +315,8 @@ def top_cells(
 
 def is_estimate(ds: xr.Dataset) -> bool:
     """Whether the store's values are AtP's first-order estimates, not patched values."""
-    return str(ds.attrs.get("intervention", "")) == "atp"
+    kind = _intervention_keys(ds).get("kind", ds.attrs.get("intervention", ""))
+    return str(kind) == "atp"
 
 
 def verified(ds: xr.Dataset, metric: str | None = None) -> pd.DataFrame:

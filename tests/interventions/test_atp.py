@@ -24,6 +24,7 @@ def _pair(
     """AtP estimates and exact patching of the same grid, in the same direction."""
     base = [
         "task=ioi",
+        "task.templates=all",  # the figures below were measured over mixed templates
         f"intervention.direction={direction}",
         *model,
         "task.n_prompts=16",
