@@ -17,6 +17,8 @@ _EXPORTS = {
     "compose_config": "sweep.driver",
     "open_results": "sweep.results.store",
     "open_multirun": "sweep.results.multirun",
+    "Sweep": "sweep.session",
+    "load_model": "sweep.session",
     "status": "sweep.results.status",
 }
 

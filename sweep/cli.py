@@ -21,7 +21,7 @@ from sweep.interrupts import Signalled, catching
 if TYPE_CHECKING:
     from sweep.driver import SweepSummary
 
-GROUPS = ("model", "task", "grid", "intervention", "metric", "runner", "store")
+GROUPS = ("model", "task", "grid", "intervention", "metric", "runner", "store", "analysis")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -48,11 +48,12 @@ def _app(cfg: DictConfig) -> None:
     except SweepError as e:
         fail(str(e))
     try:
-        print(report(summary))
+        need = cfg.analysis.min_prompts
+        print(report(summary, min_prompts=need))
         if cfg.store.plots:
             from sweep.results.plot import render  # matplotlib loads only for pictures
 
-            out = render(summary.path)
+            out = render(summary.path, min_prompts=need)
             print(f"pictures: {out / 'index.html'} and one PNG per component in {out}")
     except Signalled as e:
         fail(
@@ -62,7 +63,7 @@ def _app(cfg: DictConfig) -> None:
         )
 
 
-def report(s: SweepSummary, top: int = 5) -> str:
+def report(s: SweepSummary, top: int = 5, min_prompts: int | None = None) -> str:
     """A short, human summary: what ran, the baselines, the cells with the largest effect."""
     from sweep.results.analysis import (
         base_run,
@@ -96,7 +97,7 @@ def report(s: SweepSummary, top: int = 5) -> str:
     if warning:
         lines.append(warning)
     base, sc, estimate = base_run(ds), scale(ds), is_estimate(ds)
-    cells = top_cells(ds, top, metric)
+    cells = top_cells(ds, top, metric, min_prompts=min_prompts)
     need, left_out = cells.attrs["min_prompts"], cells.attrs["left_out"]
     what = "AtP's estimated effect" if estimate else "effect"
     lines.append(

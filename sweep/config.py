@@ -31,6 +31,7 @@ OPTIONS: dict[str, dict[str, type[s.Spec]]] = {
     "metric": {"metric": s.MetricSpec},
     "runner": {"local": s.LocalRunnerSpec, "ray": s.RayRunnerSpec},
     "store": {"store": s.StoreSpec},
+    "analysis": {"analysis": s.AnalysisSpec},
 }
 """Each group's spec classes, by the name of their schema (``base_NAME`` in conf/)."""
 
@@ -67,6 +68,7 @@ class SweepConfig:
     metric: Any = MISSING
     runner: Any = MISSING
     store: Any = MISSING
+    analysis: Any = MISSING
 
 
 def register() -> None:

@@ -367,6 +367,22 @@ class StoreSpec(Spec):
 
 
 @dataclass(frozen=True, slots=True)
+class AnalysisSpec(Spec):
+    """What the command line's report and pictures show; never what is stored."""
+
+    GROUP = "analysis"
+    RESULTS = ()
+
+    min_prompts: int | None = None
+    """Cells fewer prompts reach are left out of top cells and blank in the pictures
+    (null: half the prompts)."""
+
+    def __post_init__(self) -> None:
+        if self.min_prompts is not None:
+            positive("analysis.min_prompts", self.min_prompts)
+
+
+@dataclass(frozen=True, slots=True)
 class SweepSpec:
     """Everything a sweep needs, validated; built once by ``sweep.config.to_spec``."""
 
@@ -377,6 +393,7 @@ class SweepSpec:
     metric: MetricSpec
     runner: LocalRunnerSpec
     store: StoreSpec
+    analysis: AnalysisSpec = field(default_factory=lambda: AnalysisSpec())
 
     def __post_init__(self) -> None:
         chosen = self.grid.positions or ()
@@ -406,7 +423,7 @@ class SweepSpec:
         return self.metric.names
 
 
-GROUPS = ("model", "task", "grid", "intervention", "metric", "runner", "store")
+GROUPS = ("model", "task", "grid", "intervention", "metric", "runner", "store", "analysis")
 
 
 def fingerprint(spec: SweepSpec) -> dict[str, Any]:

@@ -48,11 +48,13 @@ PROBE = 8
 
 
 class Worker:
-    def __init__(self, spec: SweepSpec) -> None:
+    def __init__(self, spec: SweepSpec, model: Any = None) -> None:
+        """``model``: a TransformerBridge already loaded in this process (a notebook's),
+        used as it is instead of loading ``spec.model``."""
         self.spec = spec
         self.metrics = spec.metrics
         self.memory = int(spec.runner.memory_mb * 2**20)
-        self.model = load_model(spec.model)
+        self.model = load_model(spec.model) if model is None else model.eval()
         self.device = self.model.cfg.device
         self.task: TokenizedTask = tokenize(
             load_examples(spec.task, count_tokens(self.model)), self.model

@@ -76,3 +76,15 @@ def test_the_report_says_what_it_left_out(store, tmp_path: Path) -> None:
     )
     shown = [line for line in out.stdout.splitlines() if line.startswith("  ") and "n=" in line]
     assert shown and all(int(x.rsplit("n=", 1)[1].rstrip(")")) >= need for x in shown)
+    # analysis.min_prompts chooses the threshold for the report and the pictures alike; it
+    # is not a result key, so the same store is reused (nothing recomputed).
+    again = subprocess.run(
+        [sys.executable, "-m", "sweep", *over, "analysis.min_prompts=1", "store.plots=true",
+         f"store.path={tmp_path / 'r'}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "units: 0 computed this run" in again.stdout
+    assert "(cells that fewer than 1 of the 6 prompts reach are left out: 0):" in again.stdout
+    page = (tmp_path / "r.plots" / "index.html").read_text()
+    assert '"blank": ""' in page and "fewer than" not in page.split("<script")[1]  # no blanks
