@@ -55,23 +55,12 @@ def _train_tokenizer(directory: Path, add_bos: bool = False) -> int:
 @pytest.fixture(scope="session")
 def gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny GPT-2 checkpoint with its own BPE tokenizer, saved like a hub download."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from helpers import save_gpt2
 
     d = tmp_path_factory.mktemp("gpt2-tiny")
     vocab = _train_tokenizer(d)
-    torch.manual_seed(1)
-    cfg = GPT2Config(
-        vocab_size=vocab,
-        n_positions=64,
-        n_embd=64,
-        n_layer=2,
-        n_head=4,
-        bos_token_id=0,
-        eos_token_id=0,
-        initializer_range=0.2,  # large enough that every component moves the logits
-    )
-    GPT2LMHeadModel(cfg).eval().save_pretrained(d)
-    return d
+    # initializer_range: large enough that every component moves the logits
+    return save_gpt2(d, vocab, 1, n_embd=64, n_layer=2, n_head=4, initializer_range=0.2)
 
 
 @pytest.fixture

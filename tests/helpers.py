@@ -15,6 +15,18 @@ NAMES = ["Mary", "John", "Kevin", "Laura", "Sarah", "James", "Lisa", "Paul", "Am
 TEMPLATE = "When {a} and {b} went to the store, {s} gave a drink to"
 
 
+def save_gpt2(directory: Path, vocab: int, seed: int, **config: Any) -> Path:
+    """A random GPT-2 checkpoint (``transformers``) beside a tokenizer already saved in
+    ``directory``, as a hub download looks; BOS and EOS are token 0."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=vocab, n_positions=64, bos_token_id=0, eos_token_id=0, **config)
+    GPT2LMHeadModel(cfg).eval().save_pretrained(directory)
+    return directory
+
+
 def write_task(path: Path, rows: list[dict[str, str]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

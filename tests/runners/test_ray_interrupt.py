@@ -17,20 +17,9 @@ import psutil
 import pytest
 
 from sweep.results.status import done_marks
+from tests.runners.test_ray import SLOW_GRID
 
-ARGS = [
-    "model=native",
-    "model.native.n_layers=4",
-    "task=ioi",
-    "task.n_prompts=6",
-    "grid.components=[z_by_pos,resid_pre]",
-    "store.chunk_kb=1",  # z_by_pos: one layer per unit
-    "runner.memory_mb=0.01",  # one cell per forward, so units take a while
-    "runner=ray",
-    "runner.num_workers=2",
-    "runner.progress=false",
-    "store.path=s.zarr",
-]
+ARGS = [*SLOW_GRID, "runner=ray", "runner.num_workers=2", "store.path=s.zarr"]
 RAY = re.compile(r"ray::|/ray/|raylet|gcs_server")
 RAY_NOTICE = "Token authentication is enabled"  # Ray's own line at ray.init
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import ioi_rows, write_task
+from helpers import ioi_rows, save_gpt2, write_task
 
 BOS, UNK = "<bos>", "<unk>"
 
@@ -19,9 +19,8 @@ BOS, UNK = "<bos>", "<unk>"
 @pytest.fixture(scope="module")
 def word_level_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny GPT-2 checkpoint whose tokenizer is word-level with an ``<unk>`` token."""
-    import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     words = sorted({w for r in ioi_rows(8) for t in r.values() for w in t.split()})
     vocab = {BOS: 0, UNK: 1, **{w: i + 2 for i, w in enumerate(words)}}
@@ -34,18 +33,7 @@ def word_level_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=BOS, eos_token=BOS, pad_token=BOS, unk_token=UNK
     ).save_pretrained(d)
-    torch.manual_seed(0)
-    cfg = GPT2Config(
-        vocab_size=len(vocab),
-        n_positions=64,
-        n_embd=32,
-        n_layer=1,
-        n_head=2,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    GPT2LMHeadModel(cfg).eval().save_pretrained(d)
-    return d
+    return save_gpt2(d, len(vocab), 0, n_embd=32, n_layer=1, n_head=2)
 
 
 def _sweep(tmp: Path, model_dir: Path, rows: list[dict[str, str]]) -> subprocess.CompletedProcess:
