@@ -1,0 +1,197 @@
+"""Exact edge patching: edges per second against one hooked forward per edge.
+
+    python bench/edge_speed.py [--sample 300] [--per-forward 64] [--threads 2]
+
+A GPT-2 checkpoint of 4 layers, d_model 256, 8 heads (random weights, vocab 50257, saved
+locally with a BPE tokenizer trained on the IOI corpus), 8 IOI prompts of 15 tokens,
+denoising, metric logit_diff. Every edge of the graph (``sweep.edges.graph``) is patched by
+``sweep.engine.edges.edge_values``; the reference runs one hooked TransformerLens forward
+per edge over the 8 prompts (the receiver's new input computed from the model's own
+modules, as ``tests/edges/test_edge_patching.py`` does), timed on a sample of edges spread
+over every receiver kind and layer. Both run in this process, one after the other; the
+sample's values are compared (max abs difference).
+
+The FLOP ceiling: what a full forward per edge computes (every layer and position, logits
+at every position) over what each edge needs (layers from the receiver's on, positions
+from the first one the sender's change reaches, logits at the last position only), with
+per-token costs counted from the model's matmuls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TEMPLATE = "When{a} and{b} went to the store,{s} gave a drink to"
+
+
+def checkpoint(directory: Path) -> Path:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from sweep.tasks import ioi
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=2000, special_tokens=["<|endoftext|>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )  # fmt: skip
+    tok.train_from_iterator(ioi.corpus(), trainer)
+    special = "<|endoftext|>"
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=special, eos_token=special,
+                                   unk_token=special, pad_token=special)  # fmt: skip
+    fast.save_pretrained(directory)
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=50257, n_positions=128, n_embd=256, n_layer=4, n_head=8,
+                     bos_token_id=0, eos_token_id=0)  # fmt: skip
+    GPT2LMHeadModel(cfg).eval().save_pretrained(directory)
+    return directory
+
+
+def task_file(path: Path, n: int, model_dir: Path) -> Path:
+    from transformers import PreTrainedTokenizerFast
+
+    from sweep.tasks.ioi import NAMES
+
+    tok = PreTrainedTokenizerFast.from_pretrained(model_dir)
+    names = [" " + x for x in NAMES if len(tok.encode(" " + x)) == 1]
+    rng = np.random.default_rng(0)
+    with path.open("w") as f:
+        for _ in range(n):
+            a, b, c, d, e = rng.choice(names, 5, replace=False)
+            f.write(json.dumps({"clean": TEMPLATE.format(a=a, b=b, s=b),
+                                "corrupted": TEMPLATE.format(a=c, b=d, s=e),
+                                "answer": a, "wrong": b}) + "\n")  # fmt: skip
+    return path
+
+
+def reference_forward(model, caches, delta: torch.Tensor, r, base: torch.Tensor) -> torch.Tensor:
+    """One hooked forward of the base prompts with only ``r`` reading ``delta`` more."""
+    base_cache = caches
+    if r.kind == "logits":
+        hook = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+        new = base_cache[hook] + delta
+    elif r.kind == "mlp":
+        block = model.blocks[r.layer]
+        hook = f"blocks.{r.layer}.hook_mlp_out"
+        new = block.mlp(block.ln2(base_cache[f"blocks.{r.layer}.hook_resid_mid"] + delta))
+    else:
+        block = model.blocks[r.layer]
+        weight = {"q": model.W_Q, "k": model.W_K, "v": model.W_V}[r.kind][r.layer, r.head]
+        bias = {"q": model.b_Q, "k": model.b_K, "v": model.b_V}[r.kind][r.layer, r.head]
+        hook = f"blocks.{r.layer}.attn.hook_{r.kind}"
+        new = base_cache[hook].clone()
+        pre = base_cache[f"blocks.{r.layer}.hook_resid_pre"]
+        new[:, :, r.head] = block.ln1(pre + delta) @ weight + bias
+    return model.run_with_hooks(base, fwd_hooks=[(hook, lambda act, hook: new)])[:, -1]
+
+
+def sender_output(model, cache, s) -> torch.Tensor:
+    if s.kind == "embed":
+        return cache["blocks.0.hook_resid_pre"]
+    if s.kind == "mlp":
+        return cache[f"blocks.{s.layer}.hook_mlp_out"]
+    return cache[f"blocks.{s.layer}.attn.hook_z"][:, :, s.head] @ model.W_O[s.layer, s.head]
+
+
+def flop_ceiling(cfg, graph_edges, start: dict[str, int], seq: int) -> float:
+    """Full forward per edge over what each edge needs (multiply-adds of the matmuls)."""
+    d, d_mlp, vocab, n_layers = cfg.d_model, cfg.d_mlp, cfg.d_vocab, cfg.n_layers
+    layer = 4 * d * d + 2 * d * d_mlp + 2 * seq * d  # per token: qkv+o, MLP, attention
+    full = n_layers * seq * layer + seq * d * vocab
+    need = 0.0
+    for s, r in graph_edges:
+        tokens = seq - min(start[s.name], seq - 1)
+        layers = max(0, n_layers - r.layer)
+        need += layers * tokens * layer + d * vocab
+    return len(graph_edges) * full / need
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sample", type=int, default=300, help="edges the reference runs")
+    p.add_argument("--per-forward", type=int, default=64, help="edges per batched forward")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from sweep.config import to_spec
+    from sweep.driver import compose_config
+    from sweep.edges.graph import GraphShape, edges
+    from sweep.engine.edges import deltas, edge_hooks, edge_values
+    from sweep.engine.runs import build_block
+    from sweep.engine.worker import Worker
+
+    tmp = Path(tempfile.mkdtemp(prefix="edge-bench-"))
+    model_dir = checkpoint(tmp / "gpt2-4l")
+    task = task_file(tmp / "task.jsonl", 8, model_dir)
+    over = ["model=hf", f"model.name={model_dir}", "task=prompts", f"task.path={task}",
+            "grid.components=[resid_pre]", "runner.engine=fast"]  # fmt: skip
+    w = Worker(to_spec(compose_config(over)))
+    model, cfg = w.model, w.model.cfg
+    assert set(w.task.lengths.tolist()) == {15}, w.task.lengths
+    shape = GraphShape(cfg.n_layers, cfg.n_heads, mlp=True)
+    graph = edges(shape)
+    hooks = edge_hooks(cfg.n_layers, True)
+    base_hooks = hooks | w.forward.base_hooks(tuple(range(cfg.n_layers)))
+    n = w.task.n_prompts
+
+    t0 = time.perf_counter()
+    block = build_block(model, w.task, np.arange(n), "corrupted", base_hooks, hooks)
+    got = edge_values(model, w.forward, block, graph, ("logit_diff",), args.per_forward)
+    ours = time.perf_counter() - t0
+    senders = sorted({s for s, _ in graph}, key=lambda s: s.name)
+    with torch.inference_mode():
+        changes = deltas(model, block, senders)
+    start = {s: int((d.abs().amax(-1) > 0).float().argmax(-1).min()) for s, d in changes.items()}
+
+    rng = np.random.default_rng(0)
+    sample = sorted(rng.choice(len(graph), min(args.sample, len(graph)), replace=False))
+    clean, corrupted = w.task.rows(np.arange(n))
+    answer, wrong = w.task.answer, w.task.wrong
+    with torch.no_grad():
+        t1 = time.perf_counter()
+        _, base_cache = model.run_with_cache(corrupted)
+        _, source_cache = model.run_with_cache(clean)
+        ref = np.zeros((len(sample), n))
+        for i, j in enumerate(sample):
+            s, r = graph[j]
+            delta = sender_output(model, source_cache, s) - sender_output(model, base_cache, s)
+            logits = reference_forward(model, base_cache, delta, r, corrupted)
+            rows = torch.arange(n)
+            ref[i] = (logits[rows, answer] - logits[rows, wrong]).numpy()
+        theirs = time.perf_counter() - t1
+    err = float(np.abs(got[0].numpy()[sample] - ref).max())
+    ours_rate = len(graph) / ours
+    ref_rate = len(sample) / theirs
+    ceiling = flop_ceiling(cfg, graph, start, 15)
+    print(f"model: GPT-2, {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, "
+          f"vocab {cfg.d_vocab}; {n} prompts of 15 tokens; {len(graph)} edges; "
+          f"torch threads {torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"patchsweep: {len(graph)} edges in {ours:.2f} s ({ours_rate:.0f} edges/s, cached "
+        f"runs included; {args.per_forward} edges per forward)"
+    )
+    print(
+        f"one hooked forward per edge: {len(sample)} edges in {theirs:.2f} s "
+        f"({ref_rate:.1f} edges/s)"
+    )
+    print(
+        f"speed-up {ours_rate / ref_rate:.1f}x; FLOP ceiling of the recipe {ceiling:.1f}x "
+        f"(measured / ceiling {ours_rate / ref_rate / ceiling:.2f}); max |difference| on the "
+        f"sample {err:.2e}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Exact edge patching on the suffix forward (GPT-2 family blocks).
+
+An edge (sender -> receiver) is patched by giving the receiver, and only it, the residual
+stream it reads plus the sender's change: ``source output - base output`` of the sender,
+at every position. Nothing before the receiver's layer changes, and under causal attention
+nothing before the first position where that change is non-zero, so each row's forward
+starts at the receiver's layer and that position, from the cached base run; many edges of
+one receiver layer share a batched forward. Everything after the receiver recomputes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from sweep.edges.graph import Node
+from sweep.engine.forward.gpt2 import GPT2Forward
+from sweep.engine.forward.suffix import Rows, attend
+
+if TYPE_CHECKING:
+    from sweep.engine.runs import BlockRuns
+
+KINDS = ("q", "k", "v")
+
+
+def edge_hooks(n_layers: int, mlp: bool) -> set[str]:
+    """The hooks whose values make senders' outputs (both runs), and the final residual
+    the logits receiver reads (base run)."""
+    names = {"blocks.0.hook_resid_pre", f"blocks.{n_layers - 1}.hook_resid_post"}
+    names |= {f"blocks.{i}.attn.hook_z" for i in range(n_layers)}
+    if mlp:
+        names |= {f"blocks.{i}.hook_mlp_out" for i in range(n_layers)}
+    return names
+
+
+def sender_outputs(model: Any, cache: dict[str, torch.Tensor], n: Node) -> torch.Tensor:
+    """What a sender wrote into the residual stream, [prompt, pos, d_model] (a head's
+    output without the attention bias, which every head shares and no patch changes)."""
+    if n.kind == "embed":
+        return cache["blocks.0.hook_resid_pre"]
+    if n.kind == "mlp":
+        return cache[f"blocks.{n.layer}.hook_mlp_out"]
+    z = cache[f"blocks.{n.layer}.attn.hook_z"][:, :, n.head]
+    return z @ model.W_O[n.layer, n.head].to(z.dtype)
+
+
+def deltas(model: Any, block: BlockRuns, senders: Sequence[Node]) -> dict[str, torch.Tensor]:
+    """Each sender's change, source minus base, [prompt, pos, d_model]; zero past each
+    prompt's end (padding is never read)."""
+    seq = block.clean_tokens.shape[1]
+    inside = torch.arange(seq, device=block.last.device)[None, :] <= block.last[:, None]
+    out = {}
+    for s in senders:
+        d = sender_outputs(model, block.source, s) - sender_outputs(model, block.base, s)
+        out[s.name] = d * inside[..., None].to(d.dtype)
+    return out
+
+
+@dataclass(frozen=True)
+class EdgeRows:
+    """One batched forward: ``len(edges)`` copies of the block's prompts, edge-major."""
+
+    rows: Rows
+    delta: torch.Tensor
+    """[T, d_model] each packed token's sender change."""
+    receivers: tuple[Node, ...]
+    n: int
+
+
+def edge_rows(
+    edges: Sequence[tuple[Node, Node]], delta: dict[str, torch.Tensor], block: BlockRuns
+) -> EdgeRows:
+    n = block.n
+    prompt = torch.arange(n, device=block.last.device).repeat(len(edges))
+    stacked = torch.stack([delta[s.name] for s, _ in edges])  # [E, prompt, pos, d]
+    nonzero = stacked.abs().amax(-1) > 0  # [E, prompt, pos]
+    seq = nonzero.shape[-1]
+    first = torch.where(nonzero, torch.arange(seq, device=nonzero.device), seq).amin(-1)
+    last = block.last[prompt]
+    start = torch.minimum(first.flatten(), last)  # a sender that changes nothing: last only
+    rows = Rows.make(prompt, start, last)
+    edge = rows.tok_row // n
+    return EdgeRows(rows, stacked[edge, rows.tok_prompt, rows.tok_pos],
+                    tuple(r for _, r in edges), n)  # fmt: skip
+
+
+class EdgeForward:
+    """Edges into one receiver layer per call, on a GPT-2 family suffix forward."""
+
+    def __init__(self, forward: GPT2Forward) -> None:
+        self.fw = forward
+
+    def logits(self, layer: int, e: EdgeRows, block: BlockRuns) -> torch.Tensor:
+        """[rows, vocab] at each row's last position, every edge received at ``layer``
+        (``n_layers``: the logits)."""
+        fw, rows = self.fw, e.rows
+        if layer == fw.n_layers:  # the logits read the final residual, last position only
+            final = block.base[f"blocks.{layer - 1}.hook_resid_post"]
+            x = final[rows.prompt, rows.last] + e.delta[rows.final]
+            return fw.final_logits(x)
+        x = block.base[f"blocks.{layer}.hook_resid_pre"][rows.tok_prompt, rows.tok_pos]
+        x = self._receiving_block(layer, x, e, block)
+        for i in range(layer + 1, fw.n_layers):
+            keys = block.base[f"blocks.{i}.attn.hook_k"]
+            values = block.base[f"blocks.{i}.attn.hook_v"]
+            x = fw.block(i, x, rows, keys, values, lambda _, act: act, False)
+        return fw.final_logits(x[rows.final])
+
+    def _receiving_block(
+        self, i: int, x: torch.Tensor, e: EdgeRows, block: BlockRuns
+    ) -> torch.Tensor:
+        """Block ``i`` where each row's receiver reads ``x + delta`` and all else ``x``."""
+        fw, rows = self.fw, e.rows
+        w = fw.layers[i]
+        h, dh = fw.n_heads, fw.d_head
+        qkv = w.ln1(x.unsqueeze(0))[0] @ w.w_qkv + w.b_qkv
+        # Each token's receiver, as a code: (q/k/v) * heads + head, or -1 (MLP, logits).
+        codes = [KINDS.index(r.kind) * h + r.head if r.kind in KINDS else -1 for r in e.receivers]
+        edge_code = torch.tensor(codes, device=x.device)
+        tok_code = edge_code[rows.tok_row // e.n]
+        heads = sorted(set(codes) - {-1})
+        if heads:
+            moved = w.ln1((x + e.delta).unsqueeze(0))[0]
+            for code in heads:
+                toks = torch.nonzero(tok_code == code).flatten()
+                cols = slice(code * dh, (code + 1) * dh)  # q, k, v blocks are head-major
+                qkv[toks, cols] = moved[toks] @ w.w_qkv[:, cols] + w.b_qkv[cols]
+        q, k, v = (t.reshape(-1, h, dh) for t in qkv.chunk(3, -1))
+        keys = block.base[f"blocks.{i}.attn.hook_k"]
+        values = block.base[f"blocks.{i}.attn.hook_v"]
+        z = attend(q, k, v, rows, keys, values, fw.scale, None)
+        attn_out = z.flatten(1) @ w.w_o + w.b_o
+        if w.mlp is None:
+            return x + attn_out
+        assert w.ln2 is not None
+        mid = x + attn_out
+        mlp = torch.tensor([r.kind == "mlp" for r in e.receivers], device=x.device)
+        into = mlp[rows.tok_row // e.n]
+        read = torch.where(into[:, None], mid + e.delta, mid)
+        return mid + w.mlp(w.ln2(read.unsqueeze(0)))[0]
+
+
+def edge_values(
+    model: Any,
+    forward: GPT2Forward,
+    block: BlockRuns,
+    edges: Sequence[tuple[Node, Node]],
+    metrics: tuple[str, ...],
+    per_forward: int = 64,
+) -> torch.Tensor:
+    """[metric, edge, prompt] the metric with each edge patched, ``per_forward`` edges of
+    one receiver layer per batched forward."""
+    run = EdgeForward(forward)
+    out = torch.full((len(metrics), len(edges), block.n), float("nan"), device=block.last.device)
+    by_layer: dict[int, list[int]] = {}
+    for j, (_, r) in enumerate(edges):
+        by_layer.setdefault(r.layer, []).append(j)
+    with torch.inference_mode():
+        delta = deltas(model, block, sorted({s for s, _ in edges}, key=lambda s: s.name))
+        for layer, idx in sorted(by_layer.items()):
+            for a in range(0, len(idx), per_forward):
+                part = idx[a : a + per_forward]
+                e = edge_rows([edges[j] for j in part], delta, block)
+                values = block.evaluate(metrics, run.logits(layer, e, block))
+                out[:, part] = values.reshape(len(metrics), len(part), block.n).to(out.dtype)
+    return out

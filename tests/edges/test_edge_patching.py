@@ -1,0 +1,127 @@
+"""Exact edge patching against one hooked forward per edge, written here with
+TransformerLens hooks: the receiver's input is the base run's plus the sender's change
+(source output - base output), the receiver is recomputed from that input, and everything
+after it runs through the hooked model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sweep.edges.graph import GraphShape, Node, edges
+from sweep.engine.edges import edge_hooks, edge_values
+from sweep.engine.forward.gpt2 import GPT2Forward
+from sweep.engine.runs import build_block
+from tests.helpers import mixed_rows, native_prompts, worker, write_task
+
+
+def sender_output(model, cache, s: Node) -> torch.Tensor:
+    if s.kind == "embed":
+        return cache["blocks.0.hook_resid_pre"]
+    if s.kind == "mlp":
+        return cache[f"blocks.{s.layer}.hook_mlp_out"]
+    return cache[f"blocks.{s.layer}.attn.hook_z"][:, :, s.head] @ model.W_O[s.layer, s.head]
+
+
+def one_forward(model, base_cache, delta: torch.Tensor, r: Node, base_tokens) -> torch.Tensor:
+    """The base prompt's logits with only ``r`` reading ``delta`` more: the receiver's new
+    value is computed from the model's own modules first, then set by a hook."""
+    if r.kind == "logits":
+        hook = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+        new = base_cache[hook] + delta
+    elif r.kind == "mlp":
+        block = model.blocks[r.layer]
+        hook = f"blocks.{r.layer}.hook_mlp_out"
+        new = block.mlp(block.ln2(base_cache[f"blocks.{r.layer}.hook_resid_mid"] + delta))
+    else:
+        block = model.blocks[r.layer]
+        weight = {"q": model.W_Q, "k": model.W_K, "v": model.W_V}[r.kind][r.layer, r.head]
+        bias = {"q": model.b_Q, "k": model.b_K, "v": model.b_V}[r.kind][r.layer, r.head]
+        hook = f"blocks.{r.layer}.attn.hook_{r.kind}"
+        new = base_cache[hook].clone()
+        pre = base_cache[f"blocks.{r.layer}.hook_resid_pre"]
+        new[:, :, r.head] = block.ln1(pre + delta) @ weight + bias
+
+    def fn(act, hook):  # type: ignore[no-untyped-def]
+        return new
+
+    return model.run_with_hooks(base_tokens, fwd_hooks=[(hook, fn)])[0, -1]
+
+
+def reference(w, all_edges, base_run: str) -> np.ndarray:
+    """[edge, prompt] logit difference, one unpadded forward per edge and prompt."""
+    model = w.model
+    out = np.zeros((len(all_edges), w.task.n_prompts))
+    torch.set_grad_enabled(False)
+    for p, ex in enumerate(w.task.examples):
+        clean, corrupted = model.to_tokens(ex.clean), model.to_tokens(ex.corrupted)
+        base, source = (corrupted, clean) if base_run == "corrupted" else (clean, corrupted)
+        _, base_cache = model.run_with_cache(base)
+        _, source_cache = model.run_with_cache(source)
+        answer, wrong = int(w.task.answer[p]), int(w.task.wrong[p])
+        for j, (s, r) in enumerate(all_edges):
+            delta = sender_output(model, source_cache, s) - sender_output(model, base_cache, s)
+            logits = one_forward(model, base_cache, delta, r, base)
+            out[j, p] = float(logits[answer] - logits[wrong])
+    torch.set_grad_enabled(True)
+    return out
+
+
+@pytest.mark.parametrize("direction", ["denoise", "noise"])
+@pytest.mark.parametrize("which", ["native", "gpt2"])
+def test_every_edge_equals_one_hooked_forward_per_edge(
+    tmp_path: Path, gpt2_dir: Path, direction: str, which: str
+) -> None:
+    task = write_task(tmp_path / "t.jsonl", mixed_rows())  # prompts of three lengths
+    model = native_prompts(task, 2)
+    if which == "gpt2":
+        model = ["model=hf", f"model.name={gpt2_dir}", "task=prompts", f"task.path={task}"]
+    w = worker([*model, "grid.components=[resid_pre]", "runner.engine=fast"])
+    fw = w.forward
+    assert isinstance(fw, GPT2Forward)
+    cfg = w.model.cfg
+    shape = GraphShape(int(cfg.n_layers), int(cfg.n_heads), mlp=not cfg.attn_only)
+    all_edges = edges(shape)
+    assert len({r.kind for _, r in all_edges}) == 5  # q, k, v, mlp and logits receivers
+    base_run = "corrupted" if direction == "denoise" else "clean"
+    hooks = edge_hooks(shape.n_layers, shape.mlp)
+    base_hooks = hooks | fw.base_hooks(tuple(range(shape.n_layers)))
+    block = build_block(w.model, w.task, np.arange(w.task.n_prompts), base_run, base_hooks, hooks)
+    got = edge_values(w.model, fw, block, all_edges, ("logit_diff",), per_forward=7)
+    want = reference(w, all_edges, base_run)
+    np.testing.assert_allclose(got[0].cpu().numpy(), want, atol=1e-4)
+    assert np.abs(want - want.mean(0)).max() > 1e-2  # edges differ: not a constant
+
+
+def test_the_induction_circuit_is_the_top_edges_of_the_shipped_model() -> None:
+    """The previous-token head's output into the induction heads' key inputs: heads found
+    from their attention scores on the clean prompts, not by number."""
+    w = worker(["grid.components=[resid_pre]", "runner.engine=fast"])  # the shipped model
+    cfg = w.model.cfg
+    shape = GraphShape(int(cfg.n_layers), int(cfg.n_heads), mlp=not cfg.attn_only)
+    graph = edges(shape)
+    hooks = edge_hooks(shape.n_layers, shape.mlp)
+    base_hooks = hooks | w.forward.base_hooks(tuple(range(shape.n_layers)))
+    block = build_block(w.model, w.task, np.arange(w.task.n_prompts), "corrupted", base_hooks,
+                        hooks)  # fmt: skip
+    values = edge_values(w.model, w.forward, block, graph, ("logit_diff",))[0]
+    corrupted = block.evaluate(("logit_diff",), block.corrupted_logits)[0]
+    effect = (values - corrupted[None]).mean(-1)
+
+    with torch.no_grad():
+        _, cache = w.model.run_with_cache(block.clean_tokens)
+    # BOS r1..r8 r1..r5: the previous-token head attends one back; an induction head at
+    # the second r_j attends to the first r_(j+1), seven back.
+    prev = cache["blocks.0.attn.hook_pattern"].diagonal(-1, -2, -1).mean((0, -1))
+    induction = cache["blocks.1.attn.hook_pattern"].diagonal(-7, -2, -1)[..., 2:].mean((0, -1))
+    prev_head = int(prev.argmax())
+    heads = [h for h in range(shape.n_heads) if induction[h] > 0.5]  # three of the four
+    assert 0 < len(heads) < shape.n_heads
+    from_prev = [j for j, (s, _) in enumerate(graph) if s.name == f"a0.h{prev_head}"]
+    ranked = sorted(from_prev, key=lambda j: -abs(float(effect[j])))
+    assert {graph[j][1].name for j in ranked[:2]} <= {f"a1.h{h}.k" for h in heads}
+    overall = effect.abs().argsort(descending=True)[:6].tolist()
+    assert set(ranked[:2]) <= set(overall)  # among the six largest edges of the model
