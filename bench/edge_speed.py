@@ -1,6 +1,11 @@
 """Exact edge patching: edges per second against one hooked forward per edge.
 
     python bench/edge_speed.py [--sample 300] [--per-forward 64] [--threads 2]
+    python bench/edge_speed.py --shape small --edges 2000 --sample 40
+
+``--shape small``: a GPT-2-small-shaped checkpoint (12 layers, d_model 768, 12 heads) whose
+32,491 edges are projected from ``--edges`` of them drawn at random (every receiver layer
+and kind is drawn; the time scales by the count), with the process's peak resident memory.
 
 A GPT-2 checkpoint of 4 layers, d_model 256, 8 heads (random weights, vocab 50257, saved
 locally with a BPE tokenizer trained on the IOI corpus), 8 IOI prompts of 15 tokens,
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import tempfile
 import time
@@ -34,7 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 TEMPLATE = "When{a} and{b} went to the store,{s} gave a drink to"
 
 
-def checkpoint(directory: Path) -> Path:
+SHAPES = {
+    "4l": dict(n_embd=256, n_layer=4, n_head=8),
+    "small": dict(n_embd=768, n_layer=12, n_head=12),
+}
+
+
+def checkpoint(directory: Path, shape: str) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
@@ -53,8 +65,8 @@ def checkpoint(directory: Path) -> Path:
                                    unk_token=special, pad_token=special)  # fmt: skip
     fast.save_pretrained(directory)
     torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=50257, n_positions=128, n_embd=256, n_layer=4, n_head=8,
-                     bos_token_id=0, eos_token_id=0)  # fmt: skip
+    cfg = GPT2Config(vocab_size=50257, n_positions=128, bos_token_id=0, eos_token_id=0,
+                     **SHAPES[shape])  # fmt: skip
     GPT2LMHeadModel(cfg).eval().save_pretrained(directory)
     return directory
 
@@ -123,6 +135,8 @@ def main() -> None:
     p.add_argument("--sample", type=int, default=300, help="edges the reference runs")
     p.add_argument("--per-forward", type=int, default=64, help="edges per batched forward")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--shape", choices=sorted(SHAPES), default="4l")
+    p.add_argument("--edges", type=int, default=0, help="patch a random sample (0: all)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from sweep.config import to_spec
@@ -133,7 +147,7 @@ def main() -> None:
     from sweep.engine.worker import Worker
 
     tmp = Path(tempfile.mkdtemp(prefix="edge-bench-"))
-    model_dir = checkpoint(tmp / "gpt2-4l")
+    model_dir = checkpoint(tmp / f"gpt2-{args.shape}", args.shape)
     task = task_file(tmp / "task.jsonl", 8, model_dir)
     over = ["model=hf", f"model.name={model_dir}", "task=prompts", f"task.path={task}",
             "grid.components=[resid_pre]", "runner.engine=fast"]  # fmt: skip
@@ -141,7 +155,11 @@ def main() -> None:
     model, cfg = w.model, w.model.cfg
     assert set(w.task.lengths.tolist()) == {15}, w.task.lengths
     shape = GraphShape(cfg.n_layers, cfg.n_heads, mlp=True)
-    graph = edges(shape)
+    every = edges(shape)
+    graph = every
+    if args.edges:
+        pick = np.random.default_rng(1).choice(len(every), args.edges, replace=False)
+        graph = [every[j] for j in sorted(pick)]
     hooks = edge_hooks(cfg.n_layers, True)
     base_hooks = hooks | w.forward.base_hooks(tuple(range(cfg.n_layers)))
     n = w.task.n_prompts
@@ -179,9 +197,15 @@ def main() -> None:
           f"vocab {cfg.d_vocab}; {n} prompts of 15 tokens; {len(graph)} edges; "
           f"torch threads {torch.get_num_threads()}")  # fmt: skip
     print(
-        f"patchsweep: {len(graph)} edges in {ours:.2f} s ({ours_rate:.0f} edges/s, cached "
+        f"patchsweep: {len(graph)} edges in {ours:.2f} s ({ours_rate:.1f} edges/s, cached "
         f"runs included; {args.per_forward} edges per forward)"
     )
+    if len(graph) < len(every):
+        print(f"projected: all {len(every)} edges in {len(every) / ours_rate / 60:.1f} min "
+              f"({len({r.layer for _, r in graph})} receiver layers and "
+              f"{len({r.kind for _, r in graph})} receiver kinds in the sample)")  # fmt: skip
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak resident memory of this process: {peak:.0f} MB (the reference included)")
     print(
         f"one hooked forward per edge: {len(sample)} edges in {theirs:.2f} s "
         f"({ref_rate:.1f} edges/s)"
