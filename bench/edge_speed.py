@@ -25,7 +25,6 @@ per-token costs counted from the model's matmuls.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import tempfile
@@ -35,86 +34,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests/
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/
 
-TEMPLATE = "When{a} and{b} went to the store,{s} gave a drink to"
+from prompt_scale import checkpoint, task_file  # noqa: E402
 
+from tests.edge_reference import edge_forward, sender_output  # noqa: E402
 
 SHAPES = {
     "4l": dict(n_embd=256, n_layer=4, n_head=8),
     "small": dict(n_embd=768, n_layer=12, n_head=12),
 }
-
-
-def checkpoint(directory: Path, shape: str) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    from sweep.tasks import ioi
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=2000, special_tokens=["<|endoftext|>"], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )  # fmt: skip
-    tok.train_from_iterator(ioi.corpus(), trainer)
-    special = "<|endoftext|>"
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=special, eos_token=special,
-                                   unk_token=special, pad_token=special)  # fmt: skip
-    fast.save_pretrained(directory)
-    torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=50257, n_positions=128, bos_token_id=0, eos_token_id=0,
-                     **SHAPES[shape])  # fmt: skip
-    GPT2LMHeadModel(cfg).eval().save_pretrained(directory)
-    return directory
-
-
-def task_file(path: Path, n: int, model_dir: Path) -> Path:
-    from transformers import PreTrainedTokenizerFast
-
-    from sweep.tasks.ioi import NAMES
-
-    tok = PreTrainedTokenizerFast.from_pretrained(model_dir)
-    names = [" " + x for x in NAMES if len(tok.encode(" " + x)) == 1]
-    rng = np.random.default_rng(0)
-    with path.open("w") as f:
-        for _ in range(n):
-            a, b, c, d, e = rng.choice(names, 5, replace=False)
-            f.write(json.dumps({"clean": TEMPLATE.format(a=a, b=b, s=b),
-                                "corrupted": TEMPLATE.format(a=c, b=d, s=e),
-                                "answer": a, "wrong": b}) + "\n")  # fmt: skip
-    return path
-
-
-def reference_forward(model, caches, delta: torch.Tensor, r, base: torch.Tensor) -> torch.Tensor:
-    """One hooked forward of the base prompts with only ``r`` reading ``delta`` more."""
-    base_cache = caches
-    if r.kind == "logits":
-        hook = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
-        new = base_cache[hook] + delta
-    elif r.kind == "mlp":
-        block = model.blocks[r.layer]
-        hook = f"blocks.{r.layer}.hook_mlp_out"
-        new = block.mlp(block.ln2(base_cache[f"blocks.{r.layer}.hook_resid_mid"] + delta))
-    else:
-        block = model.blocks[r.layer]
-        weight = {"q": model.W_Q, "k": model.W_K, "v": model.W_V}[r.kind][r.layer, r.head]
-        bias = {"q": model.b_Q, "k": model.b_K, "v": model.b_V}[r.kind][r.layer, r.head]
-        hook = f"blocks.{r.layer}.attn.hook_{r.kind}"
-        new = base_cache[hook].clone()
-        pre = base_cache[f"blocks.{r.layer}.hook_resid_pre"]
-        new[:, :, r.head] = block.ln1(pre + delta) @ weight + bias
-    return model.run_with_hooks(base, fwd_hooks=[(hook, lambda act, hook: new)])[:, -1]
-
-
-def sender_output(model, cache, s) -> torch.Tensor:
-    if s.kind == "embed":
-        return cache["blocks.0.hook_resid_pre"]
-    if s.kind == "mlp":
-        return cache[f"blocks.{s.layer}.hook_mlp_out"]
-    return cache[f"blocks.{s.layer}.attn.hook_z"][:, :, s.head] @ model.W_O[s.layer, s.head]
 
 
 def flop_ceiling(cfg, graph_edges, start: dict[str, int], seq: int) -> tuple[float, float]:
@@ -148,7 +78,7 @@ def main() -> None:
     from sweep.engine.worker import Worker
 
     tmp = Path(tempfile.mkdtemp(prefix="edge-bench-"))
-    model_dir = checkpoint(tmp / f"gpt2-{args.shape}", args.shape)
+    model_dir = checkpoint(tmp / f"gpt2-{args.shape}", **SHAPES[args.shape])
     task = task_file(tmp / "task.jsonl", 8, model_dir)
     over = ["model=hf", f"model.name={model_dir}", "task=prompts", f"task.path={task}",
             "grid.components=[resid_pre]", "runner.engine=fast"]  # fmt: skip
@@ -186,7 +116,7 @@ def main() -> None:
         for i, j in enumerate(sample):
             s, r = graph[j]
             delta = sender_output(model, source_cache, s) - sender_output(model, base_cache, s)
-            logits = reference_forward(model, base_cache, delta, r, corrupted)
+            logits = edge_forward(model, base_cache, delta, r, corrupted)
             rows = torch.arange(n)
             ref[i] = (logits[rows, answer] - logits[rows, wrong]).numpy()
         theirs = time.perf_counter() - t1

@@ -44,8 +44,9 @@ LAYERS = "[0,6,11]"
 TEMPLATE = "When{a} and{b} went to the store,{s} gave a drink to"
 
 
-def checkpoint(directory: Path) -> Path:
-    """GPT-2-small shape (12 layers, d_model 768, 12 heads, vocab 50257), random weights."""
+def checkpoint(directory: Path, **shape: int) -> Path:
+    """GPT-2-small shape (12 layers, d_model 768, 12 heads, vocab 50257; ``shape``: other
+    ``GPT2Config`` sizes), random weights, with a BPE tokenizer trained on the IOI corpus."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -65,8 +66,9 @@ def checkpoint(directory: Path) -> Path:
                                    unk_token=special, pad_token=special)  # fmt: skip
     fast.save_pretrained(directory)
     torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=50257, n_positions=128, n_embd=768, n_layer=12, n_head=12,
-                     bos_token_id=0, eos_token_id=0)  # fmt: skip
+    sizes = {"n_embd": 768, "n_layer": 12, "n_head": 12, **shape}
+    cfg = GPT2Config(vocab_size=50257, n_positions=128, bos_token_id=0, eos_token_id=0,
+                     **sizes)  # fmt: skip
     GPT2LMHeadModel(cfg).eval().save_pretrained(directory)
     return directory
 

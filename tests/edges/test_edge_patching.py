@@ -1,7 +1,5 @@
-"""Exact edge patching against one hooked forward per edge, written here with
-TransformerLens hooks: the receiver's input is the base run's plus the sender's change
-(source output - base output), the receiver is recomputed from that input, and everything
-after it runs through the hooked model."""
+"""Exact edge patching against one hooked TransformerLens forward per edge
+(``tests/edge_reference.py``), per prompt, and the induction circuit it finds."""
 
 from __future__ import annotations
 
@@ -11,44 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from sweep.edges.graph import GraphShape, Node, edges
+from sweep.edges.graph import GraphShape, edges
 from sweep.engine.edges import edge_hooks, edge_values
 from sweep.engine.forward.gpt2 import GPT2Forward
 from sweep.engine.runs import build_block
+from tests.edge_reference import edge_forward, sender_output
 from tests.helpers import mixed_rows, native_prompts, worker, write_task
-
-
-def sender_output(model, cache, s: Node) -> torch.Tensor:
-    if s.kind == "embed":
-        return cache["blocks.0.hook_resid_pre"]
-    if s.kind == "mlp":
-        return cache[f"blocks.{s.layer}.hook_mlp_out"]
-    return cache[f"blocks.{s.layer}.attn.hook_z"][:, :, s.head] @ model.W_O[s.layer, s.head]
-
-
-def one_forward(model, base_cache, delta: torch.Tensor, r: Node, base_tokens) -> torch.Tensor:
-    """The base prompt's logits with only ``r`` reading ``delta`` more: the receiver's new
-    value is computed from the model's own modules first, then set by a hook."""
-    if r.kind == "logits":
-        hook = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
-        new = base_cache[hook] + delta
-    elif r.kind == "mlp":
-        block = model.blocks[r.layer]
-        hook = f"blocks.{r.layer}.hook_mlp_out"
-        new = block.mlp(block.ln2(base_cache[f"blocks.{r.layer}.hook_resid_mid"] + delta))
-    else:
-        block = model.blocks[r.layer]
-        weight = {"q": model.W_Q, "k": model.W_K, "v": model.W_V}[r.kind][r.layer, r.head]
-        bias = {"q": model.b_Q, "k": model.b_K, "v": model.b_V}[r.kind][r.layer, r.head]
-        hook = f"blocks.{r.layer}.attn.hook_{r.kind}"
-        new = base_cache[hook].clone()
-        pre = base_cache[f"blocks.{r.layer}.hook_resid_pre"]
-        new[:, :, r.head] = block.ln1(pre + delta) @ weight + bias
-
-    def fn(act, hook):  # type: ignore[no-untyped-def]
-        return new
-
-    return model.run_with_hooks(base_tokens, fwd_hooks=[(hook, fn)])[0, -1]
 
 
 def reference(w, all_edges, base_run: str) -> np.ndarray:
@@ -64,7 +30,7 @@ def reference(w, all_edges, base_run: str) -> np.ndarray:
         answer, wrong = int(w.task.answer[p]), int(w.task.wrong[p])
         for j, (s, r) in enumerate(all_edges):
             delta = sender_output(model, source_cache, s) - sender_output(model, base_cache, s)
-            logits = one_forward(model, base_cache, delta, r, base)
+            logits = edge_forward(model, base_cache, delta, r, base)[0]
             out[j, p] = float(logits[answer] - logits[wrong])
     torch.set_grad_enabled(True)
     return out
