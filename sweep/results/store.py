@@ -34,7 +34,7 @@ from sweep.plan import (
     TaskInfo,
     WorkUnit,
     resolve_positions,
-)  # fmt: skip
+)
 from sweep.results.backends import Backend, backend_for
 from sweep.results.lease import LEASE, Lease, read_holder
 
@@ -332,16 +332,21 @@ def _finish(target: str, meta: StoreMeta) -> None:
         zarr.consolidate_metadata(target)
 
 
+def _labels(plan: Plan, dim: str) -> np.ndarray:
+    """A grid dim's coordinate: integers, or the names of named positions."""
+    named = dim == "pos" and plan.axes.named
+    return np.array(plan.axes.labels(dim), dtype=object if named else np.int64)
+
+
 def _coordinates(plan: Plan, info: TaskInfo, meta: StoreMeta) -> xr.Dataset:
     ds = xr.Dataset(
         coords={
             "metric": np.array(plan.metrics, dtype=object),
             "layer": np.array(plan.axes.layers, dtype=np.int64),
             **{
-                d: np.array(plan.axes.labels(d), dtype=object if named else np.int64)
+                d: _labels(plan, d)
                 for d in plan.axes.coords
                 if d in ("pos", "head") or any(d in c.dims for c in plan.components)
-                for named in [d == "pos" and plan.axes.named]
             },
             "prompt": np.arange(plan.n_prompts, dtype=np.int64),
             "prompt_length": ("prompt", np.array(info.lengths, dtype=np.int64)),
