@@ -1,4 +1,4 @@
-"""Reading a results store: effects, normalized effects, statistics over prompts, top cells.
+"""Reading a results store: effects, scales per intervention, statistics over prompts, top cells.
 
 One definition of an effect, used by every summary (``top_cells``, ``normalized``, the
 command line's report, the heatmaps, AtP's top cells): per prompt, the cell's value minus

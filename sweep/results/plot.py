@@ -68,7 +68,7 @@ class Heatmap:
 
 
 def heatmap(ds: xr.Dataset, name: str, metric: str, min_prompts: int | None = None) -> Heatmap:
-    """The normalized effect of ``name`` (over the prompts that reach each cell) as a 2-D
+    """``name`` on its intervention's own scale (over the prompts that reach each cell) as a 2-D
     map; cells that fewer than ``min_prompts`` prompts reach (default: half) are blank."""
     need = default_min_prompts(ds) if min_prompts is None else int(min_prompts)
     mean = scaled(ds, name, metric=metric)
