@@ -17,6 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from sweep.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Sweep:
@@ -71,6 +73,12 @@ def write_manifest(path: Path, sweep: Sweep, stores: list[str], command: list[st
     """Every job's number, store (relative to the manifest where it is a local path) and
     overrides, written whole (a temporary file renamed into place)."""
     import yaml
+
+    if path.exists() and "patchsweep_multirun" not in path.read_text(errors="replace"):
+        raise ConfigError(
+            f"store.path: {path} exists and is not a patchsweep multirun manifest; move it, "
+            "or choose another store.path (the manifest goes next to the stores)"
+        )
 
     def where(store: str) -> str:
         return store if "://" in store else os.path.relpath(store, path.parent)

@@ -88,6 +88,12 @@ def test_multirun_gives_each_job_its_own_store_and_resumes(tmp_path: Path) -> No
         got = ds["resid_pre"].sel(job=i).values[..., : one.shape[-1]]
         np.testing.assert_array_equal(got, one)
         assert np.isnan(ds["resid_pre"].sel(job=i).values[..., one.shape[-1] :]).all()
+    mine = tmp_path / "runs" / "mine-multirun.yaml"  # a file of the user's is never replaced
+    mine.write_text("my notes\n")
+    refused = _cli(tmp_path, *args[:-1], "store.path=runs/mine.zarr")
+    assert refused.returncode == 2 and mine.read_text() == "my notes\n"
+    assert refused.stderr.strip().startswith("patchsweep: error: store.path: ")
+    assert "is not a patchsweep multirun manifest" in refused.stderr
     shutil.rmtree(stores[3])  # a job that has not run yet is left out, and named
     part = sweep.open_multirun(manifest)
     assert list(part["job"].values) == [0, 1, 2] and part.attrs["missing_jobs"] == [3]

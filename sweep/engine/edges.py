@@ -18,7 +18,7 @@ import torch
 
 from sweep.edges.graph import Node
 from sweep.engine.forward.gpt2 import GPT2Forward
-from sweep.engine.forward.suffix import Rows, attend
+from sweep.engine.forward.suffix import Rows, Trace
 
 if TYPE_CHECKING:
     from sweep.engine.runs import BlockRuns
@@ -102,45 +102,48 @@ class EdgeForward:
             x = final[rows.prompt, rows.last] + e.delta[rows.final]
             return fw.final_logits(x)
         x = block.base[f"blocks.{layer}.hook_resid_pre"][rows.tok_prompt, rows.tok_pos]
-        x = self._receiving_block(layer, x, e, block)
-        for i in range(layer + 1, fw.n_layers):
+        for i in range(layer, fw.n_layers):
             keys = block.base[f"blocks.{i}.attn.hook_k"]
             values = block.base[f"blocks.{i}.attn.hook_v"]
-            x = fw.block(i, x, rows, keys, values, lambda _, act: act, False)
+            at = self._receiver(i, e) if i == layer else _unchanged
+            x = fw.block(i, x, rows, keys, values, at, False)
         return fw.final_logits(x[rows.final])
 
-    def _receiving_block(
-        self, i: int, x: torch.Tensor, e: EdgeRows, block: BlockRuns
-    ) -> torch.Tensor:
-        """Block ``i`` where each row's receiver reads ``x + delta`` and all else ``x``."""
-        fw, rows = self.fw, e.rows
-        w = fw.layers[i]
-        h, dh = fw.n_heads, fw.d_head
-        qkv = w.ln1(x.unsqueeze(0))[0] @ w.w_qkv + w.b_qkv
-        # Each token's receiver, as a code: (q/k/v) * heads + head, or -1 (MLP, logits).
-        codes = [KINDS.index(r.kind) * h + r.head if r.kind in KINDS else -1 for r in e.receivers]
-        edge_code = torch.tensor(codes, device=x.device)
-        tok_code = edge_code[rows.tok_row // e.n]
-        heads = sorted(set(codes) - {-1})
-        if heads:
-            moved = w.ln1((x + e.delta).unsqueeze(0))[0]
-            for code in heads:
-                toks = torch.nonzero(tok_code == code).flatten()
-                cols = slice(code * dh, (code + 1) * dh)  # q, k, v blocks are head-major
-                qkv[toks, cols] = moved[toks] @ w.w_qkv[:, cols] + w.b_qkv[cols]
-        q, k, v = (t.reshape(-1, h, dh) for t in qkv.chunk(3, -1))
-        keys = block.base[f"blocks.{i}.attn.hook_k"]
-        values = block.base[f"blocks.{i}.attn.hook_v"]
-        z = attend(q, k, v, rows, keys, values, fw.scale, None)
-        attn_out = z.flatten(1) @ w.w_o + w.b_o
-        if w.mlp is None:
-            return x + attn_out
-        assert w.ln2 is not None
-        mid = x + attn_out
-        mlp = torch.tensor([r.kind == "mlp" for r in e.receivers], device=x.device)
-        into = mlp[rows.tok_row // e.n]
-        read = torch.where(into[:, None], mid + e.delta, mid)
-        return mid + w.mlp(w.ln2(read.unsqueeze(0)))[0]
+    def _receiver(self, i: int, e: EdgeRows) -> Trace:
+        """The receiving block's trace: each row's receiver, and only it, reads the
+        residual plus its sender's change (a head's q, k or v from ``ln1(x + delta)``, an
+        MLP's output from ``ln2(mid + delta)``); the rest of the block is the model's."""
+        w = self.fw.layers[i]
+        h, dh = self.fw.n_heads, self.fw.d_head
+        # Each edge's receiver as a code: (q/k/v) * heads + head; MLP -1; logits -2.
+        codes = [
+            KINDS.index(r.kind) * h + r.head if r.kind in KINDS else -1 - (r.kind != "mlp")
+            for r in e.receivers
+        ]
+        tok_code = torch.tensor(codes, device=e.delta.device)[e.rows.tok_row // e.n]
+        seen: dict[str, torch.Tensor] = {}
+
+        def at(name: str, act: torch.Tensor) -> torch.Tensor:
+            if name in ("resid_pre", "resid_mid"):
+                seen[name] = act
+            elif name in KINDS:
+                for code in sorted({c for c in codes if c >= 0 and c // h == KINDS.index(name)}):
+                    toks = torch.nonzero(tok_code == code).flatten()
+                    read = w.ln1((seen["resid_pre"][toks] + e.delta[toks]).unsqueeze(0))[0]
+                    cols = slice(code * dh, (code + 1) * dh)  # q, k, v blocks: head-major
+                    act[toks, code % h] = read @ w.w_qkv[:, cols] + w.b_qkv[cols]
+            elif name == "mlp_out" and -1 in codes:
+                assert w.mlp is not None and w.ln2 is not None
+                toks = torch.nonzero(tok_code == -1).flatten()
+                read = (seen["resid_mid"][toks] + e.delta[toks]).unsqueeze(0)
+                act[toks] = w.mlp(w.ln2(read))[0]
+            return act
+
+        return at
+
+
+def _unchanged(name: str, act: torch.Tensor) -> torch.Tensor:
+    return act
 
 
 def edge_values(

@@ -111,8 +111,8 @@ def test_a_task_file_names_its_own_positions(tmp_path: Path) -> None:
     s2 = ds["resid_pre"].sel(pos="S2", metric="logit_diff")
     assert s2.notnull().sum("prompt").values.tolist() == [3, 3]  # prompt 3 has no S2
     assert ds["clean_token"].sel(pos="S2").values[:3].tolist() == [r["wrong"] for r in rows[:3]]
-    top = top_cells(ds, 3, min_prompts=1)
-    assert set(top["pos"]) <= {"S2", "END"}
+    top = top_cells(ds, 4, min_prompts=1)  # named positions in the table, n per name
+    assert sorted(zip(top["pos"], top["n"], strict=True)) == [("END", 4)] * 2 + [("S2", 3)] * 2
 
 
 @pytest.mark.parametrize(
