@@ -7,6 +7,7 @@ from sweep.results.analysis import (
     cell_of,
     components,
     default_min_prompts,
+    edge_variables,
     effect,
     effect_summary,
     gap_warning,
@@ -17,6 +18,7 @@ from sweep.results.analysis import (
     scaled,
     summarize,
     top_cells,
+    top_edges,
     verified,
 )
 
@@ -28,6 +30,7 @@ __all__ = [
     "components",
     "default_min_prompts",
     "effect",
+    "edge_variables",
     "effect_summary",
     "gap_warning",
     "is_estimate",
@@ -37,5 +40,6 @@ __all__ = [
     "scaled",
     "summarize",
     "top_cells",
+    "top_edges",
     "verified",
 ]

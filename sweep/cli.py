@@ -79,10 +79,11 @@ def report(s: SweepSummary, top: int = 5, min_prompts: int | None = None) -> str
     ds = open_results(s.path)
     lost = f" ({s.units_lost} recomputed: chunk files were missing)" if s.units_lost else ""
     rate = s.cells_run / max(s.sweep_seconds, 1e-9)
+    cells = "edges" if s.edges else "cells"
     lines = [
         f"store: {s.path}",
         f"units: {s.units_run} computed this run{lost}, {s.units_total} in the sweep; "
-        f"{s.cells_run} cells in {s.sweep_seconds:.1f} s ({rate:.0f} cells/s; "
+        f"{s.cells_run} {cells} in {s.sweep_seconds:.1f} s ({rate:.0f} {cells}/s; "
         f"{s.seconds:.1f} s with loading) on {s.workers} worker(s), "
         f"{s.worker_restarts} replaced; {s.engine} engine",
         f"prompt blocks of {s.prompt_block}; cached runs built per worker: "
@@ -97,6 +98,8 @@ def report(s: SweepSummary, top: int = 5, min_prompts: int | None = None) -> str
     if warning:
         lines.append(warning)
     base, sc, estimate = base_run(ds), scale(ds), is_estimate(ds)
+    if s.edges:
+        return "\n".join(lines + _edge_lines(ds, top, metric, min_prompts))
     cells = top_cells(ds, top, metric, min_prompts=min_prompts)
     need, left_out = cells.attrs["min_prompts"], cells.attrs["left_out"]
     what = "AtP's estimated effect" if estimate else "effect"
@@ -129,6 +132,25 @@ def report(s: SweepSummary, top: int = 5, min_prompts: int | None = None) -> str
             else "correlation of estimate and exact: needs at least two verified cells"
         )
     return "\n".join(lines)
+
+
+def _edge_lines(ds: Any, top: int, metric: str, min_prompts: int | None) -> list[str]:
+    from sweep.results.analysis import base_run, scale, top_edges
+
+    edges = top_edges(ds, top, metric, min_prompts=min_prompts)
+    sc, n = scale(ds), ds.sizes["prompt"]
+    lines = [
+        f"top edges by |effect| on {metric} ({sc.intervention}): the metric with the edge "
+        f"patched minus each prompt's own {base_run(ds)} baseline, averaged over the n "
+        f"prompts; {sc.kind} = {sc.label} (edges that fewer than {edges.attrs['min_prompts']} "
+        f"of the {n} prompts reach are left out: {edges.attrs['left_out']}):"
+    ]
+    for _, r in edges.iterrows():
+        lines.append(
+            f"  {r['sender']} -> {r['receiver']}: effect {r['effect']:+.3f}, "
+            f"{sc.kind} {r['scaled']:+.2f} (value {r['value']:.3f}, n={int(r['n'])})"
+        )
+    return lines
 
 
 def _cell(r: Any) -> str:

@@ -50,6 +50,11 @@ class Component:
         order = [a for a in self.layout.axes if a in self.dims]
         assert list(self.dims) == order, f"{self.name}: dims must follow the layout's axes"
 
+    @property
+    def lead(self) -> str:
+        """The store dim its units are blocks of (an edge sweep's are receivers)."""
+        return "layer"
+
     def hook_name(self, layer: int) -> str:
         return self.hook.format(layer=layer)
 

@@ -74,6 +74,7 @@ class SweepSummary:
     units_lost: int
     """Units marked done whose chunk file was missing: recomputed by this run."""
     cells_run: int
+    """Cells (an edge sweep: edges) computed by this run, each over its prompts."""
     seconds: float
     """Wall time of the whole run, model loading included."""
     sweep_seconds: float
@@ -86,6 +87,8 @@ class SweepSummary:
     prompt_block: int = 0
     cache_builds: tuple[int, ...] = ()
     """Prompt blocks whose runs each worker built (once per block when affinity works)."""
+    edges: bool = False
+    """An edge sweep (``grid=edges``): ``cells_run`` counts edges."""
 
 
 def run(overrides: list[str] | None = None) -> Location:
@@ -228,8 +231,9 @@ def _sweep(
         len(todo), progress.total, progress.done, plan.prompt_block,
     )  # fmt: skip
     todo.sort(key=lambda u: (u.prompt_start, u.index))  # a block's units one after another
-    work = sum(u.n_cells * u.n_prompts for u in todo)
-    bar = tqdm(total=work, unit=" cell-prompts", unit_scale=True, desc="sweep",
+    work = sum(plan.n_cells(u) * u.n_prompts for u in todo)
+    what = " edge-prompts" if plan.is_edges else " cell-prompts"
+    bar = tqdm(total=work, unit=what, unit_scale=True, desc="sweep",
                disable=not spec.runner.progress, smoothing=0.1)  # fmt: skip
     cells, sweep_start = 0, time.perf_counter()
     progress.left_bytes = sum(_unit_bytes(u, plan) for u in todo)
@@ -238,8 +242,8 @@ def _sweep(
             store.write(unit, result.values, result.block, run_number)
             progress.done += 1
             progress.left_bytes -= _unit_bytes(unit, plan)
-        cells += unit.n_cells
-        bar.update(unit.n_cells * unit.n_prompts)
+        cells += plan.n_cells(unit)
+        bar.update(plan.n_cells(unit) * unit.n_prompts)
     bar.close()
     k = getattr(iv, "verify_top_k", 0)
     if k and store.verified() == 0 and (store.done() > 0).all():
@@ -259,6 +263,7 @@ def _sweep(
         engine=info.engine,
         prompt_block=plan.prompt_block,
         cache_builds=stats.cache_builds,
+        edges=plan.is_edges,
     )
 
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sweep.components import DIM_TABLE, Component, for_model, get_component
+from sweep.edges.graph import GraphShape, Node, connects, receivers, select, senders
 from sweep.errors import ConfigError
-from sweep.spec import GridSpec
+from sweep.spec import EdgeGridSpec, GridSpec
 
 BYTES_PER_VALUE = 4  # results are float32
 UNIT_ROWS = 1024
@@ -37,10 +38,19 @@ class ModelShape:
     n_heads: int
     n_kv_heads: int = 0
     """Key/value heads (fewer than ``n_heads`` with grouped-query attention; 0: as many)."""
+    mlp: bool = True
+    """Blocks have an MLP (attention-only models do not)."""
+    parallel: bool = False
+    """Attention and MLP read the same residual (Pythia, GPT-J)."""
 
     def __post_init__(self) -> None:
         if not self.n_kv_heads:
             object.__setattr__(self, "n_kv_heads", self.n_heads)
+
+    @property
+    def graph(self) -> GraphShape:
+        """The model's graph of senders and receivers (edge sweeps)."""
+        return GraphShape(self.n_layers, self.n_heads, self.n_kv_heads, self.mlp, self.parallel)
 
     def component(self, name: str) -> Component:
         """The component as this model lays it out (``components.for_model``)."""
@@ -73,6 +83,24 @@ class TaskInfo:
         return max(self.lengths)
 
 
+EDGES = "edges"
+"""The store variable of an edge sweep."""
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeVariable:
+    """The store variable of an edge sweep: [metric, receiver, sender, prompt]. Its units
+    are blocks of receivers (its lead dim, as ``layer`` is a component's) x every sender."""
+
+    name: str = EDGES
+    lead: str = "receiver"
+    dims: tuple[str, ...] = ("sender",)
+
+
+Variable = Component | EdgeVariable
+"""What a plan fills: one store variable, split into units along its lead dim."""
+
+
 @dataclass(frozen=True)
 class Axes:
     """The coordinates of the grid, shared by every component in the store."""
@@ -81,20 +109,45 @@ class Axes:
     coords: dict[str, tuple[int, ...]] = field(default_factory=dict)
     """Each grid dim after ``layer`` (``pos``, ``head``) -> its coordinate values. A
     negative position counts from each prompt's own end; ``NAMED + k`` is the task's k-th
-    named position."""
+    named position. An edge sweep's ``receiver`` and ``sender``: indices into the graph's
+    receivers and senders (``sweep.edges.graph``)."""
     position_names: tuple[str, ...] = ()
     """The task's named positions, which ``NAMED + k`` codes stand for."""
+    graph: GraphShape | None = None
+    """The model's graph (edge sweeps), whose nodes ``receiver`` and ``sender`` index."""
 
-    def of(self, c: Component) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    def of(self, c: Variable) -> tuple[tuple[str, tuple[int, ...]], ...]:
         return tuple((d, self.coords[d]) for d in c.dims)
+
+    def lead(self, c: Variable) -> tuple[int, ...]:
+        """The values along a variable's lead dim: layers, or an edge sweep's receivers."""
+        return self.layers if c.lead == "layer" else self.coords[c.lead]
+
+    def nodes(self, dim: str) -> list[Node]:
+        """The graph's receivers or senders, as ``receiver`` / ``sender`` index them."""
+        assert self.graph is not None, "not an edge sweep"
+        return receivers(self.graph) if dim == "receiver" else senders(self.graph)
 
     @property
     def named(self) -> bool:
         """Whether the ``pos`` axis is named positions (the store labels it by name)."""
         return any(v >= NAMED for v in self.coords.get("pos", ()))
 
+    def edges_of(self, unit: WorkUnit) -> list[tuple[Node, Node]]:
+        """The edges an edge unit patches: its receivers x the senders that reach them,
+        receiver-major."""
+        assert self.graph is not None, "not an edge sweep"
+        into, out_of = self.nodes("receiver"), self.nodes("sender")
+        chosen = [out_of[i] for i in unit.grid[0][1]]
+        return [
+            (s, into[r]) for r in unit.layers for s in chosen if connects(s, into[r], self.graph)
+        ]
+
     def labels(self, dim: str) -> list[int] | list[str]:
-        """The store's coordinate values of a dim: named positions by name."""
+        """The store's coordinate values of a dim: named positions and graph nodes by name."""
+        if dim in ("receiver", "sender"):
+            nodes = self.nodes(dim)
+            return [nodes[i].name for i in self.coords[dim]]
         if dim == "pos" and self.named:
             return [self.position_names[v - NAMED] for v in self.coords[dim]]
         return list(self.coords[dim])
@@ -114,10 +167,12 @@ class WorkUnit:
     index: int
     """Stable id across runs of the same config (the store's done record uses it)."""
     component: str
+    """The store variable it fills (``edges`` for an edge sweep)."""
     layer_start: int
-    """First index into ``Axes.layers`` (the chunk's offset on the layer axis)."""
+    """First index into the variable's lead dim (the chunk's offset on the layer axis, or
+    on the ``receiver`` axis of ``edges``)."""
     layers: tuple[int, ...]
-    """Model layer numbers this unit patches."""
+    """Model layer numbers this unit patches (``edges``: receiver indices, ``Axes``)."""
     grid: tuple[tuple[str, tuple[int, ...]], ...]
     """The component's dims and the coordinates of each, in store order."""
     prompt_start: int
@@ -203,26 +258,36 @@ class UnitResult:
 @dataclass(frozen=True)
 class Plan:
     axes: Axes
-    components: tuple[Component, ...]
+    components: tuple[Variable, ...]
     metrics: tuple[str, ...]
     n_prompts: int
     prompt_block: int
     """Prompts per work unit (the store's chunk size on the ``prompt`` axis)."""
     units: tuple[WorkUnit, ...]
 
-    def component(self, name: str) -> Component:
+    def component(self, name: str) -> Variable:
         return next(c for c in self.components if c.name == name)
 
-    def grid_shape(self, c: Component) -> tuple[int, ...]:
+    def grid_shape(self, c: Variable) -> tuple[int, ...]:
         return tuple(len(v) for _, v in self.axes.of(c))
 
-    def shape(self, c: Component) -> tuple[int, ...]:
-        """Store shape of one component: metric, layer, *dims, prompt."""
-        return (len(self.metrics), len(self.axes.layers), *self.grid_shape(c), self.n_prompts)
+    def shape(self, c: Variable) -> tuple[int, ...]:
+        """Store shape of one variable: metric, its lead dim (layer), *dims, prompt."""
+        lead = len(self.axes.lead(c))
+        return (len(self.metrics), lead, *self.grid_shape(c), self.n_prompts)
 
-    def chunks(self, c: Component) -> tuple[int, ...]:
+    def chunks(self, c: Variable) -> tuple[int, ...]:
         layers = next(len(u.layers) for u in self.units if u.component == c.name)
         return (len(self.metrics), layers, *self.grid_shape(c), self.prompt_block)
+
+    @property
+    def is_edges(self) -> bool:
+        return self.axes.graph is not None
+
+    def n_cells(self, unit: WorkUnit) -> int:
+        """What a unit computes: cells, or an edge unit's real edges (not the pairs whose
+        receiver reads before the sender writes, which stay NaN)."""
+        return len(self.axes.edges_of(unit)) if self.is_edges else unit.n_cells
 
     @property
     def prompt_blocks(self) -> list[tuple[int, int]]:
@@ -290,7 +355,7 @@ def _check(
 
 
 def make_plan(
-    grid: GridSpec,
+    grid: GridSpec | EdgeGridSpec,
     shape: ModelShape,
     seq_len: int,
     n_prompts: int,
@@ -301,20 +366,67 @@ def make_plan(
 ) -> Plan:
     """Split each component's grid into chunks: blocks of ``prompt_block`` prompts (default:
     all prompts in one block) times blocks of layers, grouped up to ``chunk_bytes`` and
-    ``UNIT_ROWS``."""
-    axes = make_axes(grid, shape, seq_len, position_names)
+    ``UNIT_ROWS``. An edge sweep: blocks of receivers x every sender."""
+    components: tuple[Variable, ...]
+    if isinstance(grid, EdgeGridSpec):
+        axes = edge_axes(grid, shape, seq_len, position_names)
+        components = (EdgeVariable(),)
+    else:
+        axes = make_axes(grid, shape, seq_len, position_names)
+        components = tuple(shape.component(c.name) for c in grid.component_list)
     block = min(prompt_block or n_prompts, n_prompts)
     starts = range(0, n_prompts, block)
     units: list[WorkUnit] = []
-    components = tuple(shape.component(c.name) for c in grid.component_list)
     for c in components:
-        cells = axes.of(c)
+        cells, lead = axes.of(c), axes.lead(c)
         rows = math.prod(len(v) for _, v in cells) * block  # patched rows of one layer
         by_size = math.ceil(chunk_bytes / (len(metrics) * rows * BYTES_PER_VALUE))
-        per_chunk = min(len(axes.layers), max(1, min(by_size, UNIT_ROWS // rows)))
-        for start in range(0, len(axes.layers), per_chunk):
-            layers = axes.layers[start : start + per_chunk]
+        per_chunk = min(len(lead), max(1, min(by_size, UNIT_ROWS // rows)))
+        for start in range(0, len(lead), per_chunk):
+            layers = lead[start : start + per_chunk]
             for p in starts:
                 stop = min(p + block, n_prompts)
                 units.append(WorkUnit(len(units), c.name, start, layers, cells, p, stop))
     return Plan(axes, components, tuple(metrics), n_prompts, block, tuple(units))
+
+
+def edge_axes(
+    grid: EdgeGridSpec, shape: ModelShape, seq_len: int, position_names: tuple[str, ...] = ()
+) -> Axes:
+    """The receivers and senders the patterns select in the model's graph, checked: a
+    pattern that matches nothing, or a choice that joins no edge, is refused by key.
+    Every position is patched at once; ``pos`` (and the task's named positions) label the
+    store's tokens."""
+    g = shape.graph
+    nodes = {"receiver": receivers(g), "sender": senders(g)}
+    chosen = {}
+    for dim, key in (("receiver", "grid.receivers"), ("sender", "grid.senders")):
+        hits, unmatched = select(nodes[dim], getattr(grid, f"{dim}s"))
+        if unmatched:
+            raise ConfigError(f"{key}: {unmatched} match no {dim} of this model ({_has(g)})")
+        chosen[dim] = tuple(hits)
+    if not any(
+        connects(nodes["sender"][s], nodes["receiver"][r], g)
+        for r in chosen["receiver"] for s in chosen["sender"]
+    ):  # fmt: skip
+        raise ConfigError(
+            "grid.senders, grid.receivers: no chosen receiver reads a chosen sender (a "
+            "receiver reads only senders of earlier layers, and a head's output reaches its "
+            "own layer's MLP); choose later receivers or earlier senders"
+        )
+    coords = {"pos": tuple(range(seq_len)), **chosen}
+    return Axes((), coords, tuple(position_names), g)
+
+
+def _has(g: GraphShape) -> str:
+    """What a model's graph has, for a message: its layers, heads and MLPs."""
+    kv = f", {g.kv_heads} key/value heads (a3.g0.k)" if g.kv_heads != g.n_heads else ""
+    if g.mlp:
+        return (
+            f"layers 0..{g.n_layers - 1}, heads h0..h{g.n_heads - 1}{kv}, MLPs; receivers "
+            "like a1.h0.q, a1.h0.k, m1, logits; senders like embed, a0.h3, m0"
+        )
+    return (
+        f"layers 0..{g.n_layers - 1}, heads h0..h{g.n_heads - 1}{kv}, attention-only: no "
+        "MLPs; receivers like a1.h0.q, a1.h0.k, logits; senders like embed, a0.h3"
+    )

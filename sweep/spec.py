@@ -230,6 +230,42 @@ class GridSpec(Spec):
         return tuple(get_component(n) for n in self.components)
 
 
+def _patterns(key: str, values: Any, role: str) -> tuple[str, ...] | None:
+    from sweep.edges.graph import well_formed
+
+    if values is None:
+        return None
+    out = tuple(str(v) for v in ([values] if isinstance(values, str) else values))
+    if not out:
+        raise ConfigError(f"{key}: empty list; leave it out (null) to sweep all")
+    bad = [p for p in out if not well_formed(p, role)]
+    if bad:
+        like = "embed, a3.h7, m2" if role == "sender" else "a5.h1.q, a5.h1.k, m4, logits"
+        raise ConfigError(
+            f"{key}: {bad} name no {role}; {role}s are named like {like}, and globs such "
+            "as a3.* or *.k select several"
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeGridSpec(Spec):
+    """``grid=edges``: every edge (sender -> receiver) of the model's graph, or those the
+    patterns select, patched one edge at a time at every position."""
+
+    GROUP = "grid"
+    KIND = "edges"
+
+    senders: tuple[str, ...] | None = None
+    """Sender names or globs (``embed``, ``a3.h7``, ``m2``, ``a3.*``); null: all."""
+    receivers: tuple[str, ...] | None = None
+    """Receiver names or globs (``a5.h1.q``, ``*.k``, ``m4``, ``logits``); null: all."""
+
+    def __post_init__(self) -> None:
+        _set(self, "senders", _patterns("grid.senders", self.senders, "sender"))
+        _set(self, "receivers", _patterns("grid.receivers", self.receivers, "receiver"))
+
+
 # ---------------------------------------------------------------------------- metric
 
 
@@ -388,7 +424,7 @@ class SweepSpec:
 
     model: ModelSpec
     task: TaskSpec
-    grid: GridSpec
+    grid: GridSpec | EdgeGridSpec
     intervention: InterventionSpec
     metric: MetricSpec
     runner: LocalRunnerSpec
@@ -396,7 +432,9 @@ class SweepSpec:
     analysis: AnalysisSpec = field(default_factory=lambda: AnalysisSpec())
 
     def __post_init__(self) -> None:
-        chosen = self.grid.positions or ()
+        if isinstance(self.grid, EdgeGridSpec):
+            self._check_edges()
+        chosen = getattr(self.grid, "positions", None) or ()
         names = self.task.position_names()
         unknown = [p for p in chosen if isinstance(p, str) and p not in names]
         if unknown:
@@ -416,6 +454,19 @@ class SweepSpec:
                 "metric.names: kl with intervention=atp direction=noise linearises at the "
                 "clean run, where KL from the clean run and its gradient are 0, so every "
                 "estimate would be 0; use another metric or direction=denoise"
+            )
+
+    def _check_edges(self) -> None:
+        iv = self.intervention
+        if iv.kind != "patch":
+            raise ConfigError(
+                f"intervention={iv.kind}: an edge sweep (grid=edges) patches edges from the "
+                "other run only so far; use intervention=patch (direction=denoise or noise)"
+            )
+        if self.runner.engine == "hooks":
+            raise ConfigError(
+                "runner.engine: hooks cannot patch edges; edge sweeps (grid=edges) run on "
+                "the fast engine (runner.engine=auto or fast)"
             )
 
     @property

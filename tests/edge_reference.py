@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from sweep.edges.graph import Node
@@ -49,3 +50,21 @@ def edge_forward(
         return new
 
     return model.run_with_hooks(base_tokens, fwd_hooks=[(hook, fn)])[:, -1]
+
+
+def edge_logit_diffs(model: Any, task: Any, edges: list[tuple[Node, Node]], base_run: str) -> Any:
+    """[edge, prompt] logit difference, one unpadded forward per edge and prompt, on a
+    tokenized task's prompts."""
+    out = np.zeros((len(edges), task.n_prompts))
+    with torch.no_grad():
+        for p, ex in enumerate(task.examples):
+            clean, corrupted = model.to_tokens(ex.clean), model.to_tokens(ex.corrupted)
+            base, source = (corrupted, clean) if base_run == "corrupted" else (clean, corrupted)
+            _, base_cache = model.run_with_cache(base)
+            _, source_cache = model.run_with_cache(source)
+            answer, wrong = int(task.answer[p]), int(task.wrong[p])
+            for j, (s, r) in enumerate(edges):
+                delta = sender_output(model, source_cache, s) - sender_output(model, base_cache, s)
+                logits = edge_forward(model, base_cache, delta, r, base)[0]
+                out[j, p] = float(logits[answer] - logits[wrong])
+    return out

@@ -279,6 +279,24 @@ CASES = [
         setup=_damage_root,
     ),  # fmt: skip
 ]
+EDGES = {"grid": "edges", "grid.components": None}
+CASES += [
+    Case("edge receiver before its sender",
+         {**EDGES, "grid.senders": "[a1.*]", "grid.receivers": "[a0.*]"},
+         "grid.senders, grid.receivers"),
+    Case("edge head out of range", {**EDGES, "grid.receivers": "[a0.h9.q]"}, "grid.receivers"),
+    Case("edge sender named as a receiver", {**EDGES, "grid.senders": "[a0.h0.q]"},
+         "grid.senders"),
+    Case("MLP edge on an attention-only model",
+         {**EDGES, "model": "induction", "task": "induction", "grid.receivers": "[m0]"},
+         "attention-only"),
+    Case("edge sweep with zero ablation", {**EDGES, "intervention": "zero"}, "intervention=zero"),
+    Case("edge sweep on the hooked engine", {**EDGES, "runner.engine": "hooks"},
+         "runner.engine"),
+    Case("edge sweep on a rotary model",
+         {**EDGES, "+model.native.positional_embedding_type": "rotary",
+          "+model.native.rotary_dim": "16"}, "grid=edges"),
+]  # fmt: skip
 READONLY = _readonly_dir()
 if READONLY is not None:
     CASES.append(Case("read-only directory", {"store.path": f"{READONLY}/s.zarr"}, READONLY))

@@ -13,6 +13,8 @@ Pure: names and layers from the model's shape, no torch.
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from dataclasses import dataclass
 
 EMBED = "embed"
@@ -86,3 +88,27 @@ def connects(sender: Node, receiver: Node, shape: GraphShape) -> bool:
 def edges(shape: GraphShape) -> list[tuple[Node, Node]]:
     """Every (sender, receiver) pair that ``connects``, receiver-major in block order."""
     return [(s, r) for r in receivers(shape) for s in senders(shape) if connects(s, r, shape)]
+
+
+SENDER_NAME = re.compile(r"embed|a\d+\.h\d+|m\d+")
+RECEIVER_NAME = re.compile(r"a\d+\.[hg]\d+\.[qkv]|m\d+|logits")
+WILDCARDS = "*?["
+
+
+def well_formed(pattern: str, role: str) -> bool:
+    """Whether a ``grid.senders`` / ``grid.receivers`` entry can name a node: a glob
+    (``a3.*``, ``*.k``), or a name of the role's grammar (``a3.h7`` for a sender,
+    ``a5.h1.q`` for a receiver). Checked before any model loads."""
+    if any(c in pattern for c in WILDCARDS):
+        return True
+    return (SENDER_NAME if role == "sender" else RECEIVER_NAME).fullmatch(pattern) is not None
+
+
+def select(nodes: list[Node], patterns: tuple[str, ...] | None) -> tuple[list[int], list[str]]:
+    """Indices of the nodes any pattern matches (all: None), in block order, and the
+    patterns that match none."""
+    if patterns is None:
+        return list(range(len(nodes))), []
+    hits = [i for i, n in enumerate(nodes) if any(fnmatch.fnmatchcase(n.name, p) for p in patterns)]
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n.name, p) for n in nodes)]
+    return hits, unmatched

@@ -153,16 +153,19 @@ def edge_values(
     edges: Sequence[tuple[Node, Node]],
     metrics: tuple[str, ...],
     per_forward: int = 64,
+    delta: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """[metric, edge, prompt] the metric with each edge patched, ``per_forward`` edges of
-    one receiver layer per batched forward."""
+    one receiver layer per batched forward. ``delta``: the senders' ``deltas`` when the
+    block keeps them (a worker's cached runs), else computed here."""
     run = EdgeForward(forward)
     out = torch.full((len(metrics), len(edges), block.n), float("nan"), device=block.last.device)
     by_layer: dict[int, list[int]] = {}
     for j, (_, r) in enumerate(edges):
         by_layer.setdefault(r.layer, []).append(j)
     with torch.inference_mode():
-        delta = deltas(model, block, sorted({s for s, _ in edges}, key=lambda s: s.name))
+        if delta is None:
+            delta = deltas(model, block, sorted({s for s, _ in edges}, key=lambda s: s.name))
         for layer, idx in sorted(by_layer.items()):
             for a in range(0, len(idx), per_forward):
                 part = idx[a : a + per_forward]

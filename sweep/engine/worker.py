@@ -19,9 +19,12 @@ import torch
 
 from sweep import __version__
 from sweep.components import Component
+from sweep.edges.graph import Node
 from sweep.engine.budget import CACHE_SHARE, cells_per_forward, warn_if_below_one_cell
 from sweep.engine.cells import Cell, gather_cells, make_batch
+from sweep.engine.edges import deltas, edge_hooks, edge_values
 from sweep.engine.forward import HookedForward, choose_forward, fallback
+from sweep.engine.forward.gpt2 import GPT2Forward
 from sweep.engine.runs import BlockCache, BlockRuns, build_block, run_cached
 from sweep.errors import ConfigError
 from sweep.interventions import Context, Estimator, build
@@ -35,9 +38,10 @@ from sweep.plan import (
     TaskInfo,
     UnitResult,
     WorkUnit,
+    edge_axes,
     make_axes,
 )
-from sweep.spec import SweepSpec
+from sweep.spec import EdgeGridSpec, SweepSpec
 from sweep.tasks import load_examples
 from sweep.tasks.tokenize import TokenizedTask, count_tokens, token_strings, tokenize
 
@@ -59,15 +63,26 @@ class Worker:
         self.task: TokenizedTask = tokenize(
             load_examples(spec.task, count_tokens(self.model)), self.model
         )
-        cfg = self.model.cfg
-        n_kv = int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads)
-        self.shape = ModelShape(int(cfg.n_layers), int(cfg.n_heads), n_kv)
-        components = tuple(self.shape.component(c.name) for c in spec.grid.component_list)
-        check_hooks(components, self.model)
-        self.axes = make_axes(spec.grid, self.shape, self.task.seq_len, self.task.position_names)
-        self.grid = tuple((c, layer) for c in components for layer in self.axes.layers)
+        self.shape = model_shape(self.model)
+        self.edges = isinstance(spec.grid, EdgeGridSpec)
+        """An edge sweep: units are blocks of receivers x senders (``sweep.engine.edges``)."""
+        if isinstance(spec.grid, EdgeGridSpec):
+            self.axes = edge_axes(
+                spec.grid, self.shape, self.task.seq_len, self.task.position_names
+            )
+            self.grid: tuple[tuple[Component, int], ...] = ()
+        else:
+            components = tuple(self.shape.component(c.name) for c in spec.grid.component_list)
+            check_hooks(components, self.model)
+            self.axes = make_axes(
+                spec.grid, self.shape, self.task.seq_len, self.task.position_names
+            )
+            self.grid = tuple((c, layer) for c in components for layer in self.axes.layers)
         self.intervention = build(spec.intervention)
-        self.forward = choose_forward(self.model, spec.runner.engine)
+        self.forward = (
+            edge_forward(self.model) if self.edges
+            else choose_forward(self.model, spec.runner.engine)
+        )  # fmt: skip
         self.intervention.prepare(
             Context(self.model, self.task, self.grid, self._activations, self.metrics, PROBE)
         )
@@ -87,6 +102,8 @@ class Worker:
         return run_cached(self.model, tokens.to(self.device), lengths.to(self.device), hooks)[1]
 
     def _build_prompts(self, prompts: np.ndarray) -> BlockRuns:
+        if self.edges:
+            return self._build_edges(prompts)
         grid_hooks = {c.hook_name(layer) for c, layer in self.grid}
         base = self.forward.base_hooks(self.axes.layers)
         reads_base = self.intervention.READS == "base"
@@ -101,6 +118,32 @@ class Worker:
         self.intervention.prepare_block(block)
         return block
 
+    def _build_edges(self, prompts: np.ndarray) -> BlockRuns:
+        """An edge sweep's cached runs: the base run where forwards start (each receiver
+        layer on) and every chosen sender's change, source minus base; the sender outputs
+        themselves are not kept."""
+        layers = tuple(sorted({r.layer for r in self._receivers} - {self.shape.n_layers}))
+        start = self.forward.base_hooks(layers or (self.shape.n_layers - 1,))
+        outputs = edge_hooks(self.shape.n_layers, self.shape.mlp)
+        block = build_block(self.model, self.task, prompts, self.intervention.base_run,
+                            start | outputs, outputs)  # fmt: skip
+        with torch.inference_mode():
+            block.extras["deltas"] = deltas(self.model, block, self._senders)
+        final = f"blocks.{self.shape.n_layers - 1}.hook_resid_post"  # the logits receiver's
+        block.base = {k: v for k, v in block.base.items() if k in start | {final}}
+        block.source = {}
+        return block
+
+    @property
+    def _receivers(self) -> list[Node]:
+        nodes = self.axes.nodes("receiver")
+        return [nodes[i] for i in self.axes.coords["receiver"]]
+
+    @property
+    def _senders(self) -> list[Node]:
+        nodes = self.axes.nodes("sender")
+        return [nodes[i] for i in self.axes.coords["sender"]]
+
     def _build(self, start: int, stop: int) -> BlockRuns:
         return self._build_prompts(np.arange(start, stop))
 
@@ -114,7 +157,10 @@ class Worker:
         return self.cache.get(start, stop)
 
     def _check_forward(self, block: BlockRuns) -> None:
-        why = self.forward.check(block, min(self.axes.layers))
+        layers = self.axes.layers or (min(r.layer for r in self._receivers),)
+        why = self.forward.check(block, min(min(layers), self.shape.n_layers - 1))
+        if why is not None and self.edges:
+            raise ConfigError(f"grid=edges: the fast forward does not reproduce this model: {why}")
         if why is not None:
             self.forward = fallback(self.spec.runner.engine, why, HookedForward(self.model))
 
@@ -143,14 +189,33 @@ class Worker:
 
     def run(self, unit: WorkUnit) -> UnitResult:
         """Values of one unit: [metric, layer, *dims, prompt], float32, and its block's data."""
-        c = self.shape.component(unit.component)
         block = self.block(unit.prompt_start, unit.prompt_stop)
+        if self.edges:
+            return UnitResult(self._edge_values(unit, block), self._data(block))
+        c = self.shape.component(unit.component)
         cells = unit.cells
         per_layer = [self._values(c, layer, cells, block) for layer in unit.layers]
         out = torch.stack(per_layer, dim=1).cpu().numpy().astype(np.float32)
         grid = [len(v) for _, v in unit.grid]
         values = out.reshape(out.shape[0], len(unit.layers), *grid, block.n)
         return UnitResult(values, self._data(block))
+
+    def _edge_values(self, unit: WorkUnit, block: BlockRuns) -> np.ndarray:
+        """[metric, receiver, sender, prompt] of an edge unit: the metric with each edge
+        patched; NaN where the receiver does not read the sender."""
+        pairs = self.axes.edges_of(unit)
+        senders = self.axes.nodes("sender")
+        chosen = [senders[i].name for i in unit.grid[0][1]]
+        assert isinstance(self.forward, GPT2Forward)
+        values = edge_values(self.model, self.forward, block, pairs, self.metrics,
+                             self.cells_per_forward(block), block.extras["deltas"])  # fmt: skip
+        receivers = [self.axes.nodes("receiver")[i].name for i in unit.layers]
+        out = np.full((len(self.metrics), len(receivers), len(chosen), block.n), np.nan,
+                      dtype=np.float32)  # fmt: skip
+        at_r = [receivers.index(r.name) for _, r in pairs]
+        at_s = [chosen.index(s.name) for s, _ in pairs]
+        out[:, at_r, at_s] = values.cpu().numpy().astype(np.float32)
+        return out
 
     def _data(self, block: BlockRuns) -> BlockData:
         if "data" not in block.extras:
@@ -230,6 +295,28 @@ class Worker:
         logits = self.forward.logits(c, layer, batch, src, block)
         values = block.evaluate(self.metrics, logits).masked_fill(~batch.valid, float("nan"))
         return values.reshape(len(self.metrics), len(cells), block.n)
+
+
+def edge_forward(model: Any) -> GPT2Forward:
+    """The forward edge sweeps patch on: GPT-2 family blocks (``sweep.engine.edges``)."""
+    why = GPT2Forward.unsupported(model)
+    if why is not None:
+        raise ConfigError(
+            "grid=edges: edge sweeps run on GPT-2 family models so far (GPT-2, the shipped "
+            f"induction model, model=native); this model is not one: {why}"
+        )
+    return GPT2Forward(model)
+
+
+def model_shape(model: Any) -> ModelShape:
+    cfg = model.cfg
+    return ModelShape(
+        int(cfg.n_layers),
+        int(cfg.n_heads),
+        int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads),
+        mlp=not bool(getattr(cfg, "attn_only", False)),
+        parallel=bool(getattr(cfg, "parallel_attn_mlp", False)),
+    )
 
 
 def check_hooks(components: tuple[Component, ...], model: Any) -> None:

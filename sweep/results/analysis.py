@@ -23,8 +23,13 @@ from sweep.components import DIMS
 
 
 def components(ds: xr.Dataset) -> list[str]:
-    """The component variables of a store (not baselines, not ``*_exact``)."""
-    return list(ds.attrs.get("components", []))
+    """The component variables of a store (not baselines, not ``*_exact``, not edges)."""
+    return [n for n in ds.attrs.get("components", []) if n in ds and "layer" in ds[n].dims]
+
+
+def edge_variables(ds: xr.Dataset) -> list[str]:
+    """The edge variables of a store (``edges``, of an edge sweep: receiver x sender)."""
+    return [n for n in ds.attrs.get("components", []) if n in ds and "receiver" in ds[n].dims]
 
 
 def metrics(ds: xr.Dataset) -> list[str]:
@@ -286,18 +291,8 @@ def top_cells(
     dims = [d for d in DIMS if any(d in ds[n].dims for n in names)]
     frames, left_out = [], 0
     for name in names:
-        per_prompt = effect(ds, name, relative_to).sel(metric=metric)
-        value = ds[name].sel(metric=metric)
-        table = xr.Dataset(
-            {
-                "value": value.mean("prompt"),
-                "effect": per_prompt.mean("prompt"),
-                "scaled": scaled(ds, name, metric=metric),
-                "n": per_prompt.count("prompt"),
-            }
-        ).to_dataframe()
-        left_out += int(((table["n"] > 0) & (table["n"] < need)).sum())
-        table = table[table["n"] >= max(need, 1)].reset_index()
+        table, out = _means(ds, name, metric, relative_to, need)
+        left_out += out
         frames.append(table.assign(component=name))
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     for d in ["layer", *dims]:
@@ -307,8 +302,57 @@ def top_cells(
             table[d] = table[d].astype("Int64")
     table = table.reindex(columns=["component", "layer", *dims, "value", "effect", "scaled", "n"])
     table["n"] = table["n"].astype(int)
-    order = table["effect"].abs().sort_values(ascending=False, kind="stable").index
-    top = table.loc[order].head(k).reset_index(drop=True)
+    top = _largest(table, "effect", k)
+    top.attrs.update(min_prompts=need, left_out=left_out, n_prompts=int(ds.sizes["prompt"]))
+    return top
+
+
+def _means(
+    ds: xr.Dataset, name: str, metric: str, relative_to: str | None, need: int
+) -> tuple[pd.DataFrame, int]:
+    """Per cell of ``name``: value, effect and scaled effect (means over the ``n`` prompts
+    that reach it), for the cells at least ``need`` prompts reach; and how many cells
+    fewer prompts reach."""
+    per_prompt = effect(ds, name, relative_to).sel(metric=metric)
+    table = xr.Dataset(
+        {
+            "value": ds[name].sel(metric=metric).mean("prompt"),
+            "effect": per_prompt.mean("prompt"),
+            "scaled": scaled(ds, name, metric=metric),
+            "n": per_prompt.count("prompt"),
+        }
+    ).to_dataframe()
+    left_out = int(((table["n"] > 0) & (table["n"] < need)).sum())
+    return table[table["n"] >= max(need, 1)].reset_index(), left_out
+
+
+def _largest(table: pd.DataFrame, column: str, k: int) -> pd.DataFrame:
+    order = table[column].abs().sort_values(ascending=False, kind="stable").index
+    return table.loc[order].head(k).reset_index(drop=True)
+
+
+def top_edges(
+    ds: xr.Dataset,
+    k: int = 10,
+    metric: str | None = None,
+    relative_to: str | None = None,
+    min_prompts: int | None = None,
+) -> pd.DataFrame:
+    """The ``k`` edges with the largest |mean effect| of an edge store, as ``top_cells``
+    reads cells: columns sender, receiver, their layers, value and effect (means over the
+    ``n`` prompts), scaled (the intervention's own scale). Pairs that are not edges (the
+    receiver reads before the sender writes) have no value and never appear."""
+    metric = check_metric(ds, metric)
+    need = default_min_prompts(ds) if min_prompts is None else int(min_prompts)
+    names = edge_variables(ds)
+    if not names:
+        raise ValueError("this store holds no edges; make one with grid=edges")
+    table, left_out = _means(ds, names[0], metric, relative_to, need)
+    columns = ["sender", "receiver", "sender_layer", "receiver_layer", "value", "effect",
+               "scaled", "n"]  # fmt: skip
+    table = table.reindex(columns=columns)
+    table["n"] = table["n"].astype(int)
+    top = _largest(table, "effect", k)
     top.attrs.update(min_prompts=need, left_out=left_out, n_prompts=int(ds.sizes["prompt"]))
     return top
 

@@ -34,6 +34,7 @@ from sweep.results.analysis import (
     check_metric,
     components,
     default_min_prompts,
+    edge_variables,
     gap_warning,
     metrics,
     reached,
@@ -77,6 +78,11 @@ def heatmap(ds: xr.Dataset, name: str, metric: str, min_prompts: int | None = No
     mean = mean.where(n >= need)
     total = int(ds.sizes["prompt"])
     blank = f"{few} cells that fewer than {need} of the {total} prompts reach" if few else ""
+    if "receiver" in mean.dims:  # an edge sweep: pairs that are not edges stay blank
+        values = mean.transpose("receiver", "sender").values
+        rows, cols = ([str(x) for x in ds[d].values] for d in ("receiver", "sender"))
+        return Heatmap(name, metric, values, rows, cols, "receiver", "sender", blank,
+                       scale(ds), gap_warning(ds, metric))  # fmt: skip
     layers = [f"L{int(x)}" for x in ds["layer"].values]
     # Grouped-query k/v are indexed by key/value head, not by query head.
     head = next((d for d in ("head", "kv_head") if d in mean.dims), None)
@@ -114,6 +120,9 @@ def _position_labels(ds: xr.Dataset) -> tuple[list[str], str]:
     return out, "position (tokens of prompt 0, else of #N, the first prompt that has it)"
 
 
+MAX_TICKS = 80
+
+
 def figure(h: Heatmap, ax: Any = None) -> Any:
     """The map as a matplotlib Figure, diverging colours centred on 0; drawn into ``ax``
     when given (a notebook's own axes), else into a new Figure. Never touches pyplot or the
@@ -122,13 +131,16 @@ def figure(h: Heatmap, ax: Any = None) -> Any:
 
     rows, cols = h.values.shape
     if ax is None:
-        size = (max(4.0, 0.45 * cols + 2.5), max(3.2, 0.4 * rows + 1.5))
+        size = (min(40.0, max(4.0, 0.45 * cols + 2.5)), min(40.0, max(3.2, 0.4 * rows + 1.5)))
         ax = Figure(figsize=size).subplots()
     fig = ax.figure
     limit = float(np.nanmax(np.abs(h.values))) if np.isfinite(h.values).any() else 1.0
     image = ax.imshow(h.values, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
-    ax.set_xticks(range(cols), h.col_labels, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(rows), h.row_labels, fontsize=8)
+    # At most about MAX_TICKS labels per axis (every k-th), so a large map stays readable.
+    every = [max(1, -(-n // MAX_TICKS)) for n in (cols, rows)]
+    ax.set_xticks(range(0, cols, every[0]), h.col_labels[:: every[0]], rotation=60, ha="right",
+                  fontsize=8)  # fmt: skip
+    ax.set_yticks(range(0, rows, every[1]), h.row_labels[:: every[1]], fontsize=8)
     ax.set_xlabel(h.col_title)
     ax.set_ylabel(h.row_title)
     title = textwrap.wrap(h.title, max(40, 6 * cols + 20))
@@ -156,11 +168,12 @@ def render(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise SweepError(f"--out: cannot create {out_dir} ({e.strerror})") from None
-    for name in components(ds):
+    names = components(ds) + edge_variables(ds)
+    for name in names:
         fig = figure(heatmap(ds, name, metric, min_prompts))
         fig.savefig(out_dir / f"{name}.png", dpi=110)
         fig.clf()
-    maps = [heatmap(ds, n, m, min_prompts) for n in components(ds) for m in metrics(ds)]
+    maps = [heatmap(ds, n, m, min_prompts) for n in names for m in metrics(ds)]
     (out_dir / "index.html").write_text(page(maps, str(store)), encoding="utf-8")
     return out_dir
 

@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 import zarr
 
+from sweep.edges.graph import GraphShape, connects, receivers, senders
 from sweep.errors import StoreBusyError, SweepError
 from sweep.results.backends import backend_for
 from sweep.results.lease import Lease, read_holder
@@ -36,14 +37,14 @@ class Unit:
     index: int
     component: str
     layers: tuple[int, int]
-    """Index range on the store's layer axis."""
+    """Index range on the variable's lead axis (``layer``; ``receiver`` for edges)."""
     prompts: tuple[int, int]
 
-    def where(self, layer_coords: list[int]) -> str:
+    def where(self, lead: str, coords: list[Any]) -> str:
         lo, hi = self.layers
-        ls = layer_coords[lo:hi]
+        ls = coords[lo:hi]
         return (
-            f"{self.component} layers {ls[0]}..{ls[-1]} prompts {self.prompts[0]}.."
+            f"{self.component} {lead}s {ls[0]}..{ls[-1]} prompts {self.prompts[0]}.."
             f"{self.prompts[1] - 1} (unit {self.index})"
         )
 
@@ -58,6 +59,8 @@ class StoreStatus:
     runs: list[dict[str, Any]]
     holder: str | None
     config: dict[str, Any]
+    what: str = "cells"
+    """What the store's units compute: ``cells``, or ``edges`` for an edge sweep."""
     damaged: list[str] = field(default_factory=list)
     """Verify: damaged units by coordinates (now marked not done)."""
     verified: bool = False
@@ -69,7 +72,7 @@ class StoreStatus:
         for name, (d, t) in self.units_done.items():
             lines.append(f"  {name}: {d} of {t} units done")
         pct = 100 * done / total if total else 100.0
-        lines.append(f"cells x prompts: {done:,} of {total:,} done ({pct:.1f}%)")
+        lines.append(f"{self.what} x prompts: {done:,} of {total:,} done ({pct:.1f}%)")
         held = self.holder or "nobody (no sweep is running on it)"
         lines.append(f"held by: {held}")
         for r in self.runs:
@@ -84,6 +87,19 @@ class StoreStatus:
             else:
                 lines.append("verify: every done unit's chunk reads back")
         return "\n".join(lines)
+
+
+def _cells_per_lead(group: zarr.Group, attrs: dict[str, Any], name: str) -> np.ndarray:
+    """Cells of a variable per index of its lead axis: the product of its dims after
+    (metric, layer); for edges, the senders each receiver reads (the rest stay NaN)."""
+    arr = array(group, name)
+    if "graph" not in attrs:
+        return np.full(arr.shape[1], math.prod(arr.shape[2:-1]))
+    shape = GraphShape(**attrs["graph"])
+    by_name = {n.name: n for n in receivers(shape) + senders(shape)}
+    chosen = [by_name[str(s)] for s in np.asarray(array(group, "sender")[:])]
+    reads = [by_name[str(r)] for r in np.asarray(array(group, "receiver")[:])]
+    return np.array([sum(connects(s, r, shape) for s in chosen) for r in reads])
 
 
 def _units(group: zarr.Group, names: list[str]) -> list[Unit]:
@@ -159,10 +175,10 @@ def status(path: str, verify: bool = False) -> StoreStatus:
     done = np.asarray(array(group, f"{META}/done")[:])
     per = {n: [0, 0] for n in names}
     cells_done = cells_total = 0
+    per_lead = {n: _cells_per_lead(group, attrs, n) for n in names}
     for u in units:
-        arr = array(group, u.component)
-        # cells x prompts, as the progress bar counts them: dims after (metric, layer)
-        size = math.prod(arr.shape[2:-1]) * (u.layers[1] - u.layers[0])
+        # cells (edges) x prompts, as the progress bar counts them
+        size = int(per_lead[u.component][slice(*u.layers)].sum())
         size *= u.prompts[1] - u.prompts[0]
         per[u.component][1] += 1
         cells_total += size
@@ -177,6 +193,7 @@ def status(path: str, verify: bool = False) -> StoreStatus:
         runs=_runs(backend.location),
         holder=holder.describe() if holder is not None else None,
         config=_config_lines(cfg),
+        what="edges" if "graph" in attrs else "cells",
     )
     if verify:
         _verify(out, backend, group, units, done, _lease_timeout(cfg))
@@ -191,7 +208,6 @@ def _verify(
     done: Any,
     lease_timeout_s: float,
 ) -> None:
-    layer_coords = [int(x) for x in np.asarray(array(group, "layer")[:])]
     present = {n: backend.files(n) for n in out.units_done}
     bad = []
     for u in units:
@@ -209,7 +225,7 @@ def _verify(
         if not ok:
             bad.append(u)
     out.verified = True
-    out.damaged = [u.where(layer_coords) for u in bad]
+    out.damaged = [u.where(*_lead(group, u.component)) for u in bad]
     if bad:
         lease = Lease(backend, lease_timeout_s)
         try:
@@ -223,6 +239,12 @@ def _verify(
                 array(writable, f"{META}/done")[u.index] = 0
         finally:
             lease.release()
+
+
+def _lead(group: zarr.Group, name: str) -> tuple[str, list[Any]]:
+    """A variable's lead dim (``layer``, or ``receiver`` for edges) and its coordinate."""
+    lead = str(array(group, name).metadata.dimension_names[1])  # type: ignore[union-attr,index]
+    return lead, np.asarray(array(group, lead)[:]).tolist()
 
 
 def _chunk_key(arr: zarr.Array, u: Unit) -> str:

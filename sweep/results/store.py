@@ -11,6 +11,7 @@ Torch-free: opening, checking and reporting on a store need no model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -292,10 +293,11 @@ def _populate(target: str, plan: Plan, info: TaskInfo, meta: StoreMeta) -> None:
                            dimension_names=["prompt"])  # fmt: skip
     members += [*PROMPT_TEXTS, *PROMPT_IDS]
     group.attrs["coordinates"] = " ".join(
-        ["prompt_length", *(name for name, _, _ in PER_POSITION), *PROMPT_TEXTS, *PROMPT_IDS]
-    )
+        ["prompt_length", *(name for name, _, _ in PER_POSITION), *PROMPT_TEXTS, *PROMPT_IDS,
+         *_node_coords(plan)]
+    )  # fmt: skip
     for c in plan.components:
-        dims = ["metric", "layer", *c.dims, "prompt"]
+        dims = ["metric", c.lead, *c.dims, "prompt"]
         _array(group, c.name, plan.shape(c), plan.chunks(c), dims)
         members.append(c.name)
         if meta.exact:
@@ -333,25 +335,43 @@ def _finish(target: str, meta: StoreMeta) -> None:
 
 
 def _labels(plan: Plan, dim: str) -> np.ndarray:
-    """A grid dim's coordinate: integers, or the names of named positions."""
-    named = dim == "pos" and plan.axes.named
+    """A grid dim's coordinate: integers, or names (named positions, graph nodes)."""
+    named = (dim == "pos" and plan.axes.named) or dim in ("receiver", "sender")
     return np.array(plan.axes.labels(dim), dtype=object if named else np.int64)
 
 
+def _node_coords(plan: Plan) -> dict[str, tuple[str, np.ndarray]]:
+    """An edge sweep's receivers and senders: each one's layer (-1: the embedding; the
+    model's layer count: the logits), kind and head (-1: none) beside its name."""
+    if plan.axes.graph is None:
+        return {}
+    out = {}
+    for dim in ("receiver", "sender"):
+        nodes = [plan.axes.nodes(dim)[i] for i in plan.axes.coords[dim]]
+        out[f"{dim}_layer"] = (dim, np.array([n.layer for n in nodes], dtype=np.int64))
+        out[f"{dim}_kind"] = (dim, np.array([n.kind for n in nodes], dtype=object))
+        out[f"{dim}_head"] = (dim, np.array([n.head for n in nodes], dtype=np.int64))
+    return out
+
+
 def _coordinates(plan: Plan, info: TaskInfo, meta: StoreMeta) -> xr.Dataset:
+    used = {d for c in plan.components for d in (c.lead, *c.dims)}
     ds = xr.Dataset(
         coords={
             "metric": np.array(plan.metrics, dtype=object),
-            "layer": np.array(plan.axes.layers, dtype=np.int64),
+            **({"layer": np.array(plan.axes.layers, dtype=np.int64)} if "layer" in used else {}),
             **{
                 d: _labels(plan, d)
                 for d in plan.axes.coords
-                if d in ("pos", "head") or any(d in c.dims for c in plan.components)
+                if d == "pos" or (d == "head" and not plan.is_edges) or d in used
             },
+            **_node_coords(plan),
             "prompt": np.arange(plan.n_prompts, dtype=np.int64),
             "prompt_length": ("prompt", np.array(info.lengths, dtype=np.int64)),
         },
     )
+    if plan.axes.graph is not None:
+        ds.attrs["graph"] = dataclasses.asdict(plan.axes.graph)
     ds.attrs.update(
         config=meta.config_yaml,
         model=meta.model,

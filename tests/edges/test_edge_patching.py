@@ -13,27 +13,8 @@ from sweep.edges.graph import GraphShape, edges
 from sweep.engine.edges import edge_hooks, edge_values
 from sweep.engine.forward.gpt2 import GPT2Forward
 from sweep.engine.runs import build_block
-from tests.edge_reference import edge_forward, sender_output
+from tests.edge_reference import edge_logit_diffs
 from tests.helpers import mixed_rows, native_prompts, worker, write_task
-
-
-def reference(w, all_edges, base_run: str) -> np.ndarray:
-    """[edge, prompt] logit difference, one unpadded forward per edge and prompt."""
-    model = w.model
-    out = np.zeros((len(all_edges), w.task.n_prompts))
-    torch.set_grad_enabled(False)
-    for p, ex in enumerate(w.task.examples):
-        clean, corrupted = model.to_tokens(ex.clean), model.to_tokens(ex.corrupted)
-        base, source = (corrupted, clean) if base_run == "corrupted" else (clean, corrupted)
-        _, base_cache = model.run_with_cache(base)
-        _, source_cache = model.run_with_cache(source)
-        answer, wrong = int(w.task.answer[p]), int(w.task.wrong[p])
-        for j, (s, r) in enumerate(all_edges):
-            delta = sender_output(model, source_cache, s) - sender_output(model, base_cache, s)
-            logits = edge_forward(model, base_cache, delta, r, base)[0]
-            out[j, p] = float(logits[answer] - logits[wrong])
-    torch.set_grad_enabled(True)
-    return out
 
 
 @pytest.mark.parametrize("direction", ["denoise", "noise"])
@@ -57,7 +38,7 @@ def test_every_edge_equals_one_hooked_forward_per_edge(
     base_hooks = hooks | fw.base_hooks(tuple(range(shape.n_layers)))
     block = build_block(w.model, w.task, np.arange(w.task.n_prompts), base_run, base_hooks, hooks)
     got = edge_values(w.model, fw, block, all_edges, ("logit_diff",), per_forward=7)
-    want = reference(w, all_edges, base_run)
+    want = edge_logit_diffs(w.model, w.task, all_edges, base_run)
     np.testing.assert_allclose(got[0].cpu().numpy(), want, atol=1e-4)
     assert np.abs(want - want.mean(0)).max() > 1e-2  # edges differ: not a constant
 
