@@ -61,6 +61,25 @@ def flop_ceiling(cfg, graph_edges, start: dict[str, int], seq: int) -> tuple[flo
     return full / blocks, (full + len(graph_edges) * seq * d * vocab) / need
 
 
+def reference(w, pairs) -> tuple[np.ndarray, float]:
+    """[edge, prompt] logit difference by one hooked forward per edge over the worker's
+    prompts (denoising; all prompts of one length, so one batch), and the seconds taken
+    (the two cached runs included)."""
+    model, n = w.model, w.task.n_prompts
+    clean, corrupted = w.task.rows(np.arange(n))
+    answer, wrong, rows = w.task.answer, w.task.wrong, torch.arange(n)
+    with torch.no_grad():
+        start = time.perf_counter()
+        _, base_cache = model.run_with_cache(corrupted)
+        _, source_cache = model.run_with_cache(clean)
+        out = np.zeros((len(pairs), n))
+        for i, (s, r) in enumerate(pairs):
+            delta = sender_output(model, source_cache, s) - sender_output(model, base_cache, s)
+            logits = edge_forward(model, base_cache, delta, r, corrupted)
+            out[i] = (logits[rows, answer] - logits[rows, wrong]).numpy()
+    return out, time.perf_counter() - start
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sample", type=int, default=300, help="edges the reference runs")
@@ -106,20 +125,7 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     sample = sorted(rng.choice(len(graph), min(args.sample, len(graph)), replace=False))
-    clean, corrupted = w.task.rows(np.arange(n))
-    answer, wrong = w.task.answer, w.task.wrong
-    with torch.no_grad():
-        t1 = time.perf_counter()
-        _, base_cache = model.run_with_cache(corrupted)
-        _, source_cache = model.run_with_cache(clean)
-        ref = np.zeros((len(sample), n))
-        for i, j in enumerate(sample):
-            s, r = graph[j]
-            delta = sender_output(model, source_cache, s) - sender_output(model, base_cache, s)
-            logits = edge_forward(model, base_cache, delta, r, corrupted)
-            rows = torch.arange(n)
-            ref[i] = (logits[rows, answer] - logits[rows, wrong]).numpy()
-        theirs = time.perf_counter() - t1
+    ref, theirs = reference(w, [graph[j] for j in sample])
     err = float(np.abs(got[0].numpy()[sample] - ref).max())
     ours_rate = len(graph) / ours
     ref_rate = len(sample) / theirs

@@ -28,7 +28,7 @@ from sweep.results.lease import Lease, read_holder
 from sweep.results.store import META, array, check_format, is_store, root_attrs
 
 KEY_LINES = ("model.name", "task.kind", "task.path", "task.n_prompts", "grid.components",
-             "intervention.*", "metric.names")  # fmt: skip
+             "grid.receivers", "grid.senders", "intervention.*", "metric.names")  # fmt: skip
 """The config lines the report shows; ``group.*``: every key of the group."""
 
 
