@@ -39,8 +39,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/
 
 from prompt_scale import checkpoint, task_file  # noqa: E402
 
-from tests.edge_reference import edge_forward, sender_output  # noqa: E402
-
 SHAPES = {
     "4l": dict(n_embd=256, n_layer=4, n_head=8),
     "small": dict(n_embd=768, n_layer=12, n_head=12),
@@ -59,6 +57,45 @@ def flop_ceiling(cfg, graph_edges, start: dict[str, int], seq: int) -> tuple[flo
     full = len(graph_edges) * n_layers * seq * layer
     need = blocks + len(graph_edges) * d * vocab
     return full / blocks, (full + len(graph_edges) * seq * d * vocab) / need
+
+
+# The reference as peers run it: one hooked forward per edge, the receiver's new value
+# computed from the GPT-2 block's own modules (tests/edge_reference.py holds the
+# family-independent one the tests use, which spends two forwards per edge).
+
+
+def sender_output(model, cache, s) -> torch.Tensor:
+    """What a sender wrote into the residual stream, [batch, pos, d_model]."""
+    if s.kind == "embed":
+        return cache["blocks.0.hook_resid_pre"]
+    if s.kind == "mlp":
+        return cache[f"blocks.{s.layer}.hook_mlp_out"]
+    return cache[f"blocks.{s.layer}.attn.hook_z"][:, :, s.head] @ model.W_O[s.layer, s.head]
+
+
+def edge_forward(model, base_cache, delta, r, base_tokens):
+    """Logits [batch, vocab] at the last position of the base prompts, with only ``r``
+    reading ``delta`` more."""
+    if r.kind == "logits":
+        hook = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+        new = base_cache[hook] + delta
+    elif r.kind == "mlp":
+        block = model.blocks[r.layer]
+        hook = f"blocks.{r.layer}.hook_mlp_out"
+        new = block.mlp(block.ln2(base_cache[f"blocks.{r.layer}.hook_resid_mid"] + delta))
+    else:
+        block = model.blocks[r.layer]
+        weight = {"q": model.W_Q, "k": model.W_K, "v": model.W_V}[r.kind][r.layer, r.head]
+        bias = {"q": model.b_Q, "k": model.b_K, "v": model.b_V}[r.kind][r.layer, r.head]
+        hook = f"blocks.{r.layer}.attn.hook_{r.kind}"
+        new = base_cache[hook].clone()
+        pre = base_cache[f"blocks.{r.layer}.hook_resid_pre"]
+        new[:, :, r.head] = block.ln1(pre + delta) @ weight + bias
+
+    def fn(act, hook):
+        return new
+
+    return model.run_with_hooks(base_tokens, fwd_hooks=[(hook, fn)])[:, -1]
 
 
 def reference(w, pairs) -> tuple[np.ndarray, float]:
@@ -116,11 +153,11 @@ def main() -> None:
 
     t0 = time.perf_counter()
     block = build_block(model, w.task, np.arange(n), "corrupted", base_hooks, hooks)
-    got = edge_values(model, w.forward, block, graph, ("logit_diff",), args.per_forward)
+    got = edge_values(w.forward, block, graph, ("logit_diff",), args.per_forward)
     ours = time.perf_counter() - t0
     senders = sorted({s for s, _ in graph}, key=lambda s: s.name)
     with torch.inference_mode():
-        changes = deltas(model, block, senders)
+        changes = deltas(w.forward, block, senders)
     start = {s: int((d.abs().amax(-1) > 0).float().argmax(-1).min()) for s, d in changes.items()}
 
     rng = np.random.default_rng(0)

@@ -1,9 +1,11 @@
 """One hooked TransformerLens forward per edge: the independent reference for exact edge
 patching (``sweep.engine.edges``), used by the tests and ``bench/edge_speed.py``.
 
-The receiver's input is the base run's plus the sender's change (source output - base
-output); the receiver's new value is computed from the model's own modules, set by a hook,
-and everything after it runs through the hooked model.
+Written with the model's hooks only, so it holds for every family: a head's output is
+what the attention output becomes when only that head's z is kept (less the output with
+none); the receiver's new value is what the model's own block computes when the residual
+it reads is the base run's plus the sender's change (a first hooked run), set into the
+base run by a hook (a second), and everything after it runs through the hooked model.
 """
 
 from __future__ import annotations
@@ -16,55 +18,90 @@ import torch
 from sweep.edges.graph import Node
 
 
-def sender_output(model: Any, cache: Any, s: Node) -> torch.Tensor:
-    """What a sender wrote into the residual stream, [batch, pos, d_model]."""
+def sender_output(model: Any, tokens: torch.Tensor, cache: Any, s: Node) -> torch.Tensor:
+    """What a sender wrote into the residual stream of a run, [batch, pos, d_model]."""
     if s.kind == "embed":
         return cache["blocks.0.hook_resid_pre"]
     if s.kind == "mlp":
         return cache[f"blocks.{s.layer}.hook_mlp_out"]
-    return cache[f"blocks.{s.layer}.attn.hook_z"][:, :, s.head] @ model.W_O[s.layer, s.head]
+    z, out = f"blocks.{s.layer}.attn.hook_z", f"blocks.{s.layer}.hook_attn_out"
+
+    def keep(only: int | None) -> torch.Tensor:
+        seen = {}
+
+        def z_hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            kept = torch.zeros_like(act)
+            if only is not None:
+                kept[:, :, only] = cache[z][:, :, only]
+            return kept
+
+        def record(act: torch.Tensor, hook: Any) -> None:
+            seen["out"] = act.clone()
+
+        model.run_with_hooks(tokens, fwd_hooks=[(z, z_hook), (out, record)])
+        return seen["out"]
+
+    return keep(s.head) - keep(None)
 
 
 def edge_forward(
-    model: Any, base_cache: Any, delta: torch.Tensor, r: Node, base_tokens: torch.Tensor
+    model: Any, base_tokens: torch.Tensor, delta: torch.Tensor, r: Node, parallel: bool
 ) -> torch.Tensor:
     """Logits [batch, vocab] at the last position of the base prompts, with only ``r``
     reading ``delta`` more."""
+    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
     if r.kind == "logits":
-        hook = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
-        new = base_cache[hook] + delta
-    elif r.kind == "mlp":
-        block = model.blocks[r.layer]
-        hook = f"blocks.{r.layer}.hook_mlp_out"
-        new = block.mlp(block.ln2(base_cache[f"blocks.{r.layer}.hook_resid_mid"] + delta))
+        return model.run_with_hooks(base_tokens, fwd_hooks=[(last, _add(delta))])[:, -1]
+    if r.kind == "mlp":
+        reads = "hook_resid_pre" if parallel else "hook_resid_mid"
+        where, value = f"blocks.{r.layer}.{reads}", f"blocks.{r.layer}.hook_mlp_out"
     else:
-        block = model.blocks[r.layer]
-        weight = {"q": model.W_Q, "k": model.W_K, "v": model.W_V}[r.kind][r.layer, r.head]
-        bias = {"q": model.b_Q, "k": model.b_K, "v": model.b_V}[r.kind][r.layer, r.head]
-        hook = f"blocks.{r.layer}.attn.hook_{r.kind}"
-        new = base_cache[hook].clone()
-        pre = base_cache[f"blocks.{r.layer}.hook_resid_pre"]
-        new[:, :, r.head] = block.ln1(pre + delta) @ weight + bias
+        where, value = f"blocks.{r.layer}.hook_resid_pre", f"blocks.{r.layer}.attn.hook_{r.kind}"
+    seen = {}
 
-    def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
-        return new
+    def record(act: torch.Tensor, hook: Any) -> None:
+        seen["new"] = act.clone()
 
-    return model.run_with_hooks(base_tokens, fwd_hooks=[(hook, fn)])[:, -1]
+    model.run_with_hooks(base_tokens, fwd_hooks=[(where, _add(delta)), (value, record)])
+
+    def set_receiver(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        act = act.clone()
+        if r.kind == "mlp":
+            return seen["new"]
+        act[:, :, r.head] = seen["new"][:, :, r.head]
+        return act
+
+    return model.run_with_hooks(base_tokens, fwd_hooks=[(value, set_receiver)])[:, -1]
 
 
-def edge_logit_diffs(model: Any, task: Any, edges: list[tuple[Node, Node]], base_run: str) -> Any:
+def _add(delta: torch.Tensor) -> Any:
+    def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        return act + delta
+
+    return hook
+
+
+def edge_logit_diffs(
+    model: Any, task: Any, edges: list[tuple[Node, Node]], base_run: str, parallel: bool = False
+) -> Any:
     """[edge, prompt] logit difference, one unpadded forward per edge and prompt, on a
     tokenized task's prompts."""
     out = np.zeros((len(edges), task.n_prompts))
     with torch.no_grad():
-        for p, ex in enumerate(task.examples):
-            clean, corrupted = model.to_tokens(ex.clean), model.to_tokens(ex.corrupted)
+        for p in range(task.n_prompts):
+            clean, corrupted = task.rows(np.array([p]))
+            n = int(task.lengths[p])
+            clean, corrupted = clean[:, :n], corrupted[:, :n]
             base, source = (corrupted, clean) if base_run == "corrupted" else (clean, corrupted)
             _, base_cache = model.run_with_cache(base)
             _, source_cache = model.run_with_cache(source)
             answer, wrong = int(task.answer[p]), int(task.wrong[p])
+            change: dict[str, torch.Tensor] = {}
             for j, (s, r) in enumerate(edges):
-                delta = sender_output(model, source_cache, s) - sender_output(model, base_cache, s)
-                logits = edge_forward(model, base_cache, delta, r, base)[0]
+                if s.name not in change:
+                    change[s.name] = sender_output(model, source, source_cache, s) - sender_output(
+                        model, base, base_cache, s
+                    )
+                logits = edge_forward(model, base, change[s.name], r, parallel)[0]
                 out[j, p] = float(logits[answer] - logits[wrong])
     return out

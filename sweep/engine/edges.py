@@ -1,4 +1,5 @@
-"""Exact edge patching on the suffix forward (GPT-2 family blocks).
+"""Exact edge patching on the suffix forward of any family whose heads write their own
+share of the residual stream (GPT-2, the Llama family, GPT-NeoX, GPT-J).
 
 An edge (sender -> receiver) is patched by giving the receiver, and only it, the residual
 stream it reads plus the sender's change: ``source output - base output`` of the sender,
@@ -6,19 +7,23 @@ at every position. Nothing before the receiver's layer changes, and under causal
 nothing before the first position where that change is non-zero, so each row's forward
 starts at the receiver's layer and that position, from the cached base run; many edges of
 one receiver layer share a batched forward. Everything after the receiver recomputes.
+
+The receiver is recomputed by the family's own code (``SuffixForward.qkv`` and ``mlp``): a
+head's q, k or v of the residual plus the change (a grouped-query model's k and v per
+key/value head), an MLP's output of the residual it reads plus the change (in a
+parallel-block model, the block's input).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from sweep.edges.graph import Node
-from sweep.engine.forward.gpt2 import GPT2Forward
-from sweep.engine.forward.suffix import Rows, Trace
+from sweep.engine.forward.suffix import Rows, SuffixForward, Trace
 
 if TYPE_CHECKING:
     from sweep.engine.runs import BlockRuns
@@ -36,25 +41,26 @@ def edge_hooks(n_layers: int, mlp: bool) -> set[str]:
     return names
 
 
-def sender_outputs(model: Any, cache: dict[str, torch.Tensor], n: Node) -> torch.Tensor:
+def sender_outputs(forward: SuffixForward, cache: dict[str, torch.Tensor], n: Node) -> torch.Tensor:
     """What a sender wrote into the residual stream, [prompt, pos, d_model] (a head's
     output without the attention bias, which every head shares and no patch changes)."""
     if n.kind == "embed":
         return cache["blocks.0.hook_resid_pre"]
     if n.kind == "mlp":
         return cache[f"blocks.{n.layer}.hook_mlp_out"]
-    z = cache[f"blocks.{n.layer}.attn.hook_z"][:, :, n.head]
-    return z @ model.W_O[n.layer, n.head].to(z.dtype)
+    return forward.head_write(n.layer, n.head, cache[f"blocks.{n.layer}.attn.hook_z"][:, :, n.head])
 
 
-def deltas(model: Any, block: BlockRuns, senders: Sequence[Node]) -> dict[str, torch.Tensor]:
+def deltas(
+    forward: SuffixForward, block: BlockRuns, senders: Sequence[Node]
+) -> dict[str, torch.Tensor]:
     """Each sender's change, source minus base, [prompt, pos, d_model]; zero past each
     prompt's end (padding is never read)."""
     seq = block.clean_tokens.shape[1]
     inside = torch.arange(seq, device=block.last.device)[None, :] <= block.last[:, None]
     out = {}
     for s in senders:
-        d = sender_outputs(model, block.source, s) - sender_outputs(model, block.base, s)
+        d = sender_outputs(forward, block.source, s) - sender_outputs(forward, block.base, s)
         out[s.name] = d * inside[..., None].to(d.dtype)
     return out
 
@@ -88,9 +94,9 @@ def edge_rows(
 
 
 class EdgeForward:
-    """Edges into one receiver layer per call, on a GPT-2 family suffix forward."""
+    """Edges into one receiver layer per call, on a family's suffix forward."""
 
-    def __init__(self, forward: GPT2Forward) -> None:
+    def __init__(self, forward: SuffixForward) -> None:
         self.fw = forward
 
     def logits(self, layer: int, e: EdgeRows, block: BlockRuns) -> torch.Tensor:
@@ -111,32 +117,35 @@ class EdgeForward:
 
     def _receiver(self, i: int, e: EdgeRows) -> Trace:
         """The receiving block's trace: each row's receiver, and only it, reads the
-        residual plus its sender's change (a head's q, k or v from ``ln1(x + delta)``, an
-        MLP's output from ``ln2(mid + delta)``); the rest of the block is the model's."""
-        w = self.fw.layers[i]
-        h, dh = self.fw.n_heads, self.fw.d_head
-        # Each edge's receiver as a code: (q/k/v) * heads + head; MLP -1; logits -2.
-        codes = [
-            KINDS.index(r.kind) * h + r.head if r.kind in KINDS else -1 - (r.kind != "mlp")
-            for r in e.receivers
-        ]
-        tok_code = torch.tensor(codes, device=e.delta.device)[e.rows.tok_row // e.n]
+        residual plus its sender's change (a head's q, k or v; an MLP's output); the rest
+        of the block is the model's."""
+        fw = self.fw
+        mlp_reads = "resid_pre" if fw.PARALLEL else "resid_mid"
+        tok_edge = e.rows.tok_row // e.n  # each packed token's edge (its receiver)
+        by_kind: dict[str, list[int]] = {}
+        for j, r in enumerate(e.receivers):
+            by_kind.setdefault(r.kind, []).append(j)
+        device = e.delta.device
         seen: dict[str, torch.Tensor] = {}
+
+        def tokens(kind: str) -> torch.Tensor:
+            chosen = torch.tensor(by_kind[kind], device=device)
+            return torch.nonzero(torch.isin(tok_edge, chosen)).flatten()
 
         def at(name: str, act: torch.Tensor) -> torch.Tensor:
             if name in ("resid_pre", "resid_mid"):
                 seen[name] = act
-            elif name in KINDS:
-                for code in sorted({c for c in codes if c >= 0 and c // h == KINDS.index(name)}):
-                    toks = torch.nonzero(tok_code == code).flatten()
-                    read = w.ln1((seen["resid_pre"][toks] + e.delta[toks]).unsqueeze(0))[0]
-                    cols = slice(code * dh, (code + 1) * dh)  # q, k, v blocks: head-major
-                    act[toks, code % h] = read @ w.w_qkv[:, cols] + w.b_qkv[cols]
-            elif name == "mlp_out" and -1 in codes:
-                assert w.mlp is not None and w.ln2 is not None
-                toks = torch.nonzero(tok_code == -1).flatten()
-                read = (seen["resid_mid"][toks] + e.delta[toks]).unsqueeze(0)
-                act[toks] = w.mlp(w.ln2(read))[0]
+            elif name in KINDS and name in by_kind:
+                toks = tokens(name)
+                new = fw.qkv(i, seen["resid_pre"][toks] + e.delta[toks])[KINDS.index(name)]
+                heads = torch.tensor([r.head for r in e.receivers], device=device)[tok_edge[toks]]
+                at_tok = torch.arange(len(toks), device=device)
+                act = act.clone()
+                act[toks, heads] = new[at_tok, heads].to(act.dtype)
+            elif name == "mlp_out" and "mlp" in by_kind:
+                toks = tokens("mlp")
+                act = act.clone()
+                act[toks] = fw.mlp(i, seen[mlp_reads][toks] + e.delta[toks]).to(act.dtype)
             return act
 
         return at
@@ -147,8 +156,7 @@ def _unchanged(name: str, act: torch.Tensor) -> torch.Tensor:
 
 
 def edge_values(
-    model: Any,
-    forward: GPT2Forward,
+    forward: SuffixForward,
     block: BlockRuns,
     edges: Sequence[tuple[Node, Node]],
     metrics: tuple[str, ...],
@@ -165,7 +173,7 @@ def edge_values(
         by_layer.setdefault(r.layer, []).append(j)
     with torch.inference_mode():
         if delta is None:
-            delta = deltas(model, block, sorted({s for s, _ in edges}, key=lambda s: s.name))
+            delta = deltas(forward, block, sorted({s for s, _ in edges}, key=lambda s: s.name))
         for layer, idx in sorted(by_layer.items()):
             for a in range(0, len(idx), per_forward):
                 part = idx[a : a + per_forward]

@@ -11,6 +11,7 @@ recently used out) and the batched forwards the rest.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from importlib.metadata import version
 from typing import Any
 
@@ -23,8 +24,8 @@ from sweep.edges.graph import Node
 from sweep.engine.budget import CACHE_SHARE, cells_per_forward, warn_if_below_one_cell
 from sweep.engine.cells import Cell, gather_cells, make_batch
 from sweep.engine.edges import deltas, edge_hooks, edge_values
-from sweep.engine.forward import HookedForward, choose_forward, fallback
-from sweep.engine.forward.gpt2 import GPT2Forward
+from sweep.engine.forward import FAMILIES, Forward, HookedForward, choose_forward, fallback
+from sweep.engine.forward.suffix import SuffixForward
 from sweep.engine.runs import BlockCache, BlockRuns, build_block, run_cached
 from sweep.errors import ConfigError
 from sweep.interventions import Context, Estimator, build
@@ -66,7 +67,10 @@ class Worker:
         self.shape = model_shape(self.model)
         self.edges = isinstance(spec.grid, EdgeGridSpec)
         """An edge sweep: units are blocks of receivers x senders (``sweep.engine.edges``)."""
+        self.forward: Forward
         if isinstance(spec.grid, EdgeGridSpec):
+            self.forward = edge_forward(self.model)
+            self.shape = replace(self.shape, parallel=self.forward.PARALLEL)
             self.axes = edge_axes(
                 spec.grid, self.shape, self.task.seq_len, self.task.position_names
             )
@@ -78,11 +82,8 @@ class Worker:
                 spec.grid, self.shape, self.task.seq_len, self.task.position_names
             )
             self.grid = tuple((c, layer) for c in components for layer in self.axes.layers)
+            self.forward = choose_forward(self.model, spec.runner.engine)
         self.intervention = build(spec.intervention)
-        self.forward = (
-            edge_forward(self.model) if self.edges
-            else choose_forward(self.model, spec.runner.engine)
-        )  # fmt: skip
         self.intervention.prepare(
             Context(self.model, self.task, self.grid, self._activations, self.metrics, PROBE)
         )
@@ -127,8 +128,9 @@ class Worker:
         outputs = edge_hooks(self.shape.n_layers, self.shape.mlp)
         block = build_block(self.model, self.task, prompts, self.intervention.base_run,
                             start | outputs, outputs)  # fmt: skip
+        assert isinstance(self.forward, SuffixForward)
         with torch.inference_mode():
-            block.extras["deltas"] = deltas(self.model, block, self._senders)
+            block.extras["deltas"] = deltas(self.forward, block, self._senders)
         final = f"blocks.{self.shape.n_layers - 1}.hook_resid_post"  # the logits receiver's
         block.base = {k: v for k, v in block.base.items() if k in start | {final}}
         block.source = {}
@@ -206,8 +208,8 @@ class Worker:
         pairs = self.axes.edges_of(unit)
         senders = self.axes.nodes("sender")
         chosen = [senders[i].name for i in unit.grid[0][1]]
-        assert isinstance(self.forward, GPT2Forward)
-        values = edge_values(self.model, self.forward, block, pairs, self.metrics,
+        assert isinstance(self.forward, SuffixForward)
+        values = edge_values(self.forward, block, pairs, self.metrics,
                              self.cells_per_forward(block), block.extras["deltas"])  # fmt: skip
         receivers = [self.axes.nodes("receiver")[i].name for i in unit.layers]
         out = np.full((len(self.metrics), len(receivers), len(chosen), block.n), np.nan,
@@ -297,15 +299,23 @@ class Worker:
         return values.reshape(len(self.metrics), len(cells), block.n)
 
 
-def edge_forward(model: Any) -> GPT2Forward:
-    """The forward edge sweeps patch on: GPT-2 family blocks (``sweep.engine.edges``)."""
-    why = GPT2Forward.unsupported(model)
-    if why is not None:
-        raise ConfigError(
-            "grid=edges: edge sweeps run on GPT-2 family models so far (GPT-2, the shipped "
-            f"induction model, model=native); this model is not one: {why}"
-        )
-    return GPT2Forward(model)
+def edge_forward(model: Any) -> SuffixForward:
+    """The forward edge sweeps patch on: the model family's suffix forward
+    (``sweep.engine.edges``); a model without one, or whose heads share a norm, is refused."""
+    reasons = []
+    for cls in FAMILIES:
+        why = cls.unsupported(model)
+        if why is None:
+            assert issubclass(cls, SuffixForward)
+            forward = cls(model)
+            why = forward.edges_unsupported()
+            if why is None:
+                return forward
+        reasons.append(why)
+    raise ConfigError(
+        "grid=edges: edge sweeps need the fast forward of a family whose heads write into the "
+        f"residual stream (GPT-2, Llama, Mistral, Qwen2, GPT-NeoX, GPT-J); {'; '.join(reasons)}"
+    )
 
 
 def model_shape(model: Any) -> ModelShape:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from sweep.edges.graph import GraphShape, edges
+import sweep
+from sweep.edges.graph import GraphShape, edges, receivers
 from sweep.engine.edges import edge_hooks, edge_values
 from sweep.engine.forward.gpt2 import GPT2Forward
 from sweep.engine.runs import build_block
@@ -37,7 +38,7 @@ def test_every_edge_equals_one_hooked_forward_per_edge(
     hooks = edge_hooks(shape.n_layers, shape.mlp)
     base_hooks = hooks | fw.base_hooks(tuple(range(shape.n_layers)))
     block = build_block(w.model, w.task, np.arange(w.task.n_prompts), base_run, base_hooks, hooks)
-    got = edge_values(w.model, fw, block, all_edges, ("logit_diff",), per_forward=7)
+    got = edge_values(fw, block, all_edges, ("logit_diff",), per_forward=7)
     want = edge_logit_diffs(w.model, w.task, all_edges, base_run)
     np.testing.assert_allclose(got[0].cpu().numpy(), want, atol=1e-4)
     assert np.abs(want - want.mean(0)).max() > 1e-2  # edges differ: not a constant
@@ -54,7 +55,7 @@ def test_the_induction_circuit_is_the_top_edges_of_the_shipped_model() -> None:
     base_hooks = hooks | w.forward.base_hooks(tuple(range(shape.n_layers)))
     block = build_block(w.model, w.task, np.arange(w.task.n_prompts), "corrupted", base_hooks,
                         hooks)  # fmt: skip
-    values = edge_values(w.model, w.forward, block, graph, ("logit_diff",))[0]
+    values = edge_values(w.forward, block, graph, ("logit_diff",))[0]
     corrupted = block.evaluate(("logit_diff",), block.corrupted_logits)[0]
     effect = (values - corrupted[None]).mean(-1)
 
@@ -72,3 +73,45 @@ def test_the_induction_circuit_is_the_top_edges_of_the_shipped_model() -> None:
     assert {graph[j][1].name for j in ranked[:2]} <= {f"a1.h{h}.k" for h in heads}
     overall = effect.abs().argsort(descending=True)[:6].tolist()
     assert set(ranked[:2]) <= set(overall)  # among the six largest edges of the model
+
+
+EDGE_FAMILIES = ["llama", "mistral", "qwen2", "neox", "gptj"]
+"""Every family with a fast forward whose heads write their own share of the residual."""
+
+
+@pytest.mark.parametrize("name", EDGE_FAMILIES)
+def test_every_edge_of_each_family_equals_the_hooked_reference(
+    tmp_path: Path, family_dir, name: str
+) -> None:
+    """Grouped-query k/v receivers (Llama, Mistral, Qwen2), rotary models, and parallel
+    blocks whose MLP reads the block's input (GPT-NeoX, GPT-J), in an edge sweep's store."""
+    task = write_task(tmp_path / "t.jsonl", mixed_rows())  # prompts of three lengths
+    over = ["model=hf", f"model.name={family_dir(name)}", "task=prompts", f"task.path={task}"]
+    path = sweep.run([*over, "grid=edges", "store.prompt_block=2", "runner.memory_mb=2",
+                      "runner.progress=false", f"store.path={tmp_path / 'e.zarr'}"])  # fmt: skip
+    ds = sweep.open_results(path).load()
+    w = worker([*over, "grid.components=[resid_pre]"])
+    parallel = name in ("neox", "gptj")
+    grouped = name != "neox" and name != "gptj"
+    shape = GraphShape(2, 4, n_kv_heads=2 if grouped else 0, parallel=parallel)
+    assert [str(r) for r in ds["receiver"].values] == [r.name for r in receivers(shape)]
+    assert ("a0.g1.k" in ds["receiver"].values) == grouped
+    all_edges = edges(shape)
+    want = edge_logit_diffs(w.model, w.task, all_edges, "corrupted", parallel)
+    got = ds["edges"].sel(metric="logit_diff")
+    values = np.stack([got.sel(receiver=r.name, sender=s.name).values for s, r in all_edges])
+    np.testing.assert_allclose(values, want, atol=1e-4)
+    assert np.abs(want - want.mean(0)).max() > 1e-2  # edges differ: not a constant
+    # In a parallel block a head does not reach its own layer's MLP: no value there.
+    assert got.sel(receiver="m0", sender="a0.h1").isnull().all() == parallel
+
+
+def test_gemma2_edges_are_refused_in_one_line(tmp_path: Path, family_dir) -> None:
+    from sweep.errors import ConfigError
+
+    task = write_task(tmp_path / "t.jsonl", mixed_rows())
+    with pytest.raises(ConfigError, match=r"grid=edges: .*Gemma 2 normalises the sum"):
+        sweep.run(["model=hf", f"model.name={family_dir('gemma2')}", "task=prompts",
+                   f"task.path={task}", "grid=edges",
+                   f"store.path={tmp_path / 'e.zarr'}"])  # fmt: skip
+    assert not (tmp_path / "e.zarr").exists()

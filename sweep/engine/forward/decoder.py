@@ -32,7 +32,6 @@ class DecoderForward(SuffixForward):
     LAYERS: ClassVar[tuple[str, ...]] = ()
     """The Hugging Face decoder layer classes this family runs."""
     FAMILY: ClassVar[str] = ""
-    PARALLEL: ClassVar[bool] = False
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)
@@ -48,6 +47,7 @@ class DecoderForward(SuffixForward):
         )
         self.final_cap = getattr(self.config, "final_logit_softcapping", None)
         self._cos_sin: dict[tuple[int, Any], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._w_o: dict[int, torch.Tensor] = {}
 
     @classmethod
     def unsupported(cls, model: Any) -> str | None:
@@ -83,6 +83,16 @@ class DecoderForward(SuffixForward):
     def mlp(self, i: int, x: torch.Tensor) -> torch.Tensor:
         layer = self.layers[i]
         return layer.mlp(layer.post_attention_layernorm(x.unsqueeze(0)))[0]
+
+    def head_write(self, i: int, h: int, z: torch.Tensor) -> torch.Tensor:
+        """What head ``h`` writes into the residual stream: [..., d_model] of its z
+        [..., d_head] (its rows of the output projection, without the projection's bias)."""
+        if i not in self._w_o:  # the projection's matrix, read off its own module
+            eye = torch.eye(self.n_heads * self.d_head, dtype=z.dtype, device=z.device)
+            basis = eye.view(-1, self.n_heads, self.d_head)
+            bias = self.attn_out(i, torch.zeros_like(basis[:1]))
+            self._w_o[i] = (self.attn_out(i, basis) - bias).view(self.n_heads, self.d_head, -1)
+        return z @ self._w_o[i][h].to(z.dtype)
 
     def scaling(self, i: int) -> float:
         """What attention scores are multiplied by (1/sqrt(d_head), or the model's own)."""

@@ -18,6 +18,12 @@ class Gemma2Forward(DecoderForward):
         out = self.attn(i).o_proj(z.flatten(1))
         return self.layers[i].post_attention_layernorm(out.unsqueeze(0))[0]
 
+    def edges_unsupported(self) -> str | None:
+        return (
+            "Gemma 2 normalises the sum of its heads' outputs (a norm after attention), so "
+            "no head writes a share of the residual stream of its own"
+        )
+
     def mlp(self, i: int, x: torch.Tensor) -> torch.Tensor:
         layer = self.layers[i]
         h = layer.mlp(layer.pre_feedforward_layernorm(x.unsqueeze(0)))

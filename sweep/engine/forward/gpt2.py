@@ -32,6 +32,8 @@ class _Layer:
 
 
 class GPT2Forward(SuffixForward):
+    PARALLEL = False
+
     def __init__(self, model: Any) -> None:
         super().__init__(model)
         cfg = model.cfg
@@ -87,17 +89,30 @@ class GPT2Forward(SuffixForward):
         explicit: bool,
     ) -> torch.Tensor:
         w = self.layers[i]
-        h, dh = self.n_heads, self.d_head
         x = at("resid_pre", x)
-        qkv = w.ln1(x.unsqueeze(0))[0] @ w.w_qkv + w.b_qkv
-        q, k, v = (
-            at(n, t.reshape(-1, h, dh)) for n, t in zip("qkv", qkv.chunk(3, -1), strict=True)
-        )
+        q, k, v = (at(n, t) for n, t in zip("qkv", self.qkv(i, x), strict=True))
         z = at("z", attend(q, k, v, rows, k_cache, v_cache, self.scale, at if explicit else None))
         attn_out = at("attn_out", z.flatten(1) @ w.w_o + w.b_o)
         if w.mlp is None:  # attention-only
             return at("resid_post", x + attn_out)
-        assert w.ln2 is not None
         mid = at("resid_mid", x + attn_out)
-        mlp_out = at("mlp_out", w.mlp(w.ln2(mid.unsqueeze(0)))[0])
+        mlp_out = at("mlp_out", self.mlp(i, mid))
         return at("resid_post", mid + mlp_out)
+
+    def qkv(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """q, k and v [T, heads, d_head] of the residual ``x`` [T, d_model]."""
+        w = self.layers[i]
+        qkv = w.ln1(x.unsqueeze(0))[0] @ w.w_qkv + w.b_qkv
+        return tuple(t.reshape(-1, self.n_heads, self.d_head) for t in qkv.chunk(3, -1))
+
+    def mlp(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """The MLP's output [T, d_model] of the residual ``x`` it reads."""
+        w = self.layers[i]
+        assert w.mlp is not None and w.ln2 is not None, "an attention-only model has no MLP"
+        return w.mlp(w.ln2(x.unsqueeze(0)))[0]
+
+    def head_write(self, i: int, h: int, z: torch.Tensor) -> torch.Tensor:
+        """What head ``h`` writes into the residual stream: [..., d_model] of its z
+        [..., d_head] (without the output bias, which no head owns)."""
+        w_o = self.layers[i].w_o.view(self.n_heads, self.d_head, -1)[h]
+        return z @ w_o.to(z.dtype)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -93,6 +93,8 @@ class SuffixForward(Forward):
     """The model's blocks, run on packed suffix tokens with cached keys and values."""
 
     NAME = "fast"
+    PARALLEL: ClassVar[bool] = False
+    """Attention and MLP read the same residual (Pythia, GPT-J): no ``resid_mid``."""
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)
@@ -114,6 +116,26 @@ class SuffixForward(Forward):
         """Block ``i`` on the packed tokens ``x`` [T, d_model]; every stage passes through
         ``at(stage, act)``, which patches or records it. ``explicit``: materialise the
         attention pattern (it is patched or traced) instead of the fused kernel."""
+
+    # What edge patching recomputes for one receiver (``sweep.engine.edges``): the block's
+    # own q/k/v and MLP of a residual, and each head's own write into the residual stream.
+
+    @abstractmethod
+    def qkv(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """q [T, heads, d_head], k and v [T, key/value heads, d_head] of the residual
+        ``x`` [T, d_model], as block ``i``'s q, k and v stages see them."""
+
+    @abstractmethod
+    def mlp(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Block ``i``'s MLP output [T, d_model] from the residual it reads."""
+
+    @abstractmethod
+    def head_write(self, i: int, h: int, z: torch.Tensor) -> torch.Tensor:
+        """[..., d_model]: head ``h``'s share of the attention output, from its z [..., d_head]."""
+
+    def edges_unsupported(self) -> str | None:
+        """Why edges of this model cannot be patched (a head's write is not its own), or None."""
+        return None
 
     def base_hooks(self, layers: tuple[int, ...]) -> set[str]:
         first = min(layers)
