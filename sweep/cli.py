@@ -188,6 +188,7 @@ def help_text() -> str:
         "  python -m sweep model=native task=ioi grid.positions=[S1,IO,S2,END]  named positions",
         "  python -m sweep model=hf model.name=gpt2 task=prompts task.path=my.jsonl",
         "  python -m sweep grid=edges 'grid.receivers=[a1.*.k,logits]'  exact edge patching",
+        "  python -m sweep grid=paths 'grid.receivers=[a1.*.k]'          path patching",
         "  python -m sweep -m task.n_prompts=8,16            one store per job",
         "  python -m sweep.status STORE [--verify]           progress and health of a store",
         "  python -m sweep.plot STORE                        heatmaps and an HTML page",

@@ -26,7 +26,7 @@ from sweep.tasks import TASKS
 OPTIONS: dict[str, dict[str, type[s.Spec]]] = {
     "model": {"pretrained": s.ModelSpec, "native": s.NativeModelSpec},
     "task": {kind: spec for kind, (spec, _) in TASKS.items()},
-    "grid": {"grid": s.GridSpec, "edges": s.EdgeGridSpec},
+    "grid": {"grid": s.GridSpec, "edges": s.EdgeGridSpec, "paths": s.PathGridSpec},
     "intervention": {kind: cls.SPEC for kind, cls in INTERVENTIONS.items()},
     "metric": {"metric": s.MetricSpec},
     "runner": {"local": s.LocalRunnerSpec, "ray": s.RayRunnerSpec},

@@ -17,7 +17,7 @@ import numpy as np
 from sweep.components import DIM_TABLE, Component, for_model, get_component
 from sweep.edges.graph import GraphShape, Node, connects, receivers, select, senders
 from sweep.errors import ConfigError
-from sweep.spec import EdgeGridSpec, GridSpec
+from sweep.spec import EdgeGridSpec, GridSpec, PathGridSpec
 
 BYTES_PER_VALUE = 4  # results are float32
 UNIT_ROWS = 1024
@@ -85,19 +85,26 @@ class TaskInfo:
 
 EDGES = "edges"
 """The store variable of an edge sweep."""
+PATHS = "paths"
+"""The store variable of a path-patching sweep."""
 
 
 @dataclass(frozen=True, slots=True)
-class EdgeVariable:
-    """The store variable of an edge sweep: [metric, receiver, sender, prompt]. Its units
-    are blocks of receivers (its lead dim, as ``layer`` is a component's) x every sender."""
+class GraphVariable:
+    """The store variable of an edge or path sweep: ``edges`` [metric, receiver, sender,
+    prompt], units of receiver blocks x every sender; ``paths`` [metric, layer, head,
+    prompt] (each sender head's path effect), units of sender-layer blocks x every head."""
 
-    name: str = EDGES
-    lead: str = "receiver"
-    dims: tuple[str, ...] = ("sender",)
+    name: str
+    lead: str
+    """The dim its units are blocks of (as ``layer`` is a component's)."""
+    dims: tuple[str, ...]
 
 
-Variable = Component | EdgeVariable
+EDGE_VARIABLE = GraphVariable(EDGES, "receiver", ("sender",))
+PATH_VARIABLE = GraphVariable(PATHS, "layer", ("head",))
+
+Variable = Component | GraphVariable
 """What a plan fills: one store variable, split into units along its lead dim."""
 
 
@@ -115,6 +122,8 @@ class Axes:
     """The task's named positions, which ``NAMED + k`` codes stand for."""
     graph: GraphShape | None = None
     """The model's graph (edge sweeps), whose nodes ``receiver`` and ``sender`` index."""
+    receivers: tuple[str, ...] = ()
+    """A path sweep's receivers, by name (``sweep.edges.graph``)."""
 
     def of(self, c: Variable) -> tuple[tuple[str, tuple[int, ...]], ...]:
         return tuple((d, self.coords[d]) for d in c.dims)
@@ -282,7 +291,7 @@ class Plan:
 
     @property
     def is_edges(self) -> bool:
-        return self.axes.graph is not None
+        return self.components == (EDGE_VARIABLE,)
 
     def n_cells(self, unit: WorkUnit) -> int:
         """What a unit computes: cells, or an edge unit's real edges (not the pairs whose
@@ -355,7 +364,7 @@ def _check(
 
 
 def make_plan(
-    grid: GridSpec | EdgeGridSpec,
+    grid: GridSpec | EdgeGridSpec | PathGridSpec,
     shape: ModelShape,
     seq_len: int,
     n_prompts: int,
@@ -370,7 +379,10 @@ def make_plan(
     components: tuple[Variable, ...]
     if isinstance(grid, EdgeGridSpec):
         axes = edge_axes(grid, shape, seq_len, position_names)
-        components = (EdgeVariable(),)
+        components = (EDGE_VARIABLE,)
+    elif isinstance(grid, PathGridSpec):
+        axes = path_axes(grid, shape, seq_len, position_names)
+        components = (PATH_VARIABLE,)
     else:
         axes = make_axes(grid, shape, seq_len, position_names)
         components = tuple(shape.component(c.name) for c in grid.component_list)
@@ -416,6 +428,46 @@ def edge_axes(
         )
     coords = {"pos": tuple(range(seq_len)), **chosen}
     return Axes((), coords, tuple(position_names), g)
+
+
+def path_axes(
+    grid: PathGridSpec, shape: ModelShape, seq_len: int, position_names: tuple[str, ...] = ()
+) -> Axes:
+    """The receivers (heads' q/k/v inputs, or the logits alone) and the sender layers and
+    heads of a path sweep, checked against the model: a sender must come before a receiver."""
+    g = shape.graph
+    nodes = [r for r in receivers(g) if r.kind != "mlp"]
+    assert grid.receivers is not None
+    hits, unmatched = select(nodes, grid.receivers)
+    if unmatched:
+        raise ConfigError(
+            f"grid.receivers: {unmatched} match no receiver of a path (heads' q, k or v "
+            f"inputs, or logits) of this model ({_has(g)})"
+        )
+    chosen = [nodes[i] for i in hits]
+    if 0 < sum(r.kind == "logits" for r in chosen) < len(chosen):
+        raise ConfigError(
+            "grid.receivers: logits (the direct path) and heads' inputs cannot share a path "
+            "sweep; sweep them one at a time"
+        )
+    last = max(r.layer for r in chosen)
+    layers = _check("grid.layers", grid.layers, shape.n_layers, "layers")
+    if grid.layers is None:
+        layers = tuple(x for x in layers if x < last)
+    if not layers:
+        raise ConfigError(
+            "grid.receivers: no head comes before these receivers (they are in layer 0); "
+            "choose receivers of later layers"
+        )
+    late = [x for x in layers if x >= last]
+    if late:
+        raise ConfigError(
+            f"grid.layers: sender layers {late} are not before any receiver (the last "
+            f"receiver is in layer {last}); a sender's path reaches later layers only"
+        )
+    heads = _check("grid.heads", grid.heads, shape.n_heads, "heads")
+    coords = {"head": heads, "pos": tuple(range(seq_len))}
+    return Axes(layers, coords, tuple(position_names), receivers=tuple(r.name for r in chosen))
 
 
 def _has(g: GraphShape) -> str:

@@ -266,6 +266,38 @@ class EdgeGridSpec(Spec):
         _set(self, "receivers", _patterns("grid.receivers", self.receivers, "receiver"))
 
 
+@dataclass(frozen=True, slots=True)
+class PathGridSpec(Spec):
+    """``grid=paths``: path patching (the IOI paper's recipe) of each sender head into a
+    fixed set of receivers, as a layer x head map."""
+
+    GROUP = "grid"
+    KIND = "paths"
+
+    receivers: tuple[str, ...] | None = None
+    """Heads' q, k or v inputs (``a9.h6.q``, ``a9.*.q``), or ``logits`` (the direct path)."""
+    layers: tuple[int, ...] | None = None
+    """Sender layers (null: every layer before the last receiver's)."""
+    heads: tuple[int, ...] | None = None
+    """Sender heads (null: all)."""
+
+    def __post_init__(self) -> None:
+        receivers = _patterns("grid.receivers", self.receivers, "receiver")
+        if receivers is None:
+            raise ConfigError(
+                "grid.receivers: path patching needs receivers: heads' q, k or v inputs "
+                "(grid.receivers=[a9.h6.q,a9.h9.q]) or the logits (grid.receivers=[logits])"
+            )
+        _set(self, "receivers", receivers)
+        _set(self, "layers", _indices("grid.layers", self.layers))
+        _set(self, "heads", _indices("grid.heads", self.heads))
+
+
+GraphGrid = (EdgeGridSpec, PathGridSpec)
+"""Grids over the graph of senders and receivers (``sweep.edges``): patched on the fast
+engine, from the other run."""
+
+
 # ---------------------------------------------------------------------------- metric
 
 
@@ -424,7 +456,7 @@ class SweepSpec:
 
     model: ModelSpec
     task: TaskSpec
-    grid: GridSpec | EdgeGridSpec
+    grid: GridSpec | EdgeGridSpec | PathGridSpec
     intervention: InterventionSpec
     metric: MetricSpec
     runner: LocalRunnerSpec
@@ -432,8 +464,8 @@ class SweepSpec:
     analysis: AnalysisSpec = field(default_factory=lambda: AnalysisSpec())
 
     def __post_init__(self) -> None:
-        if isinstance(self.grid, EdgeGridSpec):
-            self._check_edges()
+        if isinstance(self.grid, GraphGrid):
+            self._check_graph()
         chosen = getattr(self.grid, "positions", None) or ()
         names = self.task.position_names()
         unknown = [p for p in chosen if isinstance(p, str) and p not in names]
@@ -456,17 +488,17 @@ class SweepSpec:
                 "estimate would be 0; use another metric or direction=denoise"
             )
 
-    def _check_edges(self) -> None:
-        iv = self.intervention
+    def _check_graph(self) -> None:
+        iv, grid = self.intervention, f"grid={self.grid.KIND}"
         if iv.kind != "patch":
             raise ConfigError(
-                f"intervention={iv.kind}: an edge sweep (grid=edges) patches edges from the "
-                "other run only so far; use intervention=patch (direction=denoise or noise)"
+                f"intervention={iv.kind}: {grid} patches from the other run only so far; use "
+                "intervention=patch (direction=denoise or noise)"
             )
         if self.runner.engine == "hooks":
             raise ConfigError(
-                "runner.engine: hooks cannot patch edges; edge sweeps (grid=edges) run on "
-                "the fast engine (runner.engine=auto or fast)"
+                f"runner.engine: hooks cannot patch edges or paths; {grid} runs on the fast "
+                "engine (runner.engine=auto or fast)"
             )
 
     @property

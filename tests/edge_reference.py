@@ -105,3 +105,70 @@ def edge_logit_diffs(
                 logits = edge_forward(model, base, change[s.name], r, parallel)[0]
                 out[j, p] = float(logits[answer] - logits[wrong])
     return out
+
+
+def path_forward(
+    model: Any, base: Any, source: Any, layer: int, head: int, receivers: list[Node]
+) -> torch.Tensor:
+    """Logits [batch, vocab] of the IOI paper's path patching, in two hooked runs: the
+    sender head's z from the source run and every other head's frozen at the base run's
+    (MLPs and norms recompute), recording the receivers' q, k or v; then the base run with
+    only those patched in. The logits receiver (the direct path) reads pass one's output."""
+    base_tokens, base_cache = base
+    source_cache = source
+    n_layers = model.cfg.n_layers
+    recorded: dict[str, torch.Tensor] = {}
+
+    def freeze(i: int) -> Any:
+        def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            out = base_cache[f"blocks.{i}.attn.hook_z"].clone()
+            if i == layer:
+                out[:, :, head] = source_cache[f"blocks.{i}.attn.hook_z"][:, :, head]
+            return out
+
+        return hook
+
+    def record(name: str) -> Any:
+        def hook(act: torch.Tensor, hook: Any) -> None:
+            recorded[name] = act.clone()
+
+        return hook
+
+    inputs = {f"blocks.{r.layer}.attn.hook_{r.kind}" for r in receivers if r.kind != "logits"}
+    hooks = [(f"blocks.{i}.attn.hook_z", freeze(i)) for i in range(layer, n_layers)]
+    first = model.run_with_hooks(base_tokens, fwd_hooks=hooks + [(n, record(n)) for n in inputs])
+    if all(r.kind == "logits" for r in receivers):
+        return first[:, -1]
+
+    def patch(r: Node) -> Any:
+        name = f"blocks.{r.layer}.attn.hook_{r.kind}"
+
+        def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            act = act.clone()
+            act[:, :, r.head] = recorded[name][:, :, r.head]
+            return act
+
+        return (name, hook)
+
+    return model.run_with_hooks(base_tokens, fwd_hooks=[patch(r) for r in receivers])[:, -1]
+
+
+def path_logit_diffs(
+    model: Any, task: Any, senders: list[tuple[int, int]], receivers: list[Node], base_run: str
+) -> Any:
+    """[sender, prompt] logit difference of each sender head (layer, head) path-patched
+    into ``receivers``, one pair of unpadded hooked runs per sender and prompt."""
+    out = np.zeros((len(senders), task.n_prompts))
+    with torch.no_grad():
+        for p in range(task.n_prompts):
+            clean, corrupted = (t[:, : int(task.lengths[p])] for t in task.rows(np.array([p])))
+            base, source = (corrupted, clean) if base_run == "corrupted" else (clean, corrupted)
+            _, base_cache = model.run_with_cache(base)
+            _, source_cache = model.run_with_cache(source)
+            answer, wrong = int(task.answer[p]), int(task.wrong[p])
+            for j, (layer, head) in enumerate(senders):
+                logits = path_forward(
+                    model, (base, base_cache), source_cache, layer, head, receivers
+                )[0]
+                out[j, p] = float(logits[answer] - logits[wrong])
+    return out

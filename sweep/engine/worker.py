@@ -20,12 +20,13 @@ import torch
 
 from sweep import __version__
 from sweep.components import Component
-from sweep.edges.graph import Node
+from sweep.edges.graph import Node, receivers
 from sweep.engine.budget import CACHE_SHARE, cells_per_forward, warn_if_below_one_cell
 from sweep.engine.cells import Cell, gather_cells, make_batch
 from sweep.engine.edges import deltas, edge_hooks, edge_values
 from sweep.engine.forward import FAMILIES, Forward, HookedForward, choose_forward, fallback
 from sweep.engine.forward.suffix import SuffixForward
+from sweep.engine.paths import path_hooks, path_values
 from sweep.engine.runs import BlockCache, BlockRuns, build_block, run_cached
 from sweep.errors import ConfigError
 from sweep.interventions import Context, Estimator, build
@@ -41,8 +42,9 @@ from sweep.plan import (
     WorkUnit,
     edge_axes,
     make_axes,
+    path_axes,
 )
-from sweep.spec import EdgeGridSpec, SweepSpec
+from sweep.spec import EdgeGridSpec, PathGridSpec, SweepSpec
 from sweep.tasks import load_examples
 from sweep.tasks.tokenize import TokenizedTask, count_tokens, token_strings, tokenize
 
@@ -67,14 +69,21 @@ class Worker:
         self.shape = model_shape(self.model)
         self.edges = isinstance(spec.grid, EdgeGridSpec)
         """An edge sweep: units are blocks of receivers x senders (``sweep.engine.edges``)."""
+        self.paths = isinstance(spec.grid, PathGridSpec)
+        """A path sweep: units are blocks of sender layers (``sweep.engine.paths``)."""
         self.forward: Forward
+        self.grid: tuple[tuple[Component, int], ...] = ()
         if isinstance(spec.grid, EdgeGridSpec):
             self.forward = edge_forward(self.model)
             self.shape = replace(self.shape, parallel=self.forward.PARALLEL)
             self.axes = edge_axes(
                 spec.grid, self.shape, self.task.seq_len, self.task.position_names
             )
-            self.grid: tuple[tuple[Component, int], ...] = ()
+        elif isinstance(spec.grid, PathGridSpec):
+            self.forward = suffix_forward(self.model, "grid=paths")
+            self.axes = path_axes(
+                spec.grid, self.shape, self.task.seq_len, self.task.position_names
+            )
         else:
             components = tuple(self.shape.component(c.name) for c in spec.grid.component_list)
             check_hooks(components, self.model)
@@ -105,6 +114,13 @@ class Worker:
     def _build_prompts(self, prompts: np.ndarray) -> BlockRuns:
         if self.edges:
             return self._build_edges(prompts)
+        if self.paths:
+            first = min(self.axes.layers)
+            base = self.forward.base_hooks(tuple(range(first, self.shape.n_layers)))
+            base |= path_hooks(self.shape.n_layers, first)
+            senders = {f"blocks.{i}.attn.hook_z" for i in self.axes.layers}
+            run = self.intervention.base_run
+            return build_block(self.model, self.task, prompts, run, base, senders)
         grid_hooks = {c.hook_name(layer) for c, layer in self.grid}
         base = self.forward.base_hooks(self.axes.layers)
         reads_base = self.intervention.READS == "base"
@@ -194,6 +210,8 @@ class Worker:
         block = self.block(unit.prompt_start, unit.prompt_stop)
         if self.edges:
             return UnitResult(self._edge_values(unit, block), self._data(block))
+        if self.paths:
+            return UnitResult(self._path_values(unit, block), self._data(block))
         c = self.shape.component(unit.component)
         cells = unit.cells
         per_layer = [self._values(c, layer, cells, block) for layer in unit.layers]
@@ -218,6 +236,21 @@ class Worker:
         at_s = [chosen.index(s.name) for s, _ in pairs]
         out[:, at_r, at_s] = values.cpu().numpy().astype(np.float32)
         return out
+
+    def _path_values(self, unit: WorkUnit, block: BlockRuns) -> np.ndarray:
+        """[metric, layer, head, prompt] of a path unit: the metric with each sender head
+        path-patched into the sweep's receivers."""
+        assert isinstance(self.forward, SuffixForward)
+        by_name = {r.name: r for r in receivers(self.shape.graph)}
+        into = [by_name[n] for n in self.axes.receivers]
+        heads = unit.grid[0][1]
+        per_layer = [
+            path_values(
+                self.forward, block, into, layer, heads, self.metrics, self.cells_per_forward(block)
+            )  # fmt: skip
+            for layer in unit.layers
+        ]
+        return torch.stack(per_layer, dim=1).cpu().numpy().astype(np.float32)
 
     def _data(self, block: BlockRuns) -> BlockData:
         if "data" not in block.extras:
@@ -299,23 +332,31 @@ class Worker:
         return values.reshape(len(self.metrics), len(cells), block.n)
 
 
-def edge_forward(model: Any) -> SuffixForward:
-    """The forward edge sweeps patch on: the model family's suffix forward
-    (``sweep.engine.edges``); a model without one, or whose heads share a norm, is refused."""
+def suffix_forward(model: Any, grid: str) -> SuffixForward:
+    """The model family's suffix forward, which edge and path patching run on; a model
+    without one is refused (the hooked forward cannot patch edges or paths)."""
     reasons = []
     for cls in FAMILIES:
         why = cls.unsupported(model)
         if why is None:
-            assert issubclass(cls, SuffixForward)
             forward = cls(model)
-            why = forward.edges_unsupported()
-            if why is None:
-                return forward
+            assert isinstance(forward, SuffixForward)
+            return forward
         reasons.append(why)
     raise ConfigError(
-        "grid=edges: edge sweeps need the fast forward of a family whose heads write into the "
-        f"residual stream (GPT-2, Llama, Mistral, Qwen2, GPT-NeoX, GPT-J); {'; '.join(reasons)}"
+        f"{grid}: needs the fast forward of the model's family (GPT-2, Llama, Mistral, Qwen2, "
+        f"Gemma 2, GPT-NeoX, GPT-J), and this model has none: {'; '.join(reasons)}"
     )
+
+
+def edge_forward(model: Any) -> SuffixForward:
+    """The forward edge sweeps patch on (``sweep.engine.edges``): a family's suffix
+    forward whose heads each write a share of the residual stream of their own."""
+    forward = suffix_forward(model, "grid=edges")
+    why = forward.edges_unsupported()
+    if why is not None:
+        raise ConfigError(f"grid=edges: {why}; edge sweeps cannot run on this model")
+    return forward
 
 
 def model_shape(model: Any) -> ModelShape:

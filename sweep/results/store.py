@@ -372,6 +372,8 @@ def _coordinates(plan: Plan, info: TaskInfo, meta: StoreMeta) -> xr.Dataset:
     )
     if plan.axes.graph is not None:
         ds.attrs["graph"] = dataclasses.asdict(plan.axes.graph)
+    if plan.axes.receivers:
+        ds.attrs["path_receivers"] = list(plan.axes.receivers)
     ds.attrs.update(
         config=meta.config_yaml,
         model=meta.model,
