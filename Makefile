@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint browser clean
+.PHONY: setup demo test lint browser graphviz clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,11 @@ test: lint
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
+
+# Graphviz's dot, which draws an edge store's top edges (skipped without): Debian's package.
+graphviz:
+	command -v dot >/dev/null || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends graphviz)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache

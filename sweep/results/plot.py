@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import logging
 import sys
 import textwrap
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ from sweep.results.analysis import (
     scaled,
 )
 from sweep.results.store import open_results
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -174,8 +177,23 @@ def render(
         fig.savefig(out_dir / f"{name}.png", dpi=110)
         fig.clf()
     maps = [heatmap(ds, n, m, min_prompts) for n in names for m in metrics(ds)]
-    (out_dir / "index.html").write_text(page(maps, str(store)), encoding="utf-8")
+    extra = _edge_graph(ds, out_dir, metric, min_prompts) if edge_variables(ds) else ""
+    (out_dir / "index.html").write_text(page(maps, str(store), extra), encoding="utf-8")
     return out_dir
+
+
+def _edge_graph(ds: xr.Dataset, out_dir: Path, metric: str, min_prompts: int | None) -> str:
+    """The top edges drawn by Graphviz (``edges_graph.svg`` and ``.png``), as the page's
+    HTML; without Graphviz's ``dot``, the page and the log say how to get it."""
+    from sweep.results.edge_graph import edge_graph, render_graph
+
+    try:
+        svg = render_graph(edge_graph(ds, metric=metric, min_prompts=min_prompts),
+                           str(out_dir / "edges_graph"))  # fmt: skip
+    except SweepError as e:
+        log.warning("%s", e)
+        return f'<h2>Top edges</h2><p class="missing">{html.escape(str(e))}</p>'
+    return f'<h2>Top edges</h2><div id="edge-graph">{svg}</div>'
 
 
 def load(store: str | Path) -> xr.Dataset:
@@ -198,8 +216,9 @@ def _default_out(store: str | Path) -> Path:
     return Path(store).with_suffix(".plots")
 
 
-def page(maps: list[Heatmap], store: str) -> str:
-    """One self-contained HTML page; a metric selector redraws every map."""
+def page(maps: list[Heatmap], store: str, extra: str = "") -> str:
+    """One self-contained HTML page; a metric selector redraws every map. ``extra``: HTML
+    after the maps (an edge store's drawn top edges)."""
     data = [
         {
             "component": h.component,
@@ -216,8 +235,10 @@ def page(maps: list[Heatmap], store: str) -> str:
         }
         for h in maps
     ]
-    return _TEMPLATE.replace("__STORE__", html.escape(store)).replace(
-        "__DATA__", json.dumps(data).replace("</", "<\\/")
+    return (
+        _TEMPLATE.replace("__STORE__", html.escape(store))
+        .replace("__EXTRA__", extra)
+        .replace("__DATA__", json.dumps(data).replace("</", "<\\/"))
     )
 
 
@@ -239,6 +260,7 @@ prompts that reach it: denoising, the fraction of the clean behaviour restored,
 value.</p>
 <label>metric <select id="metric"></select></label>
 <div id="maps"></div>
+__EXTRA__
 <script id="data" type="application/json">__DATA__</script>
 <script>
 "use strict";
