@@ -146,8 +146,9 @@ def _edge_lines(ds: Any, top: int, metric: str, min_prompts: int | None) -> list
         f"of the {n} prompts reach are left out: {edges.attrs['left_out']}):"
     ]
     for _, r in edges.iterrows():
+        at = f" at pos {r['pos']}" if "pos" in r else ""
         lines.append(
-            f"  {r['sender']} -> {r['receiver']}: effect {r['effect']:+.3f}, "
+            f"  {r['sender']} -> {r['receiver']}{at}: effect {r['effect']:+.3f}, "
             f"{sc.kind} {r['scaled']:+.2f} (value {r['value']:.3f}, n={int(r['n'])})"
         )
     return lines

@@ -102,6 +102,8 @@ class GraphVariable:
 
 
 EDGE_VARIABLE = GraphVariable(EDGES, "receiver", ("sender",))
+EDGE_POS_VARIABLE = GraphVariable(EDGES, "receiver", ("sender", "pos"))
+"""Edges one position at a time (``grid.positions``)."""
 PATH_VARIABLE = GraphVariable(PATHS, "layer", ("head",))
 
 Variable = Component | GraphVariable
@@ -291,12 +293,14 @@ class Plan:
 
     @property
     def is_edges(self) -> bool:
-        return self.components == (EDGE_VARIABLE,)
+        return self.axes.graph is not None
 
     def n_cells(self, unit: WorkUnit) -> int:
         """What a unit computes: cells, or an edge unit's real edges (not the pairs whose
-        receiver reads before the sender writes, which stay NaN)."""
-        return len(self.axes.edges_of(unit)) if self.is_edges else unit.n_cells
+        receiver reads before the sender writes, which stay NaN), at each position."""
+        if not self.is_edges:
+            return unit.n_cells
+        return len(self.axes.edges_of(unit)) * math.prod(len(v) for _, v in unit.grid[1:])
 
     @property
     def prompt_blocks(self) -> list[tuple[int, int]]:
@@ -314,8 +318,8 @@ def make_axes(
     for dim in DIM_TABLE:
         size = seq_len if dim.size_of == "seq_len" else int(getattr(shape, dim.size_of))
         chosen = getattr(grid, dim.key)
-        if chosen and isinstance(chosen[0], str):
-            coords[dim.name] = _named(f"grid.{dim.key}", chosen, position_names)
+        if dim.name == "pos" and chosen is not None:
+            coords[dim.name] = _positions_of(chosen, size, position_names)
             continue
         coords[dim.name] = _check(f"grid.{dim.key}", chosen, size, dim.key, dim.relative)
     return Axes(layers, coords, tuple(position_names))
@@ -379,7 +383,7 @@ def make_plan(
     components: tuple[Variable, ...]
     if isinstance(grid, EdgeGridSpec):
         axes = edge_axes(grid, shape, seq_len, position_names)
-        components = (EDGE_VARIABLE,)
+        components = (EDGE_VARIABLE if grid.positions is None else EDGE_POS_VARIABLE,)
     elif isinstance(grid, PathGridSpec):
         axes = path_axes(grid, shape, seq_len, position_names)
         components = (PATH_VARIABLE,)
@@ -426,8 +430,20 @@ def edge_axes(
             "receiver reads only senders of earlier layers, and a head's output reaches its "
             "own layer's MLP); choose later receivers or earlier senders"
         )
-    coords = {"pos": tuple(range(seq_len)), **chosen}
-    return Axes((), coords, tuple(position_names), g)
+    positions = tuple(range(seq_len))  # all at once: the store's tokens at every position
+    if grid.positions is not None:
+        positions = _positions_of(grid.positions, seq_len, position_names)
+    return Axes((), {"pos": positions, **chosen}, tuple(position_names), g)
+
+
+def _positions_of(
+    chosen: tuple[int, ...] | tuple[str, ...], seq_len: int, names: tuple[str, ...]
+) -> tuple[int, ...]:
+    """``grid.positions`` as position codes: token indices (negative from each prompt's
+    end), or the task's named positions."""
+    if chosen and isinstance(chosen[0], str):
+        return _named("grid.positions", tuple(str(c) for c in chosen), names)
+    return _check("grid.positions", tuple(int(c) for c in chosen), seq_len, "pos", True)
 
 
 def path_axes(

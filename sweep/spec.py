@@ -260,10 +260,16 @@ class EdgeGridSpec(Spec):
     """Sender names or globs (``embed``, ``a3.h7``, ``m2``, ``a3.*``); null: all."""
     receivers: tuple[str, ...] | None = None
     """Receiver names or globs (``a5.h1.q``, ``*.k``, ``m4``, ``logits``); null: all."""
+    positions: tuple[Any, ...] | None = None
+    """null: every position at once (the receiver reads the sender's change everywhere).
+    Token positions (negative from each prompt's end) or the task's named positions: one
+    position at a time, the receiver reading the change at that position only (a ``pos``
+    dim in the store, as for nodes)."""
 
     def __post_init__(self) -> None:
         _set(self, "senders", _patterns("grid.senders", self.senders, "sender"))
         _set(self, "receivers", _patterns("grid.receivers", self.receivers, "receiver"))
+        _set(self, "positions", _positions("grid.positions", self.positions))
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,10 +82,16 @@ def _add(delta: torch.Tensor) -> Any:
 
 
 def edge_logit_diffs(
-    model: Any, task: Any, edges: list[tuple[Node, Node]], base_run: str, parallel: bool = False
+    model: Any,
+    task: Any,
+    edges: list[tuple[Node, Node]],
+    base_run: str,
+    parallel: bool = False,
+    position: int | None = None,
 ) -> Any:
     """[edge, prompt] logit difference, one unpadded forward per edge and prompt, on a
-    tokenized task's prompts."""
+    tokenized task's prompts. ``position``: the receiver reads the sender's change at that
+    token only (negative: from each prompt's end; NaN where a prompt has no such token)."""
     out = np.zeros((len(edges), task.n_prompts))
     with torch.no_grad():
         for p in range(task.n_prompts):
@@ -96,12 +102,21 @@ def edge_logit_diffs(
             _, base_cache = model.run_with_cache(base)
             _, source_cache = model.run_with_cache(source)
             answer, wrong = int(task.answer[p]), int(task.wrong[p])
+            n = base.shape[1]
+            at = None if position is None else position % n if -n <= position < n else -1
+            if at == -1:
+                out[:, p] = np.nan
+                continue
             change: dict[str, torch.Tensor] = {}
             for j, (s, r) in enumerate(edges):
                 if s.name not in change:
                     change[s.name] = sender_output(model, source, source_cache, s) - sender_output(
                         model, base, base_cache, s
                     )
+                    if at is not None:
+                        keep = torch.zeros_like(change[s.name])
+                        keep[:, at] = change[s.name][:, at]
+                        change[s.name] = keep
                 logits = edge_forward(model, base, change[s.name], r, parallel)[0]
                 out[j, p] = float(logits[answer] - logits[wrong])
     return out

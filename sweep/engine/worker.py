@@ -43,6 +43,7 @@ from sweep.plan import (
     edge_axes,
     make_axes,
     path_axes,
+    resolve_positions,
 )
 from sweep.spec import EdgeGridSpec, PathGridSpec, SweepSpec
 from sweep.tasks import load_examples
@@ -227,15 +228,44 @@ class Worker:
         senders = self.axes.nodes("sender")
         chosen = [senders[i].name for i in unit.grid[0][1]]
         assert isinstance(self.forward, SuffixForward)
-        values = edge_values(self.forward, block, pairs, self.metrics,
-                             self.cells_per_forward(block), block.extras["deltas"])  # fmt: skip
+        used = {s.name for s, _ in pairs}
+        delta = {k: v for k, v in block.extras["deltas"].items() if k in used}
+        per_pos = [
+            self._edges_at(pairs, block, delta, mask) for mask in self._position_masks(unit, block)
+        ]
+        values = torch.stack(per_pos, dim=2).cpu().numpy().astype(np.float32)
         receivers = [self.axes.nodes("receiver")[i].name for i in unit.layers]
-        out = np.full((len(self.metrics), len(receivers), len(chosen), block.n), np.nan,
-                      dtype=np.float32)  # fmt: skip
+        out = np.full((len(self.metrics), len(receivers), len(chosen), len(per_pos), block.n),
+                      np.nan, dtype=np.float32)  # fmt: skip
         at_r = [receivers.index(r.name) for _, r in pairs]
         at_s = [chosen.index(s.name) for s, _ in pairs]
-        out[:, at_r, at_s] = values.cpu().numpy().astype(np.float32)
-        return out
+        out[:, at_r, at_s] = values  # [metric, edge, pos, prompt]
+        return out if len(unit.grid) > 1 else out[:, :, :, 0]
+
+    def _edges_at(self, pairs: list, block: BlockRuns, delta: dict, mask: Any) -> torch.Tensor:
+        """[metric, edge, prompt] with each sender's change kept where ``mask`` [prompt,
+        pos] is true (None: everywhere); NaN for a prompt the mask leaves empty."""
+        assert isinstance(self.forward, SuffixForward)
+        if mask is not None:
+            delta = {k: v * mask[..., None].to(v.dtype) for k, v in delta.items()}
+        values = edge_values(self.forward, block, pairs, self.metrics,
+                             self.cells_per_forward(block), delta)  # fmt: skip
+        if mask is not None:
+            values[:, :, ~mask.any(-1)] = float("nan")
+        return values
+
+    def _position_masks(self, unit: WorkUnit, block: BlockRuns) -> list[Any]:
+        """Per position of the unit (edges one position at a time): [prompt, pos] true at
+        the token the position code means in each prompt; [None] for every position at
+        once."""
+        if len(unit.grid) == 1:
+            return [None]
+        codes = np.array(unit.grid[1][1])
+        named = block.named.cpu().numpy() if block.named is not None else np.zeros((block.n, 0))
+        index = torch.from_numpy(resolve_positions(codes, block.lengths.cpu().numpy(), named))
+        seq = torch.arange(block.seq_len)
+        return [(seq[None, :] == index[:, j, None]).to(block.last.device)
+                for j in range(len(codes))]  # fmt: skip
 
     def _path_values(self, unit: WorkUnit, block: BlockRuns) -> np.ndarray:
         """[metric, layer, head, prompt] of a path unit: the metric with each sender head

@@ -339,8 +339,9 @@ def top_edges(
     min_prompts: int | None = None,
 ) -> pd.DataFrame:
     """The ``k`` edges with the largest |mean effect| of an edge store, as ``top_cells``
-    reads cells: columns sender, receiver, their layers, value and effect (means over the
-    ``n`` prompts), scaled (the intervention's own scale). Pairs that are not edges (the
+    reads cells: columns sender, receiver, (pos, for edges one position at a time,) their
+    layers, value and effect (means over the ``n`` prompts), scaled (the intervention's own
+    scale). Pairs that are not edges (the
     receiver reads before the sender writes) have no value and never appear."""
     metric = check_metric(ds, metric)
     need = default_min_prompts(ds) if min_prompts is None else int(min_prompts)
@@ -348,7 +349,8 @@ def top_edges(
     if not names:
         raise ValueError("this store holds no edges; make one with grid=edges")
     table, left_out = _means(ds, names[0], metric, relative_to, need)
-    columns = ["sender", "receiver", "sender_layer", "receiver_layer", "value", "effect",
+    at = ["pos"] if "pos" in ds[names[0]].dims else []  # edges one position at a time
+    columns = ["sender", "receiver", *at, "sender_layer", "receiver_layer", "value", "effect",
                "scaled", "n"]  # fmt: skip
     table = table.reindex(columns=columns)
     table["n"] = table["n"].astype(int)

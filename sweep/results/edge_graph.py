@@ -60,7 +60,8 @@ def edge_graph(
         for node in (sender, receiver):
             nodes[node] = _rank(node, n_layers)
         value = float(r["scaled"])
-        g.edge(sender, receiver, label=f"{kind} {value:+.2f}".strip(),
+        at = f" @{r['pos']}" if "pos" in r else ""  # edges one position at a time
+        g.edge(sender, receiver, label=f"{kind}{at} {value:+.2f}".strip(),
                color="#2166ac" if value >= 0 else "#b2182b",
                penwidth=f"{1 + 5 * abs(value) / largest:.2f}", fontsize="10")  # fmt: skip
     for rank in sorted(set(nodes.values())):

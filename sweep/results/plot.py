@@ -82,9 +82,14 @@ def heatmap(ds: xr.Dataset, name: str, metric: str, min_prompts: int | None = No
     total = int(ds.sizes["prompt"])
     blank = f"{few} cells that fewer than {need} of the {total} prompts reach" if few else ""
     if "receiver" in mean.dims:  # an edge sweep: pairs that are not edges stay blank
-        values = mean.transpose("receiver", "sender").values
         rows, cols = ([str(x) for x in ds[d].values] for d in ("receiver", "sender"))
-        return Heatmap(name, metric, values, rows, cols, "receiver", "sender", blank,
+        col_title = "sender"
+        if "pos" in mean.dims:  # one position at a time: a column per sender and position
+            tokens, _ = _position_labels(ds)
+            cols = [f"{c} @{t}" for c in cols for t in tokens]
+            col_title = "sender @ position"
+        values = mean.transpose("receiver", "sender", ...).values.reshape(len(rows), -1)
+        return Heatmap(name, metric, values, rows, cols, "receiver", col_title, blank,
                        scale(ds), gap_warning(ds, metric))  # fmt: skip
     layers = [f"L{int(x)}" for x in ds["layer"].values]
     # Grouped-query k/v are indexed by key/value head, not by query head.

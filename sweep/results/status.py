@@ -99,7 +99,8 @@ def _cells_per_lead(group: zarr.Group, attrs: dict[str, Any], name: str) -> np.n
     by_name = {n.name: n for n in receivers(shape) + senders(shape)}
     chosen = [by_name[str(s)] for s in np.asarray(array(group, "sender")[:])]
     reads = [by_name[str(r)] for r in np.asarray(array(group, "receiver")[:])]
-    return np.array([sum(connects(s, r, shape) for s in chosen) for r in reads])
+    per_pair = math.prod(arr.shape[3:-1])  # positions, for edges one position at a time
+    return np.array([per_pair * sum(connects(s, r, shape) for s in chosen) for r in reads])
 
 
 def _units(group: zarr.Group, names: list[str]) -> list[Unit]:

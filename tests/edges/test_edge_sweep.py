@@ -77,6 +77,31 @@ def test_edge_store_equals_one_hooked_forward_per_edge(tmp_path: Path, direction
     assert status.what == "edges" and status.cell_prompts == (3 * len(real), 3 * len(real))
 
 
+def test_edges_one_position_at_a_time_equal_the_reference(tmp_path: Path) -> None:
+    """``grid.positions``: the receiver reads the sender's change at one token only; a
+    position past a prompt's end is NaN for it (the prompts have three lengths)."""
+    over = edge_sweep(tmp_path, "grid.positions=[1,20,-1]")
+    ds = sweep.open_results(sweep.run([*over, f"store.path={tmp_path / 'p.zarr'}"])).load()
+    assert ds["edges"].dims == ("metric", "receiver", "sender", "pos", "prompt")
+    w = worker([*over[:4], "grid.components=[resid_pre]"])
+    shape = GraphShape(2, 4)
+    by_name = {n.name: n for n in receivers(shape) + senders(shape)}
+    real = [
+        (by_name[s], by_name[r]) for r in map(str, ds["receiver"].values)
+        for s in map(str, ds["sender"].values) if connects(by_name[s], by_name[r], shape)
+    ]  # fmt: skip
+    got = ds["edges"].sel(metric="logit_diff")
+    for pos in (1, 20, -1):
+        want = edge_logit_diffs(w.model, w.task, real, "corrupted", position=pos)
+        values = np.stack([got.sel(receiver=r.name, sender=s.name, pos=pos).values
+                           for s, r in real])  # fmt: skip
+        np.testing.assert_allclose(values, want, atol=1e-4, err_msg=f"pos {pos}")
+    lengths = ds["prompt_length"].values
+    assert (lengths <= 20).sum() == 2 and np.isnan(got.sel(pos=20).values[..., lengths <= 20]).all()
+    top = top_edges(ds, 3)
+    assert list(top.columns[:3]) == ["sender", "receiver", "pos"]
+
+
 def test_edge_sweep_on_ray_equals_in_process(ray_session, tmp_path: Path) -> None:
     over = edge_sweep(tmp_path)
     local = sweep.run([*over, f"store.path={tmp_path / 'local.zarr'}"])
