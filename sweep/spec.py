@@ -496,10 +496,15 @@ class SweepSpec:
 
     def _check_graph(self) -> None:
         iv, grid = self.intervention, f"grid={self.grid.KIND}"
-        if iv.kind != "patch":
+        allowed = ("patch", "zero", "mean", "resample") if grid == "grid=edges" else ("patch",)
+        if iv.kind not in allowed:
             raise ConfigError(
-                f"intervention={iv.kind}: {grid} patches from the other run only so far; use "
-                "intervention=patch (direction=denoise or noise)"
+                f"intervention={iv.kind}: {grid} takes intervention={', '.join(allowed)} "
+                "(an edge's source: the other run's sender output, or zero, its mean or "
+                "another prompt's)"
+                if grid == "grid=edges"
+                else f"intervention={iv.kind}: {grid} patches from the other run only (the "
+                "paper's recipe); use intervention=patch (direction=denoise or noise)"
             )
         if self.runner.engine == "hooks":
             raise ConfigError(

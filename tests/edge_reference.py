@@ -187,3 +187,38 @@ def path_logit_diffs(
                 )[0]
                 out[j, p] = float(logits[answer] - logits[wrong])
     return out
+
+
+def ablated_edge_logit_diffs(
+    model: Any, task: Any, edges: list[tuple[Node, Node]], kind: str, donors: Any = None
+) -> Any:
+    """[edge, prompt] logit difference with each edge's sender output, as its receiver
+    reads it in the clean run, replaced by zero, by its mean over the task's clean prompts
+    at each position (prompts of one length), or by each donor prompt's (``donors``
+    [sample, prompt]; values averaged over samples)."""
+    n_prompts = task.n_prompts
+    with torch.no_grad():
+        tokens = [task.rows(np.array([p]))[0][:, : int(task.lengths[p])] for p in range(n_prompts)]
+        caches = [model.run_with_cache(t)[1] for t in tokens]
+        senders = {s.name: s for s, _ in edges}
+        outputs = {
+            name: [sender_output(model, t, c, s) for t, c in zip(tokens, caches, strict=True)]
+            for name, s in senders.items()
+        }
+        out = np.zeros((len(edges), n_prompts))
+        for p in range(n_prompts):
+            answer, wrong = int(task.answer[p]), int(task.wrong[p])
+            for j, (s, r) in enumerate(edges):
+                base = outputs[s.name][p]
+                if kind == "zero":
+                    sources = [torch.zeros_like(base)]
+                elif kind == "mean":
+                    sources = [torch.stack(outputs[s.name]).mean(0)]
+                else:
+                    sources = [outputs[s.name][int(d)] for d in donors[:, p]]
+                values = []
+                for src in sources:
+                    logits = edge_forward(model, tokens[p], src - base, r, False)[0]
+                    values.append(float(logits[answer] - logits[wrong]))
+                out[j, p] = np.mean(values)
+    return out

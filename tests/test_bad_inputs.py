@@ -290,7 +290,7 @@ CASES += [
     Case("MLP edge on an attention-only model",
          {**EDGES, "model": "induction", "task": "induction", "grid.receivers": "[m0]"},
          "attention-only"),
-    Case("edge sweep with zero ablation", {**EDGES, "intervention": "zero"}, "intervention=zero"),
+    Case("edge sweep with AtP", {**EDGES, "intervention": "atp"}, "intervention=atp"),
     Case("edge sweep on the hooked engine", {**EDGES, "runner.engine": "hooks"},
          "runner.engine"),
     Case("edge sweep on a rotary model",

@@ -52,15 +52,20 @@ def sender_outputs(forward: SuffixForward, cache: dict[str, torch.Tensor], n: No
 
 
 def deltas(
-    forward: SuffixForward, block: BlockRuns, senders: Sequence[Node]
+    forward: SuffixForward,
+    block: BlockRuns,
+    senders: Sequence[Node],
+    source: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Each sender's change, source minus base, [prompt, pos, d_model]; zero past each
-    prompt's end (padding is never read)."""
+    prompt's end (padding is never read). ``source``: the activations the sources are made
+    of (default: the other run's, ``block.source``)."""
     seq = block.clean_tokens.shape[1]
     inside = torch.arange(seq, device=block.last.device)[None, :] <= block.last[:, None]
+    source = block.source if source is None else source
     out = {}
     for s in senders:
-        d = sender_outputs(forward, block.source, s) - sender_outputs(forward, block.base, s)
+        d = sender_outputs(forward, source, s) - sender_outputs(forward, block.base, s)
         out[s.name] = d * inside[..., None].to(d.dtype)
     return out
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from sweep import __version__
-from sweep.components import Component
+from sweep.components import COMPONENTS, Component
 from sweep.edges.graph import Node, receivers
 from sweep.engine.budget import CACHE_SHARE, cells_per_forward, warn_if_below_one_cell
 from sweep.engine.cells import Cell, gather_cells, make_batch
@@ -80,6 +80,7 @@ class Worker:
             self.axes = edge_axes(
                 spec.grid, self.shape, self.task.seq_len, self.task.position_names
             )
+            self.grid = sender_grid(self._senders)  # what an ablation's sources replace
         elif isinstance(spec.grid, PathGridSpec):
             self.forward = suffix_forward(self.model, "grid=paths")
             self.axes = path_axes(
@@ -138,19 +139,26 @@ class Worker:
 
     def _build_edges(self, prompts: np.ndarray) -> BlockRuns:
         """An edge sweep's cached runs: the base run where forwards start (each receiver
-        layer on) and every chosen sender's change, source minus base; the sender outputs
-        themselves are not kept."""
+        layer on) and every chosen sender's change, source minus base, per sample of the
+        intervention (the other run's output when patching; zero, the task's mean or other
+        prompts' outputs when ablating); the sender outputs themselves are not kept."""
+        iv = self.intervention
         layers = tuple(sorted({r.layer for r in self._receivers} - {self.shape.n_layers}))
         start = self.forward.base_hooks(layers or (self.shape.n_layers - 1,))
         outputs = edge_hooks(self.shape.n_layers, self.shape.mlp)
-        block = build_block(self.model, self.task, prompts, self.intervention.base_run,
-                            start | outputs, outputs)  # fmt: skip
+        other = outputs if iv.READS == "other" else set()
+        block = build_block(self.model, self.task, prompts, iv.base_run, start | outputs, other)
+        iv.prepare_block(block)
         assert isinstance(self.forward, SuffixForward)
         with torch.inference_mode():
-            block.extras["deltas"] = deltas(self.forward, block, self._senders)
+            per_hook = [(c.hook_name(layer), iv.sources(c, layer, block)) for c, layer in self.grid]
+            samples = [{hook: src[k] for hook, src in per_hook} for k in range(len(per_hook[0][1]))]
+            block.extras["deltas"] = [deltas(self.forward, block, self._senders, src)
+                                      for src in samples]  # fmt: skip
         final = f"blocks.{self.shape.n_layers - 1}.hook_resid_post"  # the logits receiver's
         block.base = {k: v for k, v in block.base.items() if k in start | {final}}
         block.source = {}
+        block.extras.pop("donors", None)  # resampled sources are in the deltas now
         return block
 
     @property
@@ -229,11 +237,13 @@ class Worker:
         chosen = [senders[i].name for i in unit.grid[0][1]]
         assert isinstance(self.forward, SuffixForward)
         used = {s.name for s, _ in pairs}
-        delta = {k: v for k, v in block.extras["deltas"].items() if k in used}
-        per_pos = [
-            self._edges_at(pairs, block, delta, mask) for mask in self._position_masks(unit, block)
-        ]
-        values = torch.stack(per_pos, dim=2).cpu().numpy().astype(np.float32)
+        per_sample = []  # values are averaged over the intervention's samples
+        for sample in block.extras["deltas"]:
+            delta = {k: v for k, v in sample.items() if k in used}
+            masks = self._position_masks(unit, block)
+            per_pos = [self._edges_at(pairs, block, delta, mask) for mask in masks]
+            per_sample.append(torch.stack(per_pos, dim=2))
+        values = torch.stack(per_sample).mean(0).cpu().numpy().astype(np.float32)
         receivers = [self.axes.nodes("receiver")[i].name for i in unit.layers]
         out = np.full((len(self.metrics), len(receivers), len(chosen), len(per_pos), block.n),
                       np.nan, dtype=np.float32)  # fmt: skip
@@ -377,6 +387,18 @@ def suffix_forward(model: Any, grid: str) -> SuffixForward:
         f"{grid}: needs the fast forward of the model's family (GPT-2, Llama, Mistral, Qwen2, "
         f"Gemma 2, GPT-NeoX, GPT-J), and this model has none: {'; '.join(reasons)}"
     )
+
+
+def sender_grid(senders: list[Node]) -> tuple[tuple[Component, int], ...]:
+    """The hooks whose activations make the senders' outputs, as (component, layer) pairs:
+    an intervention prepares its sources for these (means, donors) as for a node grid."""
+    pairs = set()
+    for s in senders:
+        if s.kind == "embed":
+            pairs.add(("resid_pre", 0))
+        else:
+            pairs.add(("z" if s.kind == "head" else "mlp_out", s.layer))
+    return tuple((COMPONENTS[name], layer) for name, layer in sorted(pairs))
 
 
 def edge_forward(model: Any) -> SuffixForward:

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 
 import sweep
 from sweep.analysis import top_edges
 from sweep.edges.graph import GraphShape, connects, receivers, senders
 from sweep.results.status import done_marks
-from tests.edge_reference import edge_logit_diffs
-from tests.helpers import mixed_rows, native_prompts, worker, write_task
+from tests.edge_reference import ablated_edge_logit_diffs, edge_logit_diffs
+from tests.helpers import ioi_rows, mixed_rows, native_prompts, worker, write_task
 
 CHOSEN = ["grid=edges", "grid.receivers=[a1.*.k,a1.h0.q,m0,m1,logits]",
           "grid.senders=[embed,a0.*,m0,a1.h1]"]  # fmt: skip
@@ -100,6 +101,36 @@ def test_edges_one_position_at_a_time_equal_the_reference(tmp_path: Path) -> Non
     assert (lengths <= 20).sum() == 2 and np.isnan(got.sel(pos=20).values[..., lengths <= 20]).all()
     top = top_edges(ds, 3)
     assert list(top.columns[:3]) == ["sender", "receiver", "pos"]
+
+
+@pytest.mark.parametrize("kind", ["zero", "mean", "resample"])
+def test_ablated_edges_equal_the_reference(tmp_path: Path, kind: str) -> None:
+    """An edge's source ablated: the receiver reads the clean run with the sender's output
+    replaced by zero, its task mean or other prompts' (prompts of one length)."""
+    from sweep.interventions.resample import donors
+
+    task = write_task(tmp_path / "t.jsonl", ioi_rows(4))
+    over = [*native_prompts(task, 2), "grid=edges", "grid.receivers=[a1.h0.*,m1,logits]",
+            "grid.senders=[embed,a0.h1,a0.h2,m0]", f"intervention={kind}",
+            "runner.progress=false"]  # fmt: skip
+    if kind == "resample":
+        over.append("intervention.samples=2")
+    ds = sweep.open_results(sweep.run([*over, f"store.path={tmp_path / 'a.zarr'}"])).load()
+    assert ds.attrs["base_run"] == "clean"
+    w = worker([*over[:4], "grid.components=[resid_pre]"])
+    shape = GraphShape(2, 4)
+    by_name = {n.name: n for n in receivers(shape) + senders(shape)}
+    real = [
+        (by_name[s], by_name[r]) for r in map(str, ds["receiver"].values)
+        for s in map(str, ds["sender"].values) if connects(by_name[s], by_name[r], shape)
+    ]  # fmt: skip
+    picks = donors(torch.from_numpy(w.task.lengths), 2, 0) if kind == "resample" else None
+    want = ablated_edge_logit_diffs(w.model, w.task, real, kind, picks)
+    got = ds["edges"].sel(metric="logit_diff")
+    values = np.stack([got.sel(receiver=r.name, sender=s.name).values for s, r in real])
+    np.testing.assert_allclose(values, want, atol=1e-4)
+    clean = ds["clean_baseline"].sel(metric="logit_diff").values
+    assert np.abs(want - clean).max() > 1e-2  # the ablations change something
 
 
 def test_edge_sweep_on_ray_equals_in_process(ray_session, tmp_path: Path) -> None:
