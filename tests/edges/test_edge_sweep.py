@@ -32,6 +32,15 @@ def edge_sweep(tmp_path: Path, *extra: str) -> list[str]:
             "runner.progress=false", *extra]  # fmt: skip
 
 
+def stored_edges(ds: xr.Dataset, shape: GraphShape) -> list:
+    """The store's (sender, receiver) pairs that are edges of the graph, as nodes."""
+    by_name = {n.name: n for n in receivers(shape) + senders(shape)}
+    return [
+        (by_name[s], by_name[r]) for r in map(str, ds["receiver"].values)
+        for s in map(str, ds["sender"].values) if connects(by_name[s], by_name[r], shape)
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize("direction", ["denoise", "noise"])
 def test_edge_store_equals_one_hooked_forward_per_edge(tmp_path: Path, direction: str) -> None:
     over = edge_sweep(tmp_path, f"intervention.direction={direction}")
@@ -85,12 +94,7 @@ def test_edges_one_position_at_a_time_equal_the_reference(tmp_path: Path) -> Non
     ds = sweep.open_results(sweep.run([*over, f"store.path={tmp_path / 'p.zarr'}"])).load()
     assert ds["edges"].dims == ("metric", "receiver", "sender", "pos", "prompt")
     w = worker([*over[:4], "grid.components=[resid_pre]"])
-    shape = GraphShape(2, 4)
-    by_name = {n.name: n for n in receivers(shape) + senders(shape)}
-    real = [
-        (by_name[s], by_name[r]) for r in map(str, ds["receiver"].values)
-        for s in map(str, ds["sender"].values) if connects(by_name[s], by_name[r], shape)
-    ]  # fmt: skip
+    real = stored_edges(ds, GraphShape(2, 4))
     got = ds["edges"].sel(metric="logit_diff")
     for pos in (1, 20, -1):
         want = edge_logit_diffs(w.model, w.task, real, "corrupted", position=pos)
@@ -118,12 +122,7 @@ def test_ablated_edges_equal_the_reference(tmp_path: Path, kind: str) -> None:
     ds = sweep.open_results(sweep.run([*over, f"store.path={tmp_path / 'a.zarr'}"])).load()
     assert ds.attrs["base_run"] == "clean"
     w = worker([*over[:4], "grid.components=[resid_pre]"])
-    shape = GraphShape(2, 4)
-    by_name = {n.name: n for n in receivers(shape) + senders(shape)}
-    real = [
-        (by_name[s], by_name[r]) for r in map(str, ds["receiver"].values)
-        for s in map(str, ds["sender"].values) if connects(by_name[s], by_name[r], shape)
-    ]  # fmt: skip
+    real = stored_edges(ds, GraphShape(2, 4))
     picks = donors(torch.from_numpy(w.task.lengths), 2, 0) if kind == "resample" else None
     want = ablated_edge_logit_diffs(w.model, w.task, real, kind, picks)
     got = ds["edges"].sel(metric="logit_diff")
