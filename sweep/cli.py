@@ -84,8 +84,8 @@ def report(s: SweepSummary, top: int = 5, min_prompts: int | None = None) -> str
         f"store: {s.path}",
         f"units: {s.units_run} computed this run{lost}, {s.units_total} in the sweep; "
         f"{s.cells_run} {cells} in {s.sweep_seconds:.1f} s ({rate:.0f} {cells}/s; "
-        f"{s.seconds:.1f} s with loading) on {s.workers} worker(s), "
-        f"{s.worker_restarts} replaced; {s.engine} engine",
+        f"{s.seconds:.1f} s with loading) on {s.workers} worker(s){_nodes(s)}, "
+        f"{s.worker_restarts} replaced{_lost(s)}; {s.engine} engine",
         f"prompt blocks of {s.prompt_block}; cached runs built per worker: "
         f"{', '.join(map(str, s.cache_builds)) or '-'}",
     ]
@@ -132,6 +132,18 @@ def report(s: SweepSummary, top: int = 5, min_prompts: int | None = None) -> str
             else "correlation of estimate and exact: needs at least two verified cells"
         )
     return "\n".join(lines)
+
+
+def _nodes(s: SweepSummary) -> str:
+    """Where Ray's workers ran: each node and how many workers it held."""
+    if not s.worker_nodes:
+        return ""
+    counts = {n: s.worker_nodes.count(n) for n in dict.fromkeys(s.worker_nodes)}
+    return " on nodes " + ", ".join(f"{n} (x{c})" if c > 1 else n for n, c in counts.items())
+
+
+def _lost(s: SweepSummary) -> str:
+    return f" ({s.workers_lost} lost with their node)" if s.workers_lost else ""
 
 
 def _edge_lines(ds: Any, top: int, metric: str, min_prompts: int | None) -> list[str]:

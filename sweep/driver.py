@@ -22,7 +22,7 @@ from sweep.engine.budget import CACHE_SHARE, max_prompt_block, prompt_block
 from sweep.errors import ConfigError, Interrupted, StoreError, StoreMismatchError
 from sweep.plan import BYTES_PER_VALUE, ExactJob, Plan, TaskInfo, WorkUnit, make_plan
 from sweep.results.analysis import cell_of, top_cells
-from sweep.results.backends import backend_for
+from sweep.results.backends import backend_for, object_store_error
 from sweep.results.lease import Lease
 from sweep.results.store import (
     Location,
@@ -89,6 +89,10 @@ class SweepSummary:
     """Prompt blocks whose runs each worker built (once per block when affinity works)."""
     edges: bool = False
     """An edge sweep (``grid=edges``): ``cells_run`` counts edges."""
+    worker_nodes: tuple[str, ...] = ()
+    """The node each Ray worker ran on last (empty in-process)."""
+    workers_lost: int = 0
+    """Workers lost with their node, replaced on live nodes (part of ``worker_restarts``)."""
 
 
 def run(overrides: list[str] | None = None) -> Location:
@@ -117,9 +121,15 @@ def run_spec(
     except interrupts.Signalled as e:
         raise Interrupted(progress.message(), e.exit_code) from None
     except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StoreError(progress.disk_full(str(backend.path))) from None
+        if (message := object_store_error(e, backend.location)) is None:
             raise
-        raise StoreError(progress.disk_full(str(backend.path))) from None
+        raise StoreError(message) from None
+    except Exception as e:  # an object store lost mid-sweep: botocore's own errors
+        if (message := object_store_error(e, backend.location)) is None:
+            raise
+        raise StoreError(message) from None
 
 
 def _run_with_lease(
@@ -264,6 +274,8 @@ def _sweep(
         prompt_block=plan.prompt_block,
         cache_builds=stats.cache_builds,
         edges=plan.is_edges,
+        worker_nodes=stats.nodes,
+        workers_lost=stats.lost,
     )
 
 

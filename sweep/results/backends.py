@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import shutil
 import tempfile
@@ -60,6 +61,23 @@ class Backend(ABC):
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         """Create ``rel`` only if it does not exist; False if it did."""
 
+    def read_tagged(self, rel: str) -> tuple[bytes, str]:
+        """The bytes of ``rel`` and a tag that changes whenever they are replaced."""
+        data = self.read(rel)
+        return data, hashlib.sha256(data).hexdigest()
+
+    def replace_if(self, rel: str, data: bytes, tag: str) -> bool:
+        """Replace ``rel`` only if it still has ``tag`` (compare-and-swap); False if it
+        changed or is gone. Here a read, a compare and a write: atomic among processes of
+        one host under ``locked``; object stores that can do better override it."""
+        try:
+            if self.read_tagged(rel)[1] != tag:
+                return False
+        except FileNotFoundError:
+            return False
+        self.write(rel, data)
+        return True
+
     @abstractmethod
     def remove(self, rel: str) -> None: ...
 
@@ -75,6 +93,11 @@ class Backend(ABC):
     @abstractmethod
     def check_writable(self) -> None:
         """Raise a StoreError naming the path when a store cannot be written there."""
+
+    def check_reachable(self) -> None:
+        """Raise a StoreError naming what to fix when the store's place cannot be reached
+        (an object store's bucket, credentials, endpoint); local paths always can."""
+        return None
 
     @contextlib.contextmanager
     def locked(self, rel: str) -> Iterator[None]:
@@ -240,7 +263,10 @@ class FsspecBackend(Backend):
         from fsspec.core import url_to_fs
 
         self.location = url
-        self.fs, self.root = url_to_fs(url)
+        try:
+            self.fs, self.root = url_to_fs(url)
+        except (ImportError, ValueError) as e:  # its package missing, or an unknown scheme
+            raise ConfigError(f"store.path: {url}: {e}") from None
         self.root = self.root.rstrip("/")
 
     @property
@@ -264,6 +290,36 @@ class FsspecBackend(Backend):
 
     def write(self, rel: str, data: bytes) -> None:
         self.fs.pipe_file(self._p(rel), data)
+
+    @property
+    def _s3(self) -> bool:
+        protocol = self.fs.protocol
+        return "s3" in (protocol if isinstance(protocol, tuple | list) else (protocol,))
+
+    def read_tagged(self, rel: str) -> tuple[bytes, str]:
+        """On S3 the tag is the object's ETag, read before its bytes (so the bytes are at
+        least as new as the tag: a compare-and-swap on a newer object fails, never the
+        reverse)."""
+        if not self._s3:
+            return super().read_tagged(rel)
+        tag = str(self.fs.info(self._p(rel), refresh=True)["ETag"])
+        return self.read(rel), tag
+
+    def replace_if(self, rel: str, data: bytes, tag: str) -> bool:
+        """On S3 an atomic compare-and-swap: a PUT with ``If-Match: ETAG``, which the
+        server refuses if another writer replaced the object first."""
+        if not self._s3:
+            return super().replace_if(rel, data, tag)
+        try:
+            self.fs.pipe_file(self._p(rel), data, IfMatch=tag)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            code = getattr(e.__cause__, "response", {}).get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
 
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         try:
@@ -301,4 +357,62 @@ class FsspecBackend(Backend):
         populate(self.location)
 
     def check_writable(self) -> None:
-        return None  # object stores report permissions on the first write
+        self.check_reachable()  # object stores report write permissions on the first write
+
+    def check_reachable(self) -> None:
+        """Reach the store's bucket (or its parent directory) once, before the model
+        loads or a store is read: a missing bucket, missing credentials or an unreachable
+        endpoint is one line here rather than a traceback later."""
+        bucketed = _has_buckets(self.fs.protocol)
+        where = self.root.split("/", 1)[0] if bucketed else self.root.rsplit("/", 1)[0]
+        try:
+            self.fs.ls(where, detail=False)
+        except FileNotFoundError:
+            if bucketed:
+                raise StoreError(
+                    f"store.path: {self.location}: bucket {where!r} does not exist"
+                    f"{self._at()}; create it, or choose a bucket that exists"
+                ) from None
+        except Exception as e:
+            if (message := object_store_error(e, self.location, self._at())) is None:
+                raise
+            raise StoreError(message) from None
+
+    def _at(self) -> str:
+        """Where the object store is, for messages (the endpoint, never credentials)."""
+        kwargs = getattr(self.fs, "client_kwargs", None) or {}
+        endpoint = kwargs.get("endpoint_url") or getattr(self.fs, "endpoint_url", None)
+        if not endpoint and self._s3:
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return f" at {endpoint}" if endpoint else ""
+
+
+def _has_buckets(protocol: str | tuple[str, ...]) -> bool:
+    names = protocol if isinstance(protocol, tuple | list) else (protocol,)
+    return bool({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"} & set(names))
+
+
+def object_store_error(e: BaseException, url: str, at: str = "") -> str | None:
+    """One line for an object store's credential or connection failure (botocore's and
+    aiohttp's errors, told apart by name so that neither is imported here); None for
+    any other error."""
+    names = {c.__name__ for c in type(e).__mro__}
+    detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if names & {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}:
+        return (
+            f"store.path: {url}: no credentials for the object store{at} ({detail}); set "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, in the environment"
+        )
+    if isinstance(e, PermissionError) or "InvalidAccessKeyId" in detail:
+        return (
+            f"store.path: {url}: the object store{at} refused access ({detail}); check the "
+            "credentials in the environment and the bucket's permissions"
+        )
+    if names & {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError",
+                "ServerDisconnectedError", "ReadTimeoutError"}:  # fmt: skip
+        return (
+            f"store.path: {url}: cannot reach the object store{at} ({detail}); check "
+            "AWS_ENDPOINT_URL and the network. Units already written are kept: run the "
+            "same command again once it is reachable"
+        )
+    return None

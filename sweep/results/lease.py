@@ -3,8 +3,10 @@
 The holder (host, pid, start time) renews the lease while it runs and removes it when it
 ends. Another driver is refused with the holder's name, unless the holder is gone: a pid
 that no longer runs on this host, or, from another host, a lease not renewed for
-``store.lease_timeout_s``. On a local filesystem the check-and-take runs under ``flock``,
-so two processes on one host cannot both take a stale lease.
+``store.lease_timeout_s``. Taking a stale lease over, and each renewal, is a
+compare-and-swap (``Backend.replace_if``): on S3 a PUT with ``If-Match``, on a local
+filesystem a check-and-write under ``flock``; so two drivers that find the same stale lease
+cannot both win, and a renewal never overwrites a lease another driver took.
 """
 
 from __future__ import annotations
@@ -52,8 +54,15 @@ class Holder:
 
 def read_holder(backend: Backend) -> Holder | None:
     try:
-        return Holder(**json.loads(backend.read(LEASE)))
-    except (FileNotFoundError, ValueError, TypeError, KeyError):
+        return _parse(backend.read(LEASE))
+    except FileNotFoundError:
+        return None
+
+
+def _parse(data: bytes) -> Holder | None:
+    try:
+        return Holder(**json.loads(data))
+    except (ValueError, TypeError, KeyError):
         return None
 
 
@@ -77,17 +86,33 @@ class Lease:
         """Take the lease or raise StoreBusyError naming the live holder."""
         with self.backend.locked(LOCK):
             if not self.backend.create_exclusive(LEASE, self._data()):
-                other = read_holder(self.backend)
-                if other is not None and not other.gone(self.timeout_s, time.time()):
-                    raise StoreBusyError(
-                        f"store.path: {self.backend} is in use by another sweep "
-                        f"({other.describe()}); wait for it to finish, or stop it "
-                        "(its lease is taken over once its process is gone)"
-                    )
-                if other is not None:
-                    log.warning("taking over the store's lease from %s (gone)", other.describe())
-                self.backend.write(LEASE, self._data())
+                self._take_over()
         self._start()
+
+    def _take_over(self) -> None:
+        """The lease file exists: take it if its holder is gone, by compare-and-swap."""
+        try:
+            data, tag = self.backend.read_tagged(LEASE)
+        except FileNotFoundError:  # released since: create it, or someone else just did
+            if self.backend.create_exclusive(LEASE, self._data()):
+                return
+            data, tag = self.backend.read_tagged(LEASE)
+        other = _parse(data)
+        if other is not None and not other.gone(self.timeout_s, time.time()):
+            raise StoreBusyError(
+                f"store.path: {self.backend} is in use by another sweep "
+                f"({other.describe()}); wait for it to finish, or stop it "
+                "(its lease is taken over once its process is gone)"
+            )
+        if not self.backend.replace_if(LEASE, self._data(), tag):
+            winner = read_holder(self.backend)
+            raise StoreBusyError(
+                f"store.path: {self.backend}: another sweep "
+                f"({winner.describe() if winner else 'unknown'}) took over its stale lease "
+                "at the same moment; wait for that sweep to finish"
+            )
+        if other is not None:
+            log.warning("took over the store's lease from %s (gone)", other.describe())
 
     def adopt(self) -> None:
         """The lease file was written with a new store (``data()``): start holding it."""
@@ -108,13 +133,23 @@ class Lease:
 
     def renew(self) -> None:
         """Refresh ``renewed``; notice when another driver took the lease over."""
-        current = read_holder(self.backend)
+        try:
+            data, tag = self.backend.read_tagged(LEASE)
+            current = _parse(data)
+        except FileNotFoundError:
+            current = None
+        except OSError as e:  # a vanished mount or endpoint: the next renewal decides
+            log.warning("could not read the store's lease: %s", e)
+            return
         if current is None or current.token != self.me.token:
             self.lost_to = current
             return
-        self.me = Holder(**{**asdict(self.me), "renewed": time.time()})
+        renewed = Holder(**{**asdict(self.me), "renewed": time.time()})
         try:
-            self.backend.write(LEASE, self._data())
+            if self.backend.replace_if(LEASE, json.dumps(asdict(renewed)).encode(), tag):
+                self.me = renewed
+            else:  # taken over between our read and our write
+                self.lost_to = read_holder(self.backend)
         except OSError as e:  # a full disk or a vanished mount: the next check decides
             log.warning("could not renew the store's lease: %s", e)
 

@@ -165,6 +165,7 @@ def done_marks(path: str | os.PathLike[str]) -> np.ndarray:
 def status(path: str, verify: bool = False) -> StoreStatus:
     """The progress of the store at ``path``; ``verify`` also reads every chunk back."""
     backend = backend_for(str(path))
+    backend.check_reachable()
     if not is_store(backend, key="STORE"):
         raise SweepError(f"STORE: {path}: no such store")
     check_format(backend)

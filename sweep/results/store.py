@@ -546,6 +546,7 @@ def open_results(path: str | os.PathLike[str]) -> xr.Dataset:
     reductions (``mean("prompt")``, ``top_cells``) run chunk by chunk, so a store larger
     than memory can be summarised. Cells not yet computed are NaN."""
     backend = backend_for(str(path))
+    backend.check_reachable()
     if not is_store(backend, key="STORE"):
         raise StoreError(f"STORE: {path}: no such store")
     try:

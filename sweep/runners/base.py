@@ -35,6 +35,10 @@ class RunnerStats:
     """Workers replaced after they died."""
     cache_builds: tuple[int, ...] = ()
     """Per worker: prompt blocks whose runs it built."""
+    nodes: tuple[str, ...] = ()
+    """Per worker: the node it ran on last (Ray; empty in-process)."""
+    lost: int = 0
+    """Workers lost with their node (replaced on live nodes)."""
 
 
 class Runner(ABC):

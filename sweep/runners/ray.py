@@ -1,9 +1,12 @@
-"""The Ray runner: one worker actor per GPU, each loading the model once.
+"""The Ray runner: one worker actor per GPU (one per node on a CPU-only cluster), each
+loading the model once.
 
-The only module that imports ray. The driver keeps a bounded number of units in flight,
-yields results in completion order (the caller streams them into the store), and
-replaces a worker whose process dies, re-queueing the jobs it held. Jobs are idempotent
-(same unit -> same chunk, same values), so one that ran twice is harmless.
+The only module that imports ray. Workers are pinned to nodes (``placement``), with torch
+threads sized to their own node's CPUs. The driver keeps a bounded number of units in
+flight, yields results in completion order (the caller streams them into the store), and
+replaces a worker whose process or node dies, on a live node, re-queueing the jobs it held.
+Jobs are idempotent (same unit -> same chunk, same values), so one that ran twice is
+harmless.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sweep import interrupts
 from sweep.errors import ConfigError, SweepError
@@ -65,21 +69,58 @@ class _Slot:
     """One worker position; its actor is replaced when it dies."""
 
     actor: Any
+    node: Node
     generation: int = 0
     restarts: int = 0
     in_flight: int = 0
 
 
-def default_num_workers(configured: int | None, gpus: float) -> int:
-    """One worker per GPU; a CPU-only cluster gets the configured number, or one."""
-    if configured is not None:
-        if gpus and configured > gpus:
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A live Ray node, as placement sees it."""
+
+    id: str
+    address: str
+    cpus: int
+    gpus: int
+
+    @property
+    def label(self) -> str:
+        """How the summary names it: its address and the start of its id (nodes started
+        on one machine share an address)."""
+        return f"{self.address}/{self.id[:6]}"
+
+
+def live_nodes() -> list[Node]:
+    """The cluster's live nodes that can run a worker, in a stable order (by id)."""
+    out = []
+    for n in ray.nodes():
+        res = n.get("Resources", {})
+        if n.get("Alive") and res.get("CPU", 0) >= 1:
+            out.append(Node(n["NodeID"], str(n.get("NodeManagerAddress", "?")),
+                            int(res["CPU"]), int(res.get("GPU", 0))))  # fmt: skip
+    return sorted(out, key=lambda x: x.id)
+
+
+def placement(configured: int | None, nodes: list[Node]) -> list[Node]:
+    """The node of each worker: one per GPU on GPU nodes (``runner.num_workers`` of them
+    at most), else one per node (or ``runner.num_workers``, spread round-robin)."""
+    gpus = sum(n.gpus for n in nodes)
+    if gpus:
+        if configured is not None and configured > gpus:
             raise ConfigError(
                 f"runner.num_workers: {configured} workers need {configured} GPUs, "
-                f"the cluster has {int(gpus)}"
+                f"the cluster has {gpus}"
             )
-        return configured
-    return int(gpus) if gpus >= 1 else 1
+        slots = [n for n in nodes for _ in range(n.gpus)]
+        return slots[: configured or len(slots)]
+    count = configured or len(nodes)
+    return [nodes[i % len(nodes)] for i in range(count)]
+
+
+def threads_for(node: Node, slots: list[Node]) -> int:
+    """Torch threads of a worker: its node's CPUs shared by the workers on that node."""
+    return max(1, node.cpus // max(1, sum(s.id == node.id for s in slots)))
 
 
 def check_reachable(address: str, timeout_s: float) -> None:
@@ -149,35 +190,52 @@ class RayRunner(Runner):
 
     def _start(self) -> None:
         with interrupts.deferred():
-            resources = ray.cluster_resources()
-        gpus = float(resources.get("GPU", 0.0))
-        n = default_num_workers(self.settings.num_workers, gpus)
-        self.threads = max(1, int(resources.get("CPU", 1)) // n)
-        self.actor_class = ray.remote(_RayWorker).options(
-            num_gpus=1 if gpus >= 1 else 0,
+            nodes = live_nodes()
+        where = placement(self.settings.num_workers, nodes)
+        self.gpus = any(n.gpus for n in nodes)
+        self.lost = 0
+        """Workers lost with their node (a subset of the restarts)."""
+        self.actor_class = ray.remote(_RayWorker)
+        self.actor_options = dict(
+            num_gpus=1 if self.gpus else 0,
             # CPUs are not reserved: Ray would otherwise hold them for the actors' lifetime
             # and starve other work on small nodes; torch threads are sized instead.
             num_cpus=0,
             max_restarts=0,
         )
         with interrupts.deferred():
-            for _ in range(n):
-                self.slots.append(_Slot(self._new_actor()))
+            for node in where:
+                self.slots.append(_Slot(self._new_actor(node, where), node))
             setups = [s.actor.setup.remote() for s in self.slots]
         self.worker_info = self._get(setups)
-        log.info("ray: %d workers, %d torch threads each", n, self.threads)
+        each = ", ".join(f"{n.label}: {threads_for(n, where)} torch threads" for n in where)
+        log.info("ray: %d workers on %d nodes (%s)", len(where), len({n.id for n in where}), each)
 
     @property
     def stats(self) -> RunnerStats:
-        builds = self._get([s.actor.stats.remote() for s in self.slots])
+        """Counted from every live worker; one whose node was lost after its last job
+        (never seen to die) counts as lost, not as an error."""
+        builds = []
+        for slot in self.slots:
+            try:
+                builds.append(int(self._get(slot.actor.stats.remote()).get("cache_builds", 0)))
+            except LOST_WORKER:
+                builds.append(0)
+                self.lost += 1
         return RunnerStats(
             workers=len(self.slots),
             restarts=sum(s.restarts for s in self.slots),
-            cache_builds=tuple(int(b.get("cache_builds", 0)) for b in builds),
+            cache_builds=tuple(builds),
+            nodes=tuple(s.node.label for s in self.slots),
+            lost=self.lost,
         )
 
-    def _new_actor(self) -> Any:
-        return self.actor_class.remote(self.spec, self.threads, self.make_worker)
+    def _new_actor(self, node: Node, slots: list[Node]) -> Any:
+        pin = NodeAffinitySchedulingStrategy(node.id, soft=False)
+        threads = threads_for(node, slots)
+        return self.actor_class.options(**self.actor_options, scheduling_strategy=pin).remote(
+            self.spec, threads, self.make_worker
+        )
 
     def _get(self, refs: Any) -> Any:
         """``ray.get``, waiting in short steps so that a Ctrl-C stops it between them."""
@@ -231,14 +289,35 @@ class RayRunner(Runner):
                 f"worker {i} died {slot.restarts + 1} times (last: {last}); giving up. "
                 "Run the same command again to resume, or raise runner.max_worker_restarts"
             ) from cause
-        log.warning("worker %d died (%s); replacing it and re-queueing its jobs", i, cause)
         with interrupts.deferred():
             ray.kill(slot.actor, no_restart=True)
-            slot.actor = self._new_actor()
+            node = self._live_node_for(i, cause)
+            log.warning("worker %d died (%s); replacing it on node %s and re-queueing its jobs",
+                        i, cause, node.label)  # fmt: skip
+            slot.node = node
+            slot.actor = self._new_actor(node, [s.node for s in self.slots])
             slot.actor.setup.remote()  # runs before any job sent to it: actor calls are ordered
         slot.generation += 1
         slot.restarts += 1
         slot.in_flight = 0
+
+    def _live_node_for(self, i: int, cause: Exception) -> Node:
+        """The node for worker ``i``'s replacement: its own if still alive, else the live
+        node with the fewest workers (with a free GPU, on a GPU cluster)."""
+        nodes = live_nodes()
+        own = self.slots[i].node
+        if any(n.id == own.id for n in nodes):
+            return own
+        self.lost += 1
+        others = [s.node.id for j, s in enumerate(self.slots) if j != i]
+        room = [n for n in nodes if not self.gpus or others.count(n.id) < n.gpus]
+        if not room:
+            raise SweepError(
+                f"worker {i}'s node {own.label} was lost and no live node has room for its "
+                f"replacement ({len(nodes)} live); the units done are kept: run the same "
+                "command again to resume once the cluster has room"
+            ) from cause
+        return min(room, key=lambda n: (others.count(n.id), n.id))
 
     def close(self) -> None:
         """Stop the workers, and Ray if this runner started it; a Ctrl-C waits for it,

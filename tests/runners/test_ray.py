@@ -21,7 +21,7 @@ import sweep
 from sweep.config import to_spec
 from sweep.errors import ConfigError
 from sweep.results.status import done_marks
-from sweep.runners.ray import RayRunner, default_num_workers
+from sweep.runners.ray import Node, RayRunner, placement, threads_for
 
 SLOW_GRID = [
     "model=native",
@@ -97,14 +97,19 @@ def test_each_worker_is_pinned_to_its_own_gpu(ray_session) -> None:
         runner.close()
 
 
-def test_default_number_of_workers() -> None:
-    assert default_num_workers(None, gpus=4.0) == 4
-    assert default_num_workers(None, gpus=0.0) == 1
-    assert default_num_workers(3, gpus=0.0) == 3
+def test_workers_are_placed_one_per_gpu_or_one_per_cpu_node() -> None:
+    head, a, b = Node("n0", "10.0.0.1", 8, 0), Node("n1", "10.0.0.2", 4, 0), Node("n2", "x", 2, 0)
+    assert placement(None, [head, a, b]) == [head, a, b]  # CPU-only: one per node
+    assert placement(4, [head, a]) == [head, a, head, a]  # spread round-robin
+    assert [threads_for(n, [head, a, head, a]) for n in (head, a)] == [4, 2]  # node's own CPUs
+    g1, g2 = Node("g1", "h1", 16, 2), Node("g2", "h2", 16, 1)
+    assert placement(None, [g1, g2]) == [g1, g1, g2]  # one per GPU
+    assert threads_for(g1, [g1, g1, g2]) == 8 and threads_for(g2, [g1, g1, g2]) == 16
+    assert placement(2, [g1, g2]) == [g1, g1]
     with pytest.raises(
-        ConfigError, match="runner.num_workers: 3 workers need 3 GPUs, the cluster has 2"
+        ConfigError, match="runner.num_workers: 4 workers need 4 GPUs, the cluster has 3"
     ):
-        default_num_workers(3, gpus=2.0)
+        placement(4, [g1, g2])
 
 
 def test_address_pointing_at_nothing_fails_fast(tmp_path) -> None:

@@ -1,0 +1,124 @@
+"""A Ray cluster of three nodes on this machine (a head and two worker nodes, each its own
+raylet): workers spread one per node, a worker node lost half way is survived, and a lost
+node with no room left elsewhere stops in one line that the same command resumes from.
+
+The driver runs as ``python -m sweep runner=ray runner.address=...``, as on a cluster."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import sweep
+from sweep.results.status import done_marks
+
+SLOW = [
+    "model=native", "model.native.n_layers=4", "task=ioi", "task.n_prompts=8",
+    "grid.components=[z_by_pos,resid_pre]", "store.chunk_kb=1", "store.prompt_block=2",
+    "runner.memory_mb=1.5", "runner.progress=false", "store.plots=false",
+]  # fmt: skip
+
+
+@pytest.fixture
+def three_nodes(request):
+    """A head and two worker nodes, one CPU each (``gpus``: one fake GPU each as well)."""
+    from ray.cluster_utils import Cluster
+
+    gpus = getattr(request, "param", 0)
+    args = {"num_cpus": 1, "num_gpus": gpus}
+    cluster = Cluster(initialize_head=True, head_node_args={**args, "include_dashboard": False})
+    workers = [cluster.add_node(**args) for _ in range(2)]
+    cluster.wait_for_nodes()
+    yield cluster, workers
+    cluster.shutdown()
+
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def _sweep(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sweep", *args], cwd=tmp, text=True,
+                          capture_output=True, env=ENV)  # fmt: skip
+
+
+def _drive(
+    args: list[str], tmp: Path, lose, when: float
+) -> tuple[subprocess.CompletedProcess, int]:
+    """Run the driver; call ``lose()`` once ``when`` of the units are done. Returns the
+    finished process and the units done before the loss."""
+    store = Path(next(a for a in args if a.startswith("store.path=")).split("=", 1)[1])
+    proc = subprocess.Popen([sys.executable, "-m", "sweep", *args], cwd=tmp, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)  # fmt: skip
+    deadline, before = time.monotonic() + 300, -1
+    while proc.poll() is None and time.monotonic() < deadline:
+        done = done_marks(store)
+        if before < 0 and done.size and (done > 0).mean() >= when:
+            before = int((done > 0).sum())
+            lose()
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), before
+
+
+@pytest.mark.slow
+def test_a_worker_node_lost_half_way_is_survived(three_nodes, tmp_path: Path) -> None:
+    cluster, workers = three_nodes
+    path = tmp_path / "nodes.zarr"
+    args = [*SLOW, "runner=ray", f"runner.address={cluster.address}", f"store.path={path}"]
+    done, before = _drive(args, tmp_path, lambda: cluster.remove_node(workers[0]), 0.3)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 0 < before < len(done_marks(path)), "the node was lost too late"
+    assert "Traceback" not in done.stderr
+    units = re.search(r"on 3 worker\(s\) on nodes (.*), (\d+) replaced \((\d+) lost", done.stdout)
+    assert units, done.stdout
+    assert int(units.group(2)) >= 1 and int(units.group(3)) == 1
+    local = sweep.run([*SLOW, f"store.path={tmp_path / 'local.zarr'}"])
+    a, b = xr.open_zarr(path).load(), xr.open_zarr(local).load()
+    for name in ("z_by_pos", "resid_pre"):  # one torch thread per worker here, two locally
+        np.testing.assert_allclose(a[name].values, b[name].values, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_workers_spread_one_per_node_with_their_nodes_threads(three_nodes, tmp_path) -> None:
+    cluster, _ = three_nodes
+    args = [*SLOW[:4], "grid.components=[resid_pre]", "runner.progress=false",
+            "store.plots=false", "runner=ray", f"runner.address={cluster.address}",
+            f"store.path={tmp_path / 's.zarr'}"]  # fmt: skip
+    out = _sweep(args, tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    nodes = re.search(
+        r"on 3 worker\(s\) on nodes ([^,]+), ([^,]+), ([^,]+), 0 replaced", out.stdout
+    )
+    assert nodes and len(set(nodes.groups())) == 3, out.stdout  # one worker on each node
+    assert out.stdout.count(": 1 torch threads") == 3, out.stdout  # each node's own CPU
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("three_nodes", [1], indirect=True)
+def test_a_lost_node_with_no_room_elsewhere_stops_in_one_line_and_resumes(
+    three_nodes, tmp_path: Path
+) -> None:
+    """One (fake) GPU per node, a worker on each: a lost node's worker has nowhere to go."""
+    cluster, workers = three_nodes
+    path = tmp_path / "gpus.zarr"
+    args = [*SLOW, "runner=ray", f"runner.address={cluster.address}", f"store.path={path}"]
+    done, before = _drive(args, tmp_path, lambda: cluster.remove_node(workers[1]), 0.3)
+    lines = [x for x in done.stderr.splitlines() if x.startswith("patchsweep: error:")]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+    assert "no live node has room" in lines[0] and "run the same command again" in lines[0]
+    assert "Traceback" not in done.stderr
+    kept = done_marks(path)
+    assert before <= (kept > 0).sum() < len(kept)
+    again = _sweep(args, tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "on 2 worker(s)" in again.stdout  # the two GPUs left
+    after = done_marks(path)
+    assert np.array_equal(after[kept > 0], kept[kept > 0]) and (after > 0).all()
