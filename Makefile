@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint browser graphviz clean
+.PHONY: setup demo test lint browser graphviz slurm clean
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,13 @@ browser:
 graphviz:
 	command -v dot >/dev/null || (apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends graphviz)
+
+# A real SLURM for tests/runners/test_slurm.py (skipped without): Debian's slurm-wlm and
+# munge. Nothing is started here: the test starts its own daemons and stops them by pid.
+slurm:
+	command -v slurmctld >/dev/null && command -v munged >/dev/null || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  slurm-wlm munge)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache

@@ -143,7 +143,10 @@ def _nodes(s: SweepSummary) -> str:
 
 
 def _lost(s: SweepSummary) -> str:
-    return f" ({s.workers_lost} lost with their node)" if s.workers_lost else ""
+    lost = f"{s.workers_lost} lost with their node" if s.workers_lost else ""
+    again = f"{s.jobs_requeued} unit(s) sent again" if s.jobs_requeued else ""
+    both = ", ".join(x for x in (lost, again) if x)
+    return f" ({both})" if both else ""
 
 
 def _edge_lines(ds: Any, top: int, metric: str, min_prompts: int | None) -> list[str]:

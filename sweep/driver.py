@@ -93,6 +93,8 @@ class SweepSummary:
     """The node each Ray worker ran on last (empty in-process)."""
     workers_lost: int = 0
     """Workers lost with their node, replaced on live nodes (part of ``worker_restarts``)."""
+    jobs_requeued: int = 0
+    """Units (and verification jobs) sent again because their worker died holding them."""
 
 
 def run(overrides: list[str] | None = None) -> Location:
@@ -276,6 +278,7 @@ def _sweep(
         edges=plan.is_edges,
         worker_nodes=stats.nodes,
         workers_lost=stats.lost,
+        jobs_requeued=stats.requeued,
     )
 
 

@@ -392,9 +392,17 @@ class RayRunnerSpec(LocalRunnerSpec):
     max_worker_restarts: int = 3
     """How often each worker may die (killed, out of memory) and be replaced."""
     connect_timeout_s: float = 5.0
+    min_nodes: int | None = None
+    """Wait for this many live nodes before placing workers (SLURM: the job's nodes, which
+    join while the driver starts); null: place on the nodes there are."""
+    node_timeout_s: float = 300.0
+    """How long to wait for ``min_nodes``."""
 
     def __post_init__(self) -> None:
         LocalRunnerSpec.__post_init__(self)
+        if self.min_nodes is not None:
+            positive("runner.min_nodes", self.min_nodes)
+        _set(self, "node_timeout_s", positive_float("runner.node_timeout_s", self.node_timeout_s))
         if self.address in ("", None):
             _set(self, "address", None)
         if self.num_workers is not None:

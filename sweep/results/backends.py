@@ -263,8 +263,8 @@ class FsspecBackend(Backend):
         from fsspec.core import url_to_fs
 
         self.location = url
-        try:
-            self.fs, self.root = url_to_fs(url)
+        try:  # no listings cache: another process writes the store while we watch it
+            self.fs, self.root = url_to_fs(url, use_listings_cache=False)
         except (ImportError, ValueError) as e:  # its package missing, or an unknown scheme
             raise ConfigError(f"store.path: {url}: {e}") from None
         self.root = self.root.rstrip("/")

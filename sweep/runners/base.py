@@ -39,6 +39,9 @@ class RunnerStats:
     """Per worker: the node it ran on last (Ray; empty in-process)."""
     lost: int = 0
     """Workers lost with their node (replaced on live nodes)."""
+    requeued: int = 0
+    """Jobs sent again because their worker died holding them (each computed twice at most:
+    the lost copy never returned)."""
 
 
 class Runner(ABC):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -189,12 +190,13 @@ class RayRunner(Runner):
             raise
 
     def _start(self) -> None:
-        with interrupts.deferred():
-            nodes = live_nodes()
+        nodes = self._wait_for_nodes()
         where = placement(self.settings.num_workers, nodes)
         self.gpus = any(n.gpus for n in nodes)
         self.lost = 0
         """Workers lost with their node (a subset of the restarts)."""
+        self.requeued = 0
+        """Jobs sent again after their worker died holding them."""
         self.actor_class = ray.remote(_RayWorker)
         self.actor_options = dict(
             num_gpus=1 if self.gpus else 0,
@@ -210,6 +212,25 @@ class RayRunner(Runner):
         self.worker_info = self._get(setups)
         each = ", ".join(f"{n.label}: {threads_for(n, where)} torch threads" for n in where)
         log.info("ray: %d workers on %d nodes (%s)", len(where), len({n.id for n in where}), each)
+
+    def _wait_for_nodes(self) -> list[Node]:
+        """The live nodes, once ``runner.min_nodes`` of them have joined."""
+        want, timeout = self.settings.min_nodes or 1, self.settings.node_timeout_s
+        deadline = time.monotonic() + timeout
+        while True:
+            with interrupts.deferred():
+                nodes = live_nodes()
+            if len(nodes) >= want:
+                return nodes
+            if time.monotonic() > deadline:
+                raise SweepError(
+                    f"runner.min_nodes: {len(nodes)} of {want} nodes joined the Ray cluster "
+                    f"at {self.settings.address or 'this machine'} within {timeout:.0f} s; "
+                    "check that every node can reach the head (its address and port, a "
+                    "firewall) and that Ray started there, or lower runner.min_nodes"
+                )
+            interrupts.check()
+            time.sleep(POLL_S)
 
     @property
     def stats(self) -> RunnerStats:
@@ -228,6 +249,7 @@ class RayRunner(Runner):
             cache_builds=tuple(builds),
             nodes=tuple(s.node.label for s in self.slots),
             lost=self.lost,
+            requeued=self.requeued,
         )
 
     def _new_actor(self, node: Node, slots: list[Node]) -> Any:
@@ -275,6 +297,7 @@ class RayRunner(Runner):
                 result = self._get(ref)
             except LOST_WORKER as e:
                 queue.put_back(job)
+                self.requeued += 1
                 if generation == slot.generation:
                     queue.forget(i)
                     self._replace(i, e)

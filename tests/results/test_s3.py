@@ -26,6 +26,7 @@ import pytest
 import xarray as xr
 
 import sweep
+import sweep.errors
 from sweep.errors import StoreBusyError
 from sweep.results.backends import backend_for
 from sweep.results.lease import LEASE, Lease, read_holder
@@ -164,8 +165,14 @@ def test_sweep_on_s3_killed_resumes_equal_and_reads_by_url(s3, bucket, tmp_path)
 
 def test_a_second_driver_is_refused_and_the_store_untouched(s3, bucket, tmp_path) -> None:
     url = f"s3://{bucket}/busy.zarr"
+    import fsspec
+
+    fsspec.filesystem("s3", skip_instance_cache=True).pipe_file(f"{bucket}/notes.txt", b"x")
+    with pytest.raises(sweep.errors.SweepError, match="no such store"):
+        sweep.status(url)  # lists the bucket in this process before the store exists
     out = _cli(s3, tmp_path, *OVERRIDES, "task.n_prompts=2", f"store.path={url}")
     assert out.returncode == 0, out.stderr[-2000:]
+    assert sweep.status(url).holder is None  # seen at once: no stale listing kept
     before = _all_bytes(bucket)
     lease = Lease(backend_for(url), timeout_s=120)
     lease.acquire()  # a live driver: this process

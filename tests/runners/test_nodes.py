@@ -41,7 +41,10 @@ def three_nodes(request):
     cluster.shutdown()
 
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+ENV = {
+    **{k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")},
+    "HF_HUB_OFFLINE": "1",
+}
 
 
 def _sweep(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
@@ -122,3 +125,19 @@ def test_a_lost_node_with_no_room_elsewhere_stops_in_one_line_and_resumes(
     assert "on 2 worker(s)" in again.stdout  # the two GPUs left
     after = done_marks(path)
     assert np.array_equal(after[kept > 0], kept[kept > 0]) and (after > 0).all()
+
+
+@pytest.mark.slow
+def test_nodes_that_never_join_are_one_line_before_any_unit(three_nodes, tmp_path) -> None:
+    """``runner.min_nodes`` (the SLURM scripts set the job's node count): a node that cannot
+    reach the head is one line naming the key, and nothing is computed."""
+    cluster, _ = three_nodes
+    path = tmp_path / "s.zarr"
+    args = [*SLOW, "runner=ray", f"runner.address={cluster.address}", f"store.path={path}",
+            "runner.min_nodes=4", "runner.node_timeout_s=3"]  # fmt: skip
+    out = _sweep(args, tmp_path)
+    lines = [x for x in out.stderr.splitlines() if x.startswith("patchsweep: error:")]
+    assert out.returncode == 2 and len(lines) == 1, out.stderr[-2000:]
+    assert "runner.min_nodes: 3 of 4 nodes joined the Ray cluster" in lines[0]
+    assert "Traceback" not in out.stderr
+    assert not (done_marks(path) > 0).any()
