@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint browser graphviz slurm clean
+.PHONY: setup demo test lint browser graphviz slurm image-tools clean
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,13 @@ slurm:
 	command -v slurmctld >/dev/null && command -v munged >/dev/null || (apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	  slurm-wlm munge)
+
+# buildah and debootstrap for tests/runners/test_image.py, which builds cluster/Dockerfile
+# (skipped without): Debian's packages.
+image-tools:
+	command -v buildah >/dev/null && command -v debootstrap >/dev/null || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  buildah debootstrap)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache

@@ -27,18 +27,37 @@ SLOW = [
 ]  # fmt: skip
 
 
-@pytest.fixture
-def three_nodes(request):
-    """A head and two worker nodes, one CPU each (``gpus``: one fake GPU each as well)."""
-    from ray.cluster_utils import Cluster
+class Nodes:
+    """The three-node cluster of ``ray_nodes.py``, run in a process of its own."""
 
-    gpus = getattr(request, "param", 0)
-    args = {"num_cpus": 1, "num_gpus": gpus}
-    cluster = Cluster(initialize_head=True, head_node_args={**args, "include_dashboard": False})
-    workers = [cluster.add_node(**args) for _ in range(2)]
-    cluster.wait_for_nodes()
-    yield cluster, workers
-    cluster.shutdown()
+    def __init__(self, gpus: int, log: Path) -> None:
+        with log.open("w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__).parent / "ray_nodes.py"), str(gpus)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, env=ENV,
+            )  # fmt: skip
+        self.address = self.proc.stdout.readline().strip()
+        assert self.address, log.read_text()[-3000:]
+
+    def remove(self, i: int) -> None:
+        """Worker node ``i`` leaves the cluster, its raylet gone."""
+        self.proc.stdin.write(f"remove {i}\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "removed"
+
+    def stop(self) -> None:
+        self.proc.stdin.write("stop\n")
+        self.proc.stdin.close()
+        self.proc.wait(timeout=120)
+        self.proc.stdout.close()
+
+
+@pytest.fixture
+def three_nodes(request, tmp_path: Path):
+    """A head and two worker nodes, one CPU each (``gpus``: one fake GPU each as well)."""
+    nodes = Nodes(getattr(request, "param", 0), tmp_path / "nodes.log")
+    yield nodes
+    nodes.stop()
 
 
 ENV = {
@@ -73,10 +92,10 @@ def _drive(
 
 @pytest.mark.slow
 def test_a_worker_node_lost_half_way_is_survived(three_nodes, tmp_path: Path) -> None:
-    cluster, workers = three_nodes
+    nodes = three_nodes
     path = tmp_path / "nodes.zarr"
-    args = [*SLOW, "runner=ray", f"runner.address={cluster.address}", f"store.path={path}"]
-    done, before = _drive(args, tmp_path, lambda: cluster.remove_node(workers[0]), 0.3)
+    args = [*SLOW, "runner=ray", f"runner.address={nodes.address}", f"store.path={path}"]
+    done, before = _drive(args, tmp_path, lambda: nodes.remove(0), 0.3)
     assert done.returncode == 0, done.stderr[-2000:]
     assert 0 < before < len(done_marks(path)), "the node was lost too late"
     assert "Traceback" not in done.stderr
@@ -91,9 +110,8 @@ def test_a_worker_node_lost_half_way_is_survived(three_nodes, tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_workers_spread_one_per_node_with_their_nodes_threads(three_nodes, tmp_path) -> None:
-    cluster, _ = three_nodes
     args = [*SLOW[:4], "grid.components=[resid_pre]", "runner.progress=false",
-            "store.plots=false", "runner=ray", f"runner.address={cluster.address}",
+            "store.plots=false", "runner=ray", f"runner.address={three_nodes.address}",
             f"store.path={tmp_path / 's.zarr'}"]  # fmt: skip
     out = _sweep(args, tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -110,10 +128,9 @@ def test_a_lost_node_with_no_room_elsewhere_stops_in_one_line_and_resumes(
     three_nodes, tmp_path: Path
 ) -> None:
     """One (fake) GPU per node, a worker on each: a lost node's worker has nowhere to go."""
-    cluster, workers = three_nodes
     path = tmp_path / "gpus.zarr"
-    args = [*SLOW, "runner=ray", f"runner.address={cluster.address}", f"store.path={path}"]
-    done, before = _drive(args, tmp_path, lambda: cluster.remove_node(workers[1]), 0.3)
+    args = [*SLOW, "runner=ray", f"runner.address={three_nodes.address}", f"store.path={path}"]
+    done, before = _drive(args, tmp_path, lambda: three_nodes.remove(1), 0.3)
     lines = [x for x in done.stderr.splitlines() if x.startswith("patchsweep: error:")]
     assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
     assert "no live node has room" in lines[0] and "run the same command again" in lines[0]
@@ -131,9 +148,8 @@ def test_a_lost_node_with_no_room_elsewhere_stops_in_one_line_and_resumes(
 def test_nodes_that_never_join_are_one_line_before_any_unit(three_nodes, tmp_path) -> None:
     """``runner.min_nodes`` (the SLURM scripts set the job's node count): a node that cannot
     reach the head is one line naming the key, and nothing is computed."""
-    cluster, _ = three_nodes
     path = tmp_path / "s.zarr"
-    args = [*SLOW, "runner=ray", f"runner.address={cluster.address}", f"store.path={path}",
+    args = [*SLOW, "runner=ray", f"runner.address={three_nodes.address}", f"store.path={path}",
             "runner.min_nodes=4", "runner.node_timeout_s=3"]  # fmt: skip
     out = _sweep(args, tmp_path)
     lines = [x for x in out.stderr.splitlines() if x.startswith("patchsweep: error:")]

@@ -1,0 +1,129 @@
+"""cluster/Dockerfile built here with buildah, and ``python -m sweep`` run inside the image.
+
+No image registry is reachable from this machine, so the base image is made locally: a
+Debian root filesystem from ``debootstrap`` (Python 3.11 and venv from Debian's packages)
+imported ``FROM scratch``, passed to the Dockerfile as ``BASE``. The Dockerfile stays the
+plain one a user builds anywhere; the build reaches the package registries only through
+this machine's pip configuration and CA certificates, mounted read-only (``buildah bud
+-v``), as behind a TLS-intercepting proxy. torch is this machine's own build (``TORCH``),
+from pip's configuration (``TORCH_INDEX`` empty). The build takes minutes and about 2.5 GB;
+the images it made are removed at the end (only those).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILDAH = ["buildah", "--storage-driver", "vfs"]
+TAG = f"localhost/patchsweep-test:{os.getpid()}"
+BASE = f"localhost/patchsweep-test-base:{os.getpid()}"
+
+
+def _missing() -> str | None:
+    lacking = [t for t in ("buildah", "debootstrap") if shutil.which(t) is None]
+    if lacking:
+        return f"no {', '.join(lacking)}: make image-tools installs Debian's buildah, debootstrap"
+    if os.geteuid() != 0:
+        return "buildah --isolation chroot and debootstrap need root here"
+    return None
+
+
+def _pip_mounts() -> list[str]:
+    """``-v`` options for this machine's pip configuration: its files, and the local
+    directories and CA certificates their values name (a directory three levels up at
+    most: an index's pages link to files beside them)."""
+    debug = subprocess.run([sys.executable, "-m", "pip", "config", "debug"], text=True,
+                           capture_output=True, check=True).stdout  # fmt: skip
+    dirs = set()
+    for value in re.findall(r"(?:=|: )'?([^'\n]+?)'?$", debug, flags=re.M):
+        for word in value.split():
+            p = Path(word.removeprefix("file://"))
+            if p.is_absolute() and p.exists():
+                d = p if p.is_dir() else p.parent
+                dirs.add(Path(*d.parts[:3]))
+    files = [Path(f) for f in re.findall(r"^\s+(/\S+), exists: True", debug, flags=re.M)]
+    files = [f for f in files if not any(d in f.parents for d in dirs)]
+    return [x for p in [*sorted(dirs), *files] for x in ("-v", f"{p}:{p}:ro")]
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if (why := _missing()) is not None:
+        pytest.skip(why)
+    tmp = tmp_path_factory.mktemp("image")
+    rootfs = tmp / "rootfs"
+    boot = subprocess.run(
+        ["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
+         "bookworm", str(rootfs), "http://deb.debian.org/debian"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    if boot.returncode != 0:
+        pytest.skip(f"debootstrap could not make a base here: {boot.stderr.strip()[-300:]}")
+    with tarfile.open(tmp / "rootfs.tar", "w") as tar:
+        tar.add(rootfs, arcname=".")
+    shutil.rmtree(rootfs)
+    (tmp / "Containerfile").write_text("FROM scratch\nADD rootfs.tar /\n")
+    subprocess.run([*BUILDAH, "bud", "--isolation", "chroot", "-t", BASE, str(tmp)],
+                   check=True, capture_output=True, timeout=600)  # fmt: skip
+    (tmp / "rootfs.tar").unlink()
+    import torch
+
+    build = subprocess.run(
+        [*BUILDAH, "bud", "--isolation", "chroot", "-f", "cluster/Dockerfile",
+         "--build-arg", f"BASE={BASE}", "--build-arg", f"TORCH=torch=={torch.__version__}",
+         "--build-arg", "TORCH_INDEX=", *_pip_mounts(), "-t", TAG, "."],
+        cwd=ROOT, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    try:
+        assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+        yield TAG
+    finally:
+        for name in (TAG, BASE):
+            subprocess.run([*BUILDAH, "rmi", "-f", name], capture_output=True)
+
+
+@pytest.mark.slow
+def test_the_image_runs_a_sweep(image: str) -> None:
+    run = subprocess.run(
+        [*BUILDAH, "run", "--isolation", "chroot", "--env", "HF_HUB_OFFLINE=1",
+         (c := _container(image)), "--", "sh", "-c",
+         "cd /tmp && python -m sweep task.n_prompts=4 runner.progress=false "
+         "store.plots=false store.path=/tmp/s.zarr && python -c "
+         "'import sweep; print(sweep.open_results(\"/tmp/s.zarr\").sizes[\"prompt\"])'"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    subprocess.run([*BUILDAH, "rm", c], capture_output=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert re.search(r"units: (\d+) computed this run, \1 in the sweep", run.stdout)
+    assert run.stdout.strip().splitlines()[-1] == "4"  # the store opens with its 4 prompts
+
+
+def _container(image: str) -> str:
+    out = subprocess.run([*BUILDAH, "from", image], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_the_manifest_names_the_image_the_readme_builds() -> None:
+    """The RayJob's containers use the image the cluster README and the Dockerfile tell
+    people to build and push."""
+    job = yaml.safe_load((ROOT / "cluster" / "k8s" / "rayjob.yaml").read_text())
+    spec = job["spec"]["rayClusterSpec"]
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    pods = [g["template"] for g in groups] + [job["spec"]["submitterPodTemplate"]]
+    images = {c["image"] for p in pods for c in p["spec"]["containers"]}
+    assert len(images) == 1
+    (name,) = images
+    readme = (ROOT / "cluster" / "README.md").read_text()
+    assert f"docker build -f cluster/Dockerfile -t {name} ." in readme
+    assert f"-t {name} " in (ROOT / "cluster" / "Dockerfile").read_text()
