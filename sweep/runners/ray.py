@@ -236,19 +236,19 @@ class RayRunner(Runner):
     def stats(self) -> RunnerStats:
         """Counted from every live worker; one whose node was lost after its last job
         (never seen to die) counts as lost, not as an error."""
-        builds = []
+        builds, silent = [], 0
         for slot in self.slots:
             try:
                 builds.append(int(self._get(slot.actor.stats.remote()).get("cache_builds", 0)))
             except LOST_WORKER:
                 builds.append(0)
-                self.lost += 1
+                silent += 1
         return RunnerStats(
             workers=len(self.slots),
             restarts=sum(s.restarts for s in self.slots),
             cache_builds=tuple(builds),
             nodes=tuple(s.node.label for s in self.slots),
-            lost=self.lost,
+            lost=self.lost + silent,
             requeued=self.requeued,
         )
 
