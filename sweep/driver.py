@@ -122,13 +122,9 @@ def run_spec(
                                    progress, start)  # fmt: skip
     except interrupts.Signalled as e:
         raise Interrupted(progress.message(), e.exit_code) from None
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    except Exception as e:  # a full disk; an object store lost mid-sweep (botocore's errors)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StoreError(progress.disk_full(str(backend.path))) from None
-        if (message := object_store_error(e, backend.location)) is None:
-            raise
-        raise StoreError(message) from None
-    except Exception as e:  # an object store lost mid-sweep: botocore's own errors
         if (message := object_store_error(e, backend.location)) is None:
             raise
         raise StoreError(message) from None
