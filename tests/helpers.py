@@ -4,6 +4,7 @@ TransformerLens' own patching results as the reference."""
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,13 @@ def padded(task: Any) -> tuple[torch.Tensor, torch.Tensor]:
     the longest: what a hand-written reference runs on."""
     clean, corrupted = task.rows(np.arange(task.n_prompts))
     return clean, corrupted
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (hydra's outputs/ aside) by its content's hash: what a
+    failed command must leave as it found."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file() and "outputs" not in p.parts
+    }

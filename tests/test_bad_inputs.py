@@ -7,7 +7,6 @@ a folder of notes, a plain file, a finished store and damaged copies of it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import zarr
-from helpers import ioi_rows
+from helpers import file_hashes, ioi_rows
 
 import sweep
 from sweep.results.status import done_marks
@@ -309,14 +308,6 @@ def good_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(sweep.run(args))
 
 
-def _hashes(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in root.rglob("*")
-        if p.is_file() and "outputs" not in p.parts
-    }
-
-
 def _workdir(tmp: Path, good: Path, case: Case) -> None:
     shutil.copytree(good, tmp / "good.zarr")
     (tmp / "notes").mkdir()
@@ -374,7 +365,7 @@ def test_bad_input_is_one_line_and_touches_nothing(
     case: Case, good_store: Path, tmp_path: Path
 ) -> None:
     _workdir(tmp_path, good_store, case)
-    before = _hashes(tmp_path)
+    before = file_hashes(tmp_path)
     out = subprocess.run(
         [sys.executable, "-m", case.module, *_argv(case)],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
@@ -386,7 +377,7 @@ def test_bad_input_is_one_line_and_touches_nothing(
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith("patchsweep: error: "), lines[0]
     assert case.names in lines[0], lines[0]
-    after = _hashes(tmp_path)
+    after = file_hashes(tmp_path)
     assert {k: after.get(k) for k in before} == before
 
 

@@ -168,6 +168,21 @@ def connect(spec: RayRunnerSpec) -> bool:
     return True
 
 
+def _not_installed(e: Exception, node: Node, address: str | None) -> SweepError | None:
+    """The error to show when a worker died because its node cannot import patchsweep
+    (a cluster started from an environment without it); None for any other death."""
+    if "No module named 'sweep'" not in str(e):
+        return None
+    import sweep
+
+    return SweepError(
+        f"runner.address: node {node.label} of the Ray cluster at {address or 'auto'} cannot "
+        f"import patchsweep (No module named 'sweep'); install patchsweep {sweep.__version__} "
+        "in the Python environment Ray runs on every node (pip install patchsweep[cluster]), "
+        "or start the nodes from the image cluster/Dockerfile builds"
+    )
+
+
 def _unwrap(e: RayTaskError) -> Exception:
     """Our own errors come back wrapped; show the user the original message."""
     cause = e.cause
@@ -209,7 +224,12 @@ class RayRunner(Runner):
             for node in where:
                 self.slots.append(_Slot(self._new_actor(node, where), node))
             setups = [s.actor.setup.remote() for s in self.slots]
-        self.worker_info = self._get(setups)
+        self.worker_info = []
+        for slot, ref in zip(self.slots, setups, strict=True):
+            try:
+                self.worker_info.append(self._get(ref))
+            except LOST_WORKER as e:
+                raise _not_installed(e, slot.node, self.settings.address) or e from None
         each = ", ".join(f"{n.label}: {threads_for(n, where)} torch threads" for n in where)
         log.info("ray: %d workers on %d nodes (%s)", len(where), len({n.id for n in where}), each)
 
@@ -296,6 +316,8 @@ class RayRunner(Runner):
             try:
                 result = self._get(ref)
             except LOST_WORKER as e:
+                if missing := _not_installed(e, slot.node, self.settings.address):
+                    raise missing from None
                 queue.put_back(job)
                 self.requeued += 1
                 if generation == slot.generation:
