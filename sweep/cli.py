@@ -8,10 +8,9 @@ fails before any model loads.
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
@@ -65,18 +64,9 @@ def _app(cfg: DictConfig) -> None:
 
 def report(s: SweepSummary, top: int = 5, min_prompts: int | None = None) -> str:
     """A short, human summary: what ran, the baselines, the cells with the largest effect."""
-    from sweep.results.analysis import (
-        base_run,
-        gap_warning,
-        is_estimate,
-        metrics,
-        scale,
-        top_cells,
-        verified,
-    )
+    from sweep.results.report import results_lines
     from sweep.results.store import open_results
 
-    ds = open_results(s.path)
     lost = f" ({s.units_lost} recomputed: chunk files were missing)" if s.units_lost else ""
     rate = s.cells_run / max(s.sweep_seconds, 1e-9)
     cells = "edges" if s.edges else "cells"
@@ -89,49 +79,7 @@ def report(s: SweepSummary, top: int = 5, min_prompts: int | None = None) -> str
         f"prompt blocks of {s.prompt_block}; cached runs built per worker: "
         f"{', '.join(map(str, s.cache_builds)) or '-'}",
     ]
-    metric = metrics(ds)[0]
-    n = ds.sizes["prompt"]
-    clean = float(ds["clean_baseline"].sel(metric=metric).mean())
-    corr = float(ds["corrupted_baseline"].sel(metric=metric).mean())
-    lines.append(f"{metric}: clean {clean:.3f}, corrupted {corr:.3f} (mean over all {n} prompts)")
-    warning = gap_warning(ds, metric)
-    if warning:
-        lines.append(warning)
-    base, sc, estimate = base_run(ds), scale(ds), is_estimate(ds)
-    if s.edges:
-        return "\n".join(lines + _edge_lines(ds, top, metric, min_prompts))
-    cells = top_cells(ds, top, metric, min_prompts=min_prompts)
-    need, left_out = cells.attrs["min_prompts"], cells.attrs["left_out"]
-    what = "AtP's estimated effect" if estimate else "effect"
-    lines.append(
-        f"top cells by |{what}| on {metric} ({sc.intervention}): the cell's value minus each "
-        f"prompt's own {base} baseline, averaged over the n prompts that reach the cell; "
-        f"{sc.kind} = {sc.label} (cells that fewer than {need} of the {n} prompts reach are "
-        f"left out: {left_out}):"
-    )
-    for _, r in cells.iterrows():
-        lines.append(
-            f"  {_cell(r)}: {'estimated ' if estimate else ''}effect {r['effect']:+.3f}, "
-            f"{sc.kind} {r['scaled']:+.2f} (value {r['value']:.3f}, n={int(r['n'])})"
-        )
-    checked = verified(ds, metric) if estimate else None
-    if checked is not None and len(checked):
-        r = checked.attrs["correlation"]
-        lines.append(
-            f"verified by exact patching ({len(checked)} cells; effects on {metric}, mean over "
-            "the same prompts), AtP's estimate beside the exact value:"
-        )
-        for _, row in checked.iterrows():
-            lines.append(
-                f"  {_cell(row)}: estimate {row['estimate']:+.3f}, exact {row['exact']:+.3f} "
-                f"(n={int(row['n'])})"
-            )
-        lines.append(
-            f"correlation of estimate and exact over these {len(checked)} cells: r = {r:.3f}"
-            if math.isfinite(r)
-            else "correlation of estimate and exact: needs at least two verified cells"
-        )
-    return "\n".join(lines)
+    return "\n".join(lines + results_lines(open_results(s.path), top, min_prompts))
 
 
 def _nodes(s: SweepSummary) -> str:
@@ -147,35 +95,6 @@ def _lost(s: SweepSummary) -> str:
     again = f"{s.jobs_requeued} unit(s) sent again" if s.jobs_requeued else ""
     both = ", ".join(x for x in (lost, again) if x)
     return f" ({both})" if both else ""
-
-
-def _edge_lines(ds: Any, top: int, metric: str, min_prompts: int | None) -> list[str]:
-    from sweep.results.analysis import base_run, scale, top_edges
-
-    edges = top_edges(ds, top, metric, min_prompts=min_prompts)
-    sc, n = scale(ds), ds.sizes["prompt"]
-    lines = [
-        f"top edges by |effect| on {metric} ({sc.intervention}): the metric with the edge "
-        f"patched minus each prompt's own {base_run(ds)} baseline, averaged over the n "
-        f"prompts; {sc.kind} = {sc.label} (edges that fewer than {edges.attrs['min_prompts']} "
-        f"of the {n} prompts reach are left out: {edges.attrs['left_out']}):"
-    ]
-    for _, r in edges.iterrows():
-        at = f" at pos {r['pos']}" if "pos" in r else ""
-        lines.append(
-            f"  {r['sender']} -> {r['receiver']}{at}: effect {r['effect']:+.3f}, "
-            f"{sc.kind} {r['scaled']:+.2f} (value {r['value']:.3f}, n={int(r['n'])})"
-        )
-    return lines
-
-
-def _cell(r: Any) -> str:
-    """``z[layer=0, head=3]``: a table row's component and coordinates."""
-    from sweep.results.analysis import DIMS
-
-    where = [f"layer={int(r['layer'])}"]
-    where += [f"{d}={r[d]}" for d in DIMS if d in r and r.notna()[d]]
-    return f"{r['component']}[{', '.join(where)}]"
 
 
 def help_text() -> str:

@@ -1,7 +1,8 @@
-"""``python -m sweep.plot STORE [--out DIR] [--metric NAME]``: heatmaps and an HTML page
-(``sweep.results.plot``)."""
+"""``python -m sweep.plot STORE [--out DIR] [--metric NAME] [--prompt N]``: a PNG per
+component and an HTML page (``sweep.results.plot``, ``sweep.results.page``)."""
 
-from sweep.results.plot import figure, heatmap, main, page, render
+from sweep.results.page import page
+from sweep.results.plot import figure, heatmap, main, render
 
 __all__ = ["figure", "heatmap", "main", "page", "render"]
 

@@ -69,6 +69,16 @@ def _damage_root(tmp: Path) -> None:
     meta.write_bytes(meta.read_bytes()[:100])
 
 
+def _unfinished(tmp: Path) -> None:
+    """A store no unit of which is done yet (as one created and stopped at once)."""
+    shutil.copytree(tmp / "good.zarr", tmp / "empty.zarr")
+    group = zarr.open_group(str(tmp / "empty.zarr"), mode="r+")
+    for name in group.attrs["components"]:
+        shutil.rmtree(tmp / "empty.zarr" / name / "c")
+    for marks in ("done", "blocks"):
+        group["_patchsweep"][marks][:] = 0
+
+
 def _future(tmp: Path) -> None:
     shutil.copytree(tmp / "good.zarr", tmp / "future.zarr")
     zarr.open_group(str(tmp / "future.zarr"), mode="r+").attrs["patchsweep_format"] = 99
@@ -249,6 +259,19 @@ CASES = [
         module="sweep.plot",
         argv=("good.zarr", "--metric", "nope"),
         names="'nope'",
+    ),  # fmt: skip
+    Case(
+        "plot a prompt out of range",
+        module="sweep.plot",
+        argv=("good.zarr", "--prompt", "99"),
+        names="prompt 99 is out of range",
+    ),  # fmt: skip
+    Case(
+        "plot a store with no finished cells",
+        module="sweep.plot",
+        argv=("empty.zarr",),
+        names="empty.zarr has no finished cells yet",
+        setup=_unfinished,
     ),  # fmt: skip
     Case(
         "plot a damaged store",

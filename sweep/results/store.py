@@ -36,6 +36,7 @@ from sweep.plan import (
     WorkUnit,
     resolve_positions,
 )
+from sweep.results import accessor  # noqa: F401  (registers ds.patchsweep)
 from sweep.results.backends import Backend, backend_for
 from sweep.results.lease import LEASE, Lease, read_holder
 

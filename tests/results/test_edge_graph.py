@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import needs_chromium, page_state
 
 import sweep
 from sweep.analysis import scaled, top_edges
@@ -72,6 +73,18 @@ def test_render_writes_the_graph_as_svg_in_the_page_and_a_png(
     assert '<div id="edge-graph"><svg' in page
     svg = (out / "edges_graph.svg").read_text()
     assert "<title>a0.h3&#45;&gt;a1.h" in svg  # Graphviz laid out the circuit's edge
+
+
+@needs_chromium
+def test_the_edge_page_draws_the_edge_map_and_its_prompts(edge_store: Path, tmp_path) -> None:
+    out = render(edge_store, tmp_path / "plots")
+    ds = sweep.open_results(edge_store).load()
+    state, log = page_state((out / "index.html").as_uri() + "#view=p1", tmp_path / "profile")
+    assert state["rendered"] == 1 and state["requests"] == [], log[-2000:]
+    want = heatmap(ds, "edges", "logit_diff", prompt=1).values[0]
+    got = np.array([np.nan if v is None else v for v in state["first-rows"][0]], dtype=float)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6)
+    assert state["titles"][0].endswith("<sup>prompt 1</sup>")
 
 
 def test_without_dot_the_page_says_how_to_get_it(

@@ -80,7 +80,8 @@ def test_titles_colour_bars_and_top_cells_name_the_scale(stores: dict) -> None:
     for name, ds in stores.items():
         h = plot.heatmap(ds, "resid_pre", "logit_diff")
         sc = analysis.scale(ds)
-        assert h.title == f"resid_pre: logit_diff, fraction {sc.kind} by {name}"
+        assert h.headline == f"resid_pre: logit_diff, fraction {sc.kind} by {name}"
+        assert h.title == f"{h.headline}, mean over the prompts that reach each cell (of 1)"
         fig = plot.figure(h)
         assert fig.axes[1].get_ylabel() == sc.bar  # the colour bar
         np.testing.assert_allclose(
@@ -102,8 +103,8 @@ def test_a_tiny_or_inverted_gap_is_counted_in_a_warning(tmp_path: Path) -> None:
     assert bad > 0  # random weights: clean and corrupted barely differ
     line = analysis.gap_warning(ds)
     assert line.startswith(f"warning: {bad} of 16 prompts have a clean-corrupted gap")
-    page = plot.page([plot.heatmap(ds, "resid_pre", "logit_diff")], "s.zarr")
-    assert f"{bad} of 16 prompts" in page
+    page = plot.page(ds.load(), "s.zarr")
+    assert f"{bad} of 16 prompts" in page  # in the map's title and beside the top cells
     healthy = sweep.open_results(sweep.run([*BASE, f"store.path={tmp_path / 'i.zarr'}"]))
     assert analysis.gap_warning(healthy) == ""
 
