@@ -119,6 +119,15 @@ def main() -> None:
 
 def _reference(base: list[str], n: int, ours: float) -> None:
     """The hooked one-forward-per-edge reference on ``n`` edges of the head sample."""
+    rate = _reference_rate(base, n)
+    print(f"one hooked forward per edge (same sample of receivers, {n} edges): "
+          f"{rate:.2f} edges/s; all edges would take {32491 / rate / 3600:.1f} h; "
+          f"patchsweep end to end {ours / rate:.1f}x")  # fmt: skip
+
+
+def _reference_rate(base: list[str], n: int) -> float:
+    """Edges per second of one hooked forward per edge, on ``n`` edges into head 0 of
+    every layer of the GPT-2-small shape (``bench/edge_speed.py``'s reference)."""
     import torch
     from edge_speed import reference
 
@@ -133,10 +142,7 @@ def _reference(base: list[str], n: int, ours: float) -> None:
     graph = [e for e in edges(GraphShape(12, 12)) if ".h0." in e[1].name]
     pick = sorted(np.random.default_rng(0).choice(len(graph), n, replace=False))
     _, seconds = reference(w, [graph[j] for j in pick])
-    rate = n / seconds
-    print(f"one hooked forward per edge (same sample of receivers, {n} edges): "
-          f"{rate:.2f} edges/s; all edges would take {32491 / rate / 3600:.1f} h; "
-          f"patchsweep end to end {ours / rate:.1f}x")  # fmt: skip
+    return n / seconds
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from sweep.results.analysis import (
     top_cells,
     top_edges,
     verified,
+    verified_edges,
 )
 
 __all__ = [
@@ -42,4 +43,5 @@ __all__ = [
     "top_cells",
     "top_edges",
     "verified",
+    "verified_edges",
 ]

@@ -21,7 +21,7 @@ from sweep import config, interrupts
 from sweep.engine.budget import CACHE_SHARE, max_prompt_block, prompt_block
 from sweep.errors import ConfigError, Interrupted, StoreError, StoreMismatchError
 from sweep.plan import BYTES_PER_VALUE, ExactJob, Plan, TaskInfo, WorkUnit, make_plan
-from sweep.results.analysis import cell_of, top_cells
+from sweep.results.analysis import cell_of, top_cells, top_edges
 from sweep.results.backends import backend_for, object_store_error
 from sweep.results.lease import Lease
 from sweep.results.store import (
@@ -255,7 +255,8 @@ def _sweep(
     bar.close()
     k = getattr(iv, "verify_top_k", 0)
     if k and store.verified() == 0 and (store.done() > 0).all():
-        _verify_top_cells(runner, store, plan, k, run_number)
+        verify = _verify_top_edges if plan.is_edges else _verify_top_cells
+        verify(runner, store, plan, k, run_number)
     stats = runner.stats
     return SweepSummary(
         path=backend.path,
@@ -321,6 +322,28 @@ def _base_run(spec: SweepSpec) -> str:
     from sweep.interventions import build
 
     return build(spec.intervention).base_run
+
+
+def _verify_top_edges(runner: Runner, store: ResultStore, plan: Plan, k: int, run: int) -> None:
+    """EAP: patch the K edges with the largest estimated effect exactly (the exact edge
+    forward), into ``edges_exact``; one job per prompt block, queued like units."""
+    top = top_edges(open_results(store.path), k)
+    log.info("EAP: verifying the top %d edges by exact edge patching", len(top))
+    into = [n.name for n in plan.axes.nodes("receiver")]
+    out_of = [n.name for n in plan.axes.nodes("sender")]
+    at = ["pos"] if "pos" in top else []
+    cells = [{"receiver": r["receiver"], "sender": r["sender"], **{d: r[d] for d in at}}
+             for _, r in top.iterrows()]  # fmt: skip
+    coords = tuple(
+        (into.index(c["receiver"]), out_of.index(c["sender"]),
+         *(plan.axes.code("pos", c["pos"]) for _ in at))
+        for c in cells
+    )  # fmt: skip
+    name = plan.components[0].name
+    jobs = [ExactJob(name, 0, coords, a, b) for a, b in plan.prompt_blocks]
+    for job, values in runner.exact(jobs):
+        store.write_cells(f"{name}_exact", cells, values, slice(job.prompt_start, job.prompt_stop))
+    store.mark_verified(run)
 
 
 def _verify_top_cells(runner: Runner, store: ResultStore, plan: Plan, k: int, run: int) -> None:

@@ -491,25 +491,32 @@ class SweepSpec:
                 '{"IO": 4} on each line)'
             )
         iv = self.intervention
+        if iv.kind == "eap" and not isinstance(self.grid, EdgeGridSpec):
+            raise ConfigError(
+                "intervention=eap: scores the edges of an edge sweep; add grid=edges (to "
+                "estimate cells, use intervention=atp)"
+            )
         if (
             "kl" in self.metric.names
-            and iv.kind == "atp"
+            and iv.kind in ("atp", "eap")
+            and getattr(iv, "steps", 1) == 1
             and getattr(iv, "direction", "") == ("noise")
         ):
             raise ConfigError(
-                "metric.names: kl with intervention=atp direction=noise linearises at the "
-                "clean run, where KL from the clean run and its gradient are 0, so every "
+                f"metric.names: kl with intervention={iv.kind} direction=noise linearises at "
+                "the clean run, where KL from the clean run and its gradient are 0, so every "
                 "estimate would be 0; use another metric or direction=denoise"
             )
 
     def _check_graph(self) -> None:
         iv, grid = self.intervention, f"grid={self.grid.KIND}"
-        allowed = ("patch", "zero", "mean", "resample") if grid == "grid=edges" else ("patch",)
+        edges = ("patch", "zero", "mean", "resample", "eap")
+        allowed = edges if grid == "grid=edges" else ("patch",)
         if iv.kind not in allowed:
             raise ConfigError(
                 f"intervention={iv.kind}: {grid} takes intervention={', '.join(allowed)} "
                 "(an edge's source: the other run's sender output, or zero, its mean or "
-                "another prompt's)"
+                "another prompt's; eap estimates every edge from gradients)"
                 if grid == "grid=edges"
                 else f"intervention={iv.kind}: {grid} patches from the other run only (the "
                 "paper's recipe); use intervention=patch (direction=denoise or noise)"

@@ -45,13 +45,19 @@ def sender_output(model: Any, tokens: torch.Tensor, cache: Any, s: Node) -> torc
 
 
 def edge_forward(
-    model: Any, base_tokens: torch.Tensor, delta: torch.Tensor, r: Node, parallel: bool
+    model: Any,
+    base_tokens: torch.Tensor,
+    delta: torch.Tensor,
+    r: Node,
+    parallel: bool,
+    before: list | None = None,
 ) -> torch.Tensor:
     """Logits [batch, vocab] at the last position of the base prompts, with only ``r``
-    reading ``delta`` more."""
+    reading ``delta`` more. ``before``: hooks every run takes first (an input replaced)."""
+    before = before or []
     last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
     if r.kind == "logits":
-        return model.run_with_hooks(base_tokens, fwd_hooks=[(last, _add(delta))])[:, -1]
+        return model.run_with_hooks(base_tokens, fwd_hooks=[*before, (last, _add(delta))])[:, -1]
     if r.kind == "mlp":
         reads = "hook_resid_pre" if parallel else "hook_resid_mid"
         where, value = f"blocks.{r.layer}.{reads}", f"blocks.{r.layer}.hook_mlp_out"
@@ -62,7 +68,7 @@ def edge_forward(
     def record(act: torch.Tensor, hook: Any) -> None:
         seen["new"] = act.clone()
 
-    model.run_with_hooks(base_tokens, fwd_hooks=[(where, _add(delta)), (value, record)])
+    model.run_with_hooks(base_tokens, fwd_hooks=[*before, (where, _add(delta)), (value, record)])
 
     def set_receiver(act: torch.Tensor, hook: Any) -> torch.Tensor:
         act = act.clone()
@@ -71,7 +77,7 @@ def edge_forward(
         act[:, :, r.head] = seen["new"][:, :, r.head]
         return act
 
-    return model.run_with_hooks(base_tokens, fwd_hooks=[(value, set_receiver)])[:, -1]
+    return model.run_with_hooks(base_tokens, fwd_hooks=[*before, (value, set_receiver)])[:, -1]
 
 
 def _add(delta: torch.Tensor) -> Any:
@@ -119,6 +125,41 @@ def edge_logit_diffs(
                         change[s.name] = keep
                 logits = edge_forward(model, base, change[s.name], r, parallel)[0]
                 out[j, p] = float(logits[answer] - logits[wrong])
+    return out
+
+
+def eap_logit_diffs(
+    model: Any, task: Any, edges: list[tuple[Node, Node]], base_run: str, steps: int = 1
+) -> Any:
+    """[edge, prompt] EAP(-IG) scores of the logit difference by autograd through the
+    hooked reference: d/de of the logit difference when only the receiver reads ``e`` times
+    the sender's change, at e = 0, averaged over runs from the base input moved k/steps of
+    the way to the source input (k = 0 .. steps - 1); one unpadded forward pair and one
+    backward per edge, prompt and step."""
+    embed = "blocks.0.hook_resid_pre"
+    out = np.zeros((len(edges), task.n_prompts))
+    for p in range(task.n_prompts):
+        clean, corrupted = (t[:, : int(task.lengths[p])] for t in task.rows(np.array([p])))
+        base, source = (corrupted, clean) if base_run == "corrupted" else (clean, corrupted)
+        with torch.no_grad():
+            _, base_cache = model.run_with_cache(base)
+            _, source_cache = model.run_with_cache(source)
+            change = {s.name: sender_output(model, source, source_cache, s)
+                      - sender_output(model, base, base_cache, s) for s, _ in edges}  # fmt: skip
+        answer, wrong = int(task.answer[p]), int(task.wrong[p])
+        for k in range(steps):
+            moved = base_cache[embed] + (k / steps) * (source_cache[embed] - base_cache[embed])
+
+            def start(act: torch.Tensor, hook: Any, moved: torch.Tensor = moved) -> torch.Tensor:
+                return moved.clone()
+
+            for j, (s, r) in enumerate(edges):
+                e = torch.zeros((), requires_grad=True)
+                with torch.enable_grad():
+                    logits = edge_forward(model, base, e * change[s.name], r, False,
+                                          [(embed, start)])[0]  # fmt: skip
+                    (grad,) = torch.autograd.grad(logits[answer] - logits[wrong], e)
+                out[j, p] += float(grad) / steps
     return out
 
 

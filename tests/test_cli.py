@@ -111,7 +111,7 @@ def test_help_lists_groups_and_options_without_internal_schemas(tmp_path: Path) 
     out = _cli(tmp_path, "--help")
     assert out.returncode == 0
     assert out.stdout.startswith("patchsweep: activation-patching")
-    assert "intervention  atp, mean, patch*, resample, zero" in out.stdout
+    assert "intervention  atp, eap, mean, patch*, resample, zero" in out.stdout
     assert "base_" not in out.stdout
 
 

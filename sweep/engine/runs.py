@@ -9,6 +9,7 @@ its share of ``runner.memory_mb`` holds, least recently used first out.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,6 +101,8 @@ def _bytes(x: Any) -> int:
         return sum(_bytes(v) for v in x.values())
     if isinstance(x, (list, tuple)):
         return sum(_bytes(v) for v in x)
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):  # EAP's gradients
+        return sum(_bytes(v) for v in vars(x).values())
     return 0
 
 

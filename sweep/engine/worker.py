@@ -23,6 +23,7 @@ from sweep.components import COMPONENTS, Component
 from sweep.edges.graph import Node, receivers
 from sweep.engine.budget import CACHE_SHARE, cells_per_forward, warn_if_below_one_cell
 from sweep.engine.cells import Cell, gather_cells, make_batch
+from sweep.engine.eap import EMBED_HOOK, block_metric, edge_scores, integrated_gradients
 from sweep.engine.edges import deltas, edge_hooks, edge_values
 from sweep.engine.forward import FAMILIES, Forward, HookedForward, choose_forward, fallback
 from sweep.engine.forward.suffix import SuffixForward
@@ -30,6 +31,7 @@ from sweep.engine.paths import path_hooks, path_values
 from sweep.engine.runs import BlockCache, BlockRuns, build_block, run_cached
 from sweep.errors import ConfigError
 from sweep.interventions import Context, Estimator, build
+from sweep.interventions.eap import EAP
 from sweep.models import load_model
 from sweep.plan import (
     BlockData,
@@ -155,6 +157,12 @@ class Worker:
             samples = [{hook: src[k] for hook, src in per_hook} for k in range(len(per_hook[0][1]))]
             block.extras["deltas"] = [deltas(self.forward, block, self._senders, src)
                                       for src in samples]  # fmt: skip
+        if isinstance(iv, EAP):  # every receiver's gradient, from the inputs' path
+            base, source = (block.base[EMBED_HOOK], block.source[EMBED_HOOK])
+            metric = block_metric(block, self.metrics)
+            block.extras["eap"] = integrated_gradients(
+                self.forward, block, base, source, metric, iv.steps, len(self.metrics)
+            )
         final = f"blocks.{self.shape.n_layers - 1}.hook_resid_post"  # the logits receiver's
         block.base = {k: v for k, v in block.base.items() if k in start | {final}}
         block.source = {}
@@ -238,10 +246,13 @@ class Worker:
         assert isinstance(self.forward, SuffixForward)
         used = {s.name for s, _ in pairs}
         per_sample = []  # values are averaged over the intervention's samples
+        masks = self._position_masks(unit, block)
         for sample in block.extras["deltas"]:
             delta = {k: v for k, v in sample.items() if k in used}
-            masks = self._position_masks(unit, block)
-            per_pos = [self._edges_at(pairs, block, delta, mask) for mask in masks]
+            if "eap" in block.extras:
+                per_pos = self._estimated_edges(pairs, block, delta, masks)
+            else:
+                per_pos = [self._edges_at(pairs, block, delta, mask) for mask in masks]
             per_sample.append(torch.stack(per_pos, dim=2))
         values = torch.stack(per_sample).mean(0).cpu().numpy().astype(np.float32)
         receivers = [self.axes.nodes("receiver")[i].name for i in unit.layers]
@@ -263,6 +274,23 @@ class Worker:
         if mask is not None:
             values[:, :, ~mask.any(-1)] = float("nan")
         return values
+
+    def _estimated_edges(
+        self, pairs: list, block: BlockRuns, delta: dict, masks: list[Any]
+    ) -> list[torch.Tensor]:
+        """EAP: per position mask, [metric, edge, prompt] the base run's metric plus each
+        edge's first-order change (over the mask's positions; NaN where it is empty)."""
+        scores = edge_scores(block.extras["eap"], delta, pairs, block.last)  # [m, e, p, pos]
+        base = block.evaluate(self.metrics, block.base_logits).float()[:, None, :]
+        out = []
+        for mask in masks:
+            if mask is None:
+                out.append(base + scores.sum(-1))
+                continue
+            values = base + (scores * mask[None, None].to(scores.dtype)).sum(-1)
+            values[:, :, ~mask.any(-1)] = float("nan")
+            out.append(values)
+        return out
 
     def _position_masks(self, unit: WorkUnit, block: BlockRuns) -> list[Any]:
         """Per position of the unit (edges one position at a time): [prompt, pos] true at
@@ -323,10 +351,29 @@ class Worker:
     def exact(self, job: ExactJob) -> np.ndarray:
         """Exact patching of single cells under the sweep's intervention (AtP: patching in
         its direction): [metric, cell, prompt]."""
-        c = self.shape.component(job.component)
         block = self.block(job.prompt_start, job.prompt_stop)
+        if self.edges:
+            return self._exact_edges(job, block).cpu().numpy().astype(np.float32)
+        c = self.shape.component(job.component)
         values = self.patched(c, job.layer, list(job.cells), block)
         return values.cpu().numpy().astype(np.float32)
+
+    def _exact_edges(self, job: ExactJob, block: BlockRuns) -> torch.Tensor:
+        """EAP's verification: [metric, edge, prompt] of each edge patched exactly (cells
+        are receiver and sender node indices, and a position code for edges one position
+        at a time)."""
+        into, out_of = self.axes.nodes("receiver"), self.axes.nodes("sender")
+        pairs = [(out_of[int(c[1])], into[int(c[0])]) for c in job.cells]
+        delta = block.extras["deltas"][0]  # EAP patches from the other run: one sample
+        if all(len(c) == 2 for c in job.cells):
+            return self._edges_at(pairs, block, delta, None)
+        named = block.named.cpu().numpy() if block.named is not None else np.zeros((block.n, 0))
+        out = []
+        for pair, c in zip(pairs, job.cells, strict=True):
+            at = resolve_positions(np.array([int(c[2])]), block.lengths.cpu().numpy(), named)
+            mask = torch.arange(block.seq_len)[None, :] == torch.from_numpy(at)[:, 0, None]
+            out.append(self._edges_at([pair], block, delta, mask.to(block.last.device)))
+        return torch.cat(out, dim=1)
 
     def _values(self, c: Component, layer: int, cells: list[Cell], block: BlockRuns) -> Any:
         iv = self.intervention

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sweep.interventions.atp import AtP
 from sweep.interventions.base import Context, Estimator, Intervention
+from sweep.interventions.eap import EAP
 from sweep.interventions.mean import Mean
 from sweep.interventions.patch import Patch
 from sweep.interventions.resample import Resample
@@ -16,7 +17,7 @@ from sweep.interventions.zero import Zero
 from sweep.spec import InterventionSpec
 
 INTERVENTIONS: dict[str, type[Intervention]] = {
-    cls.KIND: cls for cls in (Patch, Zero, Mean, Resample, AtP)
+    cls.KIND: cls for cls in (Patch, Zero, Mean, Resample, AtP, EAP)
 }
 
 

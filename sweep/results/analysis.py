@@ -133,8 +133,12 @@ def scale(ds: xr.Dataset) -> Scale:
     else (noising, zero/mean/resample ablation) destroys from the clean run."""
     keys = _intervention_keys(ds)
     kind = str(keys.get("kind", ds.attrs.get("intervention", "patch")))
-    if kind in ("patch", "atp"):
-        name = f"{'AtP' if kind == 'atp' else 'patch'} {keys.get('direction', 'denoise')}"
+    if kind in ("patch", "atp", "eap"):
+        what = {"patch": "patch", "atp": "AtP", "eap": "EAP"}[kind]
+        steps = int(keys.get("steps", 1) or 1)
+        if kind == "eap" and steps > 1:
+            what = f"EAP-IG ({steps} steps)"
+        name = f"{what} {keys.get('direction', 'denoise')}"
     else:
         name = f"{kind} ablation"
     return Scale("restored" if base_run(ds) == "corrupted" else "destroyed", name)
@@ -360,9 +364,10 @@ def top_edges(
 
 
 def is_estimate(ds: xr.Dataset) -> bool:
-    """Whether the store's values are AtP's first-order estimates, not patched values."""
+    """Whether the store's values are first-order estimates (AtP's, EAP's), not patched
+    values."""
     kind = _intervention_keys(ds).get("kind", ds.attrs.get("intervention", ""))
-    return str(kind) == "atp"
+    return str(kind) in ("atp", "eap")
 
 
 def verified(ds: xr.Dataset, metric: str | None = None) -> pd.DataFrame:
@@ -389,6 +394,31 @@ def verified(ds: xr.Dataset, metric: str | None = None) -> pd.DataFrame:
     for d in dims:
         if d in ds and ds[d].dtype.kind in "iuf":
             table[d] = table[d].astype("Int64")
+    order = table["exact"].abs().sort_values(ascending=False, kind="stable").index
+    table = table.loc[order].reset_index(drop=True)
+    r = float(np.corrcoef(table["estimate"], table["exact"])[0, 1]) if len(table) > 1 else np.nan
+    table.attrs["correlation"] = r
+    return table
+
+
+def verified_edges(ds: xr.Dataset, metric: str | None = None) -> pd.DataFrame:
+    """EAP's verified edges: each edge's estimated and exact effect side by side (means over
+    the same ``n`` prompts, against each prompt's own baseline), largest exact first;
+    ``attrs["correlation"]``: Pearson's r over these edges (NaN for fewer than two)."""
+    metric = check_metric(ds, metric)
+    names = [n for n in edge_variables(ds) if f"{n}_exact" in ds]
+    at = ["pos"] if names and "pos" in ds[names[0]].dims else []  # edges one position at a time
+    columns = ["sender", "receiver", *at, "estimate", "exact", "n"]
+    if not names:
+        table = pd.DataFrame(columns=columns)
+    else:
+        exact = effect(ds, f"{names[0]}_exact", metric=metric)
+        estimate = effect(ds, names[0], metric=metric).where(exact.notnull())
+        table = xr.Dataset(
+            {"estimate": estimate.mean("prompt"), "exact": exact.mean("prompt"),
+             "n": exact.count("prompt")}
+        ).to_dataframe()  # fmt: skip
+        table = table[table["n"] > 0].reset_index().reindex(columns=columns)
     order = table["exact"].abs().sort_values(ascending=False, kind="stable").index
     table = table.loc[order].reset_index(drop=True)
     r = float(np.corrcoef(table["estimate"], table["exact"])[0, 1]) if len(table) > 1 else np.nan

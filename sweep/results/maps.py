@@ -73,7 +73,7 @@ class Heatmap:
             what = f"effect of {self.scale.intervention} (value - {self.base} baseline)"
         else:
             what = f"value with {self.scale.intervention}"
-        estimate = " (estimate)" if self.scale.intervention.startswith("AtP") else ""
+        estimate = " (estimate)" if self.scale.intervention.startswith(("AtP", "EAP")) else ""
         return f"{self.component}: {self.metric}, {what}{estimate}"
 
     @property

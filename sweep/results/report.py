@@ -23,6 +23,7 @@ from sweep.results.analysis import (
     top_cells,
     top_edges,
     verified,
+    verified_edges,
 )
 
 
@@ -66,7 +67,6 @@ def results_lines(ds: xr.Dataset, top: int = 5, min_prompts: int | None = None) 
         )
     checked = verified(ds, metric) if estimate else None
     if checked is not None and len(checked):
-        r = checked.attrs["correlation"]
         lines.append(
             f"verified by exact patching ({len(checked)} cells; effects on {metric}, mean over "
             "the same prompts), AtP's estimate beside the exact value:"
@@ -76,20 +76,18 @@ def results_lines(ds: xr.Dataset, top: int = 5, min_prompts: int | None = None) 
                 f"  {_cell(row)}: estimate {row['estimate']:+.3f}, exact {row['exact']:+.3f} "
                 f"(n={int(row['n'])})"
             )
-        lines.append(
-            f"correlation of estimate and exact over these {len(checked)} cells: r = {r:.3f}"
-            if math.isfinite(r)
-            else "correlation of estimate and exact: needs at least two verified cells"
-        )
+        lines.append(_correlation(checked, "cells"))
     return lines
 
 
 def _edge_lines(ds: xr.Dataset, top: int, metric: str, min_prompts: int | None) -> list[str]:
     edges = top_edges(ds, top, metric, min_prompts=min_prompts)
     sc, n = scale(ds), ds.sizes["prompt"]
+    what = f"{sc.intervention.split(' ')[0]}'s estimated effect" if is_estimate(ds) else "effect"
+    patched = "estimated with the edge patched" if is_estimate(ds) else "with the edge patched"
     lines = [
-        f"top edges by |effect| on {metric} ({sc.intervention}): the metric with the edge "
-        f"patched minus each prompt's own {base_run(ds)} baseline, averaged over the n "
+        f"top edges by |{what}| on {metric} ({sc.intervention}): the metric {patched} "
+        f"minus each prompt's own {base_run(ds)} baseline, averaged over the n "
         f"prompts; {sc.kind} = {sc.label} (edges that fewer than {edges.attrs['min_prompts']} "
         f"of the {n} prompts reach are left out: {edges.attrs['left_out']}):"
     ]
@@ -99,7 +97,27 @@ def _edge_lines(ds: xr.Dataset, top: int, metric: str, min_prompts: int | None) 
             f"  {r['sender']} -> {r['receiver']}{at}: effect {r['effect']:+.3f}, "
             f"{sc.kind} {r['scaled']:+.2f} (value {r['value']:.3f}, n={int(r['n'])})"
         )
+    checked = verified_edges(ds, metric) if is_estimate(ds) else None
+    if checked is not None and len(checked):
+        lines.append(
+            f"verified by exact edge patching ({len(checked)} edges; effects on {metric}, mean "
+            "over the same prompts), the estimate beside the exact value:"
+        )
+        for _, row in checked.iterrows():
+            at = f" at pos {row['pos']}" if "pos" in row else ""
+            lines.append(
+                f"  {row['sender']} -> {row['receiver']}{at}: estimate {row['estimate']:+.3f}, "
+                f"exact {row['exact']:+.3f} (n={int(row['n'])})"
+            )
+        lines.append(_correlation(checked, "edges"))
     return lines
+
+
+def _correlation(checked: Any, what: str) -> str:
+    r = checked.attrs["correlation"]
+    if not math.isfinite(r):
+        return "correlation of estimate and exact: needs at least two verified " + what
+    return f"correlation of estimate and exact over these {len(checked)} {what}: r = {r:.3f}"
 
 
 def _cell(r: Any) -> str:

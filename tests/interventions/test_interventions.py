@@ -238,7 +238,7 @@ def test_bad_intervention_or_metric_is_named(tmp_path: Path, override: str, mess
 
 def test_unknown_intervention_group_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^intervention=scramble: no such option; choose from: "
-                       r"atp, mean, patch, resample, zero$"):  # fmt: skip
+                       r"atp, eap, mean, patch, resample, zero$"):  # fmt: skip
         sweep.run(_overrides(tmp_path, "x", "intervention=scramble"))
 
 

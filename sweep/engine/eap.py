@@ -1,0 +1,235 @@
+"""Edge attribution patching (EAP, Syed et al. 2023) and its integrated-gradients form
+(EAP-IG, Hanna et al. 2024): a first-order estimate of every edge from forwards and
+backwards of the base run, on a family's suffix forward.
+
+Patching an edge adds the sender's change ``delta_s`` (source minus base output) to the
+residual stream its receiver, and only it, reads. To first order the metric then moves by
+``sum over positions of delta_s . dM/dx_r``, where ``x_r`` is the receiver's own copy of
+the residual stream it reads (before its norm: a head's q, k or v input, an MLP's input,
+the logits' final residual). One forward of the base run in which every receiver reads
+its own copy (a zero probe added to it), and one backward per metric, give ``dM/dx_r`` for
+every receiver at once; each edge's score is then a dot product with its sender's change.
+
+EAP-IG averages the gradient over ``steps`` points of a straight path between the two
+runs' *inputs* (the embeddings, ``blocks.0.hook_resid_pre``): the base input plus ``k /
+steps`` of (source input - base input), k = 0 .. steps - 1, every activation recomputed
+from there, while ``delta_s`` stays the real runs' difference. That is the paper's
+"inputs" variant (interpolating the input keeps every activation on a path the model can
+produce; interpolating each activation separately does not), and a left Riemann sum, so
+``steps=1`` is EAP itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from sweep.edges.graph import Node
+from sweep.engine.forward.suffix import Rows, SuffixForward
+
+if TYPE_CHECKING:
+    from sweep.engine.runs import BlockRuns
+
+Metric = Callable[[torch.Tensor], torch.Tensor]
+"""Last-position logits [prompt, vocab] -> [metric, prompt]."""
+
+EMBED_HOOK = "blocks.0.hook_resid_pre"
+
+
+def block_metric(block: BlockRuns, metrics: tuple[str, ...]) -> Metric:
+    """The metrics of a block's prompts from their last-position logits, differentiable
+    (the block's answers and clean logits copied out of inference mode)."""
+    from sweep.metrics import evaluate
+
+    with torch.inference_mode(False):
+        answer, wrong = block.answer.clone(), block.wrong.clone()
+        clean = block.clean_logits.clone()
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        return evaluate(metrics, logits, answer, wrong, clean)
+
+    return metric
+
+
+class _Probes:
+    """Zero tensors added to each receiver's copy of the residual stream; their gradients
+    are the receivers' input gradients. Packed tokens [T] as the forward's rows."""
+
+    def __init__(self, fw: SuffixForward, rows: Rows, d_model: int, dtype: torch.dtype) -> None:
+        device = rows.tok_row.device
+        t, self.fw = len(rows.tok_row), fw
+        heads = fw.qkv(0, torch.zeros(1, d_model, device=device, dtype=dtype))
+        self.counts = [int(x.shape[1]) for x in heads]  # q heads, k and v (key/value) heads
+        self.qkv = [
+            torch.zeros(sum(self.counts), t, d_model, device=device, dtype=dtype,
+                        requires_grad=True)
+            for _ in range(fw.n_layers)
+        ]  # fmt: skip
+        self.mlp = [
+            torch.zeros(t, d_model, device=device, dtype=dtype, requires_grad=True)
+            for _ in range(fw.n_layers)
+        ]
+        self.logits = torch.zeros(len(rows.prompt), d_model, device=device, dtype=dtype,
+                                  requires_grad=True)  # fmt: skip
+
+    def leaves(self) -> list[torch.Tensor]:
+        return [*self.qkv, *self.mlp, self.logits]
+
+    def trace(self, i: int, parallel: bool) -> Callable[[str, torch.Tensor], torch.Tensor]:
+        """Block ``i``'s trace: q, k and v per head from that head's own copy of the
+        residual, the MLP from its own; values equal the model's (the probes are zero)."""
+        fw, seen = self.fw, {}
+        reads = "resid_pre" if parallel else "resid_mid"
+
+        def at(name: str, act: torch.Tensor) -> torch.Tensor:
+            if name in ("resid_pre", "resid_mid"):
+                seen[name] = act
+            elif name == "q":
+                copies = seen["resid_pre"][None] + self.qkv[i]  # [copies, T, d]
+                out = fw.qkv(i, copies.flatten(0, 1))  # each [copies * T, heads, d_head]
+                first = 0
+                for kind, count, full in zip("qkv", self.counts, out, strict=True):
+                    full = full.view(len(copies), -1, *full.shape[1:])[first : first + count]
+                    own = torch.arange(count, device=act.device)
+                    seen[kind] = full[own, :, own].transpose(0, 1)  # [T, heads, d_head]
+                    first += count
+                return seen["q"].to(act.dtype)
+            elif name in ("k", "v"):
+                return seen[name].to(act.dtype)
+            elif name == "mlp_out":
+                return fw.mlp(i, seen[reads] + self.mlp[i]).to(act.dtype)
+            return act
+
+        return at
+
+
+@dataclass
+class Gradients:
+    """dM/dx_r of every receiver, per metric."""
+
+    qkv: list[torch.Tensor]
+    """[metric] of [layer, copy, prompt, pos, d_model]: the q copies, then k's, then v's."""
+    mlp: list[torch.Tensor]
+    """[metric] of [layer, prompt, pos, d_model] (empty for an attention-only model)."""
+    logits: list[torch.Tensor]
+    """[metric] of [prompt, d_model]: the final residual at each prompt's last position."""
+    counts: tuple[int, int, int]
+    """Copies of the q, k and v inputs per layer (heads; key/value heads for k and v)."""
+
+    def of(self, m: int, r: Node) -> torch.Tensor:
+        """Receiver ``r``'s gradient for metric ``m``: [prompt, pos, d] ([prompt, d] for
+        the logits)."""
+        if r.kind == "logits":
+            return self.logits[m]
+        if r.kind == "mlp":
+            return self.mlp[m][r.layer]
+        q, k, _ = self.counts
+        return self.qkv[m][r.layer, {"q": 0, "k": q, "v": q + k}[r.kind] + r.head]
+
+    def __add__(self, other: Gradients) -> Gradients:
+        def add(a: list[torch.Tensor], b: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [x + y for x, y in zip(a, b, strict=True)]
+
+        return Gradients(add(self.qkv, other.qkv), add(self.mlp, other.mlp),
+                         add(self.logits, other.logits), self.counts)  # fmt: skip
+
+    def __truediv__(self, k: float) -> Gradients:
+        return Gradients([x / k for x in self.qkv], [x / k for x in self.mlp],
+                         [x / k for x in self.logits], self.counts)  # fmt: skip
+
+
+def receiver_gradients(
+    fw: SuffixForward, block: BlockRuns, embed: torch.Tensor, metric: Metric, n_metrics: int
+) -> Gradients:
+    """dM/dx_r for every receiver, from the base run started at ``embed`` (the input
+    residual [prompt, pos, d_model]); every position recomputed, nothing read from a cache."""
+    n, seq, d = embed.shape
+    d_head = int(fw.model.cfg.d_head)
+    # The cached runs are inference tensors, which autograd may not save: copies made
+    # outside inference mode are ordinary tensors.
+    with torch.inference_mode(False), torch.enable_grad():
+        last = block.last.clone()
+        rows = Rows.make(torch.arange(n, device=last.device), torch.zeros_like(last), last)
+        probes = _Probes(fw, rows, d, embed.dtype)
+        x = embed.clone()[rows.tok_prompt, rows.tok_pos]
+        for i in range(fw.n_layers):
+            k, v = (torch.zeros(n, seq, c, d_head, device=x.device, dtype=x.dtype)
+                    for c in probes.counts[1:])  # fmt: skip
+            x = fw.block(i, x, rows, k, v, probes.trace(i, fw.PARALLEL), False)
+        values = metric(fw.final_logits(x[rows.final] + probes.logits))  # [metric, prompt]
+        grads = [torch.autograd.grad(values[m].sum(), probes.leaves(), retain_graph=True,
+                                     allow_unused=True) for m in range(n_metrics)]  # fmt: skip
+    layers = fw.n_layers
+    return Gradients(
+        qkv=[torch.stack([_unpack(t, rows, n, seq) for t in g[:layers]]) for g in grads],
+        mlp=[
+            torch.stack([_unpack(t, rows, n, seq) for t in g[layers : 2 * layers]]) for g in grads
+        ],  # fmt: skip
+        logits=[_logits_grad(g[-1], probes.logits) for g in grads],
+        counts=(probes.counts[0], probes.counts[1], probes.counts[2]),
+    )
+
+
+def _logits_grad(g: torch.Tensor | None, probe: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(probe).detach() if g is None else g.detach()
+
+
+def _unpack(g: torch.Tensor | None, rows: Rows, n: int, seq: int) -> torch.Tensor:
+    """Packed tokens [..., T, d] back to [..., prompt, pos, d], zero past each prompt's
+    end; a probe nothing reads (an attention-only model's MLP) has no gradient: empty."""
+    if g is None:
+        return torch.zeros(0)
+    out = g.new_zeros(*g.shape[:-2], n, seq, g.shape[-1])
+    out[..., rows.tok_prompt, rows.tok_pos, :] = g.detach()
+    return out
+
+
+def edge_scores(
+    grads: Gradients,
+    delta: dict[str, torch.Tensor],
+    edges: Sequence[tuple[Node, Node]],
+    last: torch.Tensor,
+) -> torch.Tensor:
+    """[metric, edge, prompt, pos] each edge's first-order change of the metric, per
+    position of its sender's change (their sum over ``pos``: the edge at every position)."""
+    n, seq = next(iter(delta.values())).shape[:2]
+    n_metrics = len(grads.logits)
+    out = torch.zeros(n_metrics, len(edges), n, seq, device=last.device)
+    at_last = (torch.arange(seq, device=last.device)[None, :] == last[:, None]).float()
+    by_receiver: dict[Node, list[int]] = {}
+    for j, (_, r) in enumerate(edges):
+        by_receiver.setdefault(r, []).append(j)
+    for r, idx in by_receiver.items():
+        changes = torch.stack([delta[edges[j][0].name] for j in idx]).float()  # [e, p, pos, d]
+        for m in range(n_metrics):
+            g = grads.of(m, r).float()
+            if r.kind == "logits":  # the logits read the final residual at the last position
+                out[m, idx] = torch.einsum("epsd,pd->eps", changes, g) * at_last
+            else:
+                out[m, idx] = torch.einsum("epsd,psd->eps", changes, g)
+    return out
+
+
+def integrated_gradients(
+    fw: SuffixForward,
+    block: BlockRuns,
+    base_embed: torch.Tensor,
+    source_embed: torch.Tensor,
+    metric: Metric,
+    steps: int,
+    n_metrics: int,
+) -> Gradients:
+    """``receiver_gradients`` averaged over ``steps`` inputs from the base run's toward the
+    source run's (base + k/steps of the difference, k = 0 .. steps - 1; 1 step: EAP)."""
+    total: Gradients | None = None
+    with torch.inference_mode(False):
+        base_embed, source_embed = base_embed.clone(), source_embed.clone()
+    for k in range(steps):
+        embed = base_embed + (k / steps) * (source_embed - base_embed)
+        g = receiver_gradients(fw, block, embed, metric, n_metrics)
+        total = g if total is None else total + g
+    assert total is not None
+    return total / steps

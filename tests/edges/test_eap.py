@@ -1,0 +1,123 @@
+"""EAP and EAP-IG (``intervention=eap``) against autograd through the hooked TransformerLens
+reference (``tests/edge_reference.py``), on a 2-layer native model and a small GPT-2
+checkpoint, in both directions; steps=1 is EAP; and what the command line refuses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import sweep
+from sweep.results import analysis
+from tests.edge_reference import eap_logit_diffs
+from tests.helpers import mixed_rows, native_prompts, worker, write_task
+
+
+def _model(which: str, tmp_path: Path, gpt2_dir: Path) -> list[str]:
+    task = write_task(tmp_path / "t.jsonl", mixed_rows())  # prompts of three lengths
+    if which == "gpt2":
+        return ["model=hf", f"model.name={gpt2_dir}", "task=prompts", f"task.path={task}"]
+    return native_prompts(task, 2)
+
+
+def _scores(ds: xr.Dataset) -> np.ndarray:
+    """[receiver, sender, prompt] the stored estimate minus the base run's metric."""
+    base = ds.attrs["base_run"]
+    return (ds["edges"] - ds[f"{base}_baseline"]).sel(metric="logit_diff").values
+
+
+@pytest.mark.parametrize(("which", "direction", "steps"),
+                         [("native", "denoise", 1), ("native", "noise", 3),
+                          ("gpt2", "denoise", 1), ("gpt2", "denoise", 2)])  # fmt: skip
+def test_eap_equals_autograd_through_the_hooked_model(
+    tmp_path: Path, gpt2_dir: Path, which: str, direction: str, steps: int
+) -> None:
+    model = _model(which, tmp_path, gpt2_dir)
+    over = [*model, "grid=edges", "intervention=eap", f"intervention.direction={direction}",
+            f"intervention.steps={steps}", "runner.progress=false",
+            "store.plots=false"]  # fmt: skip
+    ds = sweep.open_results(sweep.run([*over, f"store.path={tmp_path / 's.zarr'}"])).load()
+    got = _scores(ds)
+    w = worker([*model, "grid.components=[resid_pre]", "runner.engine=fast"])
+    receivers = {n.name: n for n in w_nodes(w, "receiver")}
+    senders = {n.name: n for n in w_nodes(w, "sender")}
+    pairs = [(i, j) for i in range(got.shape[0]) for j in range(got.shape[1])
+             if np.isfinite(got[i, j]).all()]  # fmt: skip
+    edges = [(senders[str(ds["sender"].values[j])], receivers[str(ds["receiver"].values[i])])
+             for i, j in pairs]  # fmt: skip
+    base_run = "corrupted" if direction == "denoise" else "clean"
+    want = eap_logit_diffs(w.model, w.task, edges, base_run, steps)
+    have = np.stack([got[i, j] for i, j in pairs])
+    np.testing.assert_allclose(have, want, atol=1e-4 * max(1.0, np.abs(want).max()))
+    assert len({r.kind for _, r in edges}) == 5 and np.abs(want).max() > 1e-2
+
+
+def w_nodes(w, role: str) -> list:
+    from sweep.edges.graph import GraphShape, receivers, senders
+
+    cfg = w.model.cfg
+    shape = GraphShape(int(cfg.n_layers), int(cfg.n_heads), mlp=not cfg.attn_only)
+    return senders(shape) if role == "sender" else receivers(shape)
+
+
+def test_one_step_of_eap_ig_is_eap_and_more_steps_differ(tmp_path: Path) -> None:
+    """On the shipped induction model: steps=1 stores EAP's values; 5 steps move them."""
+    base = ["grid=edges", "intervention=eap", "runner.progress=false", "store.plots=false"]
+    one = sweep.run([*base, f"store.path={tmp_path / 'a.zarr'}"])
+    again = sweep.run([*base, "intervention.steps=1", f"store.path={tmp_path / 'b.zarr'}"])
+    five = sweep.run([*base, "intervention.steps=5", f"store.path={tmp_path / 'c.zarr'}"])
+    a, b, c = (xr.open_zarr(p).load()["edges"].values for p in (one, again, five))
+    np.testing.assert_array_equal(a, b)
+    assert np.nanmax(np.abs(a - c)) > 1e-3
+
+
+def test_verify_top_k_patches_the_top_edges_exactly(tmp_path: Path) -> None:
+    """The K edges EAP ranks highest, patched by the exact edge forward into edges_exact:
+    equal to an exact edge sweep's values for those edges, and said beside the estimates."""
+    base = ["grid=edges", "runner.progress=false", "store.plots=false"]
+    exact = xr.open_zarr(sweep.run([*base, f"store.path={tmp_path / 'x.zarr'}"])).load()
+    out = subprocess.run(
+        [sys.executable, "-m", "sweep", *base, "intervention=eap", "intervention.verify_top_k=6",
+         f"store.path={tmp_path / 'e.zarr'}"],
+        capture_output=True, text=True, cwd=tmp_path, check=True,
+    ).stdout  # fmt: skip
+    ds = sweep.open_results(tmp_path / "e.zarr").load()
+    checked = analysis.verified_edges(ds)
+    assert len(checked) == 6
+    top = analysis.top_edges(ds, 6)
+    assert set(zip(checked["sender"], checked["receiver"], strict=True)) == set(
+        zip(top["sender"], top["receiver"], strict=True)
+    )
+    for _, row in checked.iterrows():
+        cell = dict(sender=row["sender"], receiver=row["receiver"])
+        got, want = ds["edges_exact"].sel(**cell).values, exact["edges"].sel(**cell).values
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert ds["edges_exact"].notnull().sum() == 6 * ds.sizes["prompt"]  # the others unpatched
+    assert "verified by exact edge patching (6 edges" in out
+    assert "correlation of estimate and exact over these 6 edges: r = " in out
+    assert "top edges by |EAP's estimated effect|" in out
+
+
+@pytest.mark.parametrize(
+    ("over", "says"),
+    [
+        (["grid=edges", "intervention=eap", "intervention.steps=0"],
+         "intervention.steps: must be 1 (EAP) or more (EAP-IG), got 0"),
+        (["intervention=eap"],
+         "intervention=eap: scores the edges of an edge sweep; add grid=edges"),
+        (["grid=paths", "grid.receivers=[logits]", "intervention=eap"],
+         "intervention=eap: grid=paths patches"),
+    ],
+)  # fmt: skip
+def test_bad_eap_settings_are_one_line(tmp_path: Path, over: list[str], says: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "sweep", *over, f"store.path={tmp_path / 's'}"],
+                         capture_output=True, text=True, cwd=tmp_path,
+                         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})  # fmt: skip
+    lines = [x for x in out.stderr.splitlines() if x.startswith("patchsweep: error:")]
+    assert out.returncode == 2 and len(lines) == 1 and says in lines[0], out.stderr[-2000:]
+    assert not (tmp_path / "s").exists()
