@@ -55,9 +55,10 @@ def precision(estimate: np.ndarray, exact: np.ndarray, k: int = 50) -> float:
 
 
 def quality(name: str, base: list[str], tmp: Path) -> list[str]:
-    runs = {m: sweep([*base, *over], tmp / f"{name}-{i}.zarr") for i, (m, over) in
+    slug = "".join(c if c.isalnum() else "-" for c in name)
+    runs = {m: sweep([*base, *over], tmp / f"{slug}-{i}.zarr") for i, (m, over) in
             enumerate(METHODS.items())}  # fmt: skip
-    values = {m: effects(tmp / f"{name}-{i}.zarr") for i, m in enumerate(METHODS)}
+    values = {m: effects(tmp / f"{slug}-{i}.zarr") for i, m in enumerate(METHODS)}
     keep = np.isfinite(values["exact"])
     exact = values["exact"][keep]
     rows = []
