@@ -89,13 +89,7 @@ class _Probes:
                 seen[name] = act
             elif name == "q":
                 copies = seen["resid_pre"][None] + self.qkv[i]  # [copies, T, d]
-                out = fw.qkv(i, copies.flatten(0, 1))  # each [copies * T, heads, d_head]
-                first = 0
-                for kind, count, full in zip("qkv", self.counts, out, strict=True):
-                    full = full.view(len(copies), -1, *full.shape[1:])[first : first + count]
-                    own = torch.arange(count, device=act.device)
-                    seen[kind] = full[own, :, own].transpose(0, 1)  # [T, heads, d_head]
-                    first += count
+                seen.update(zip("qkv", per_copy_qkv(fw, i, copies, self.counts), strict=True))
                 return seen["q"].to(act.dtype)
             elif name in ("k", "v"):
                 return seen[name].to(act.dtype)
@@ -104,6 +98,21 @@ class _Probes:
             return act
 
         return at
+
+
+def per_copy_qkv(
+    fw: SuffixForward, i: int, copies: torch.Tensor, counts: Sequence[int]
+) -> list[torch.Tensor]:
+    """q, k and v [T, heads, d_head] of block ``i`` where each head reads its own copy of
+    the residual: ``copies`` [q heads + k heads + v heads, T, d_model], in that order."""
+    out = fw.qkv(i, copies.flatten(0, 1))  # each [copies * T, heads, d_head]
+    first, result = 0, []
+    for count, full in zip(counts, out, strict=True):
+        full = full.view(len(copies), -1, *full.shape[1:])[first : first + count]
+        own = torch.arange(count, device=copies.device)
+        result.append(full[own, :, own].transpose(0, 1))  # head h from copy h
+        first += count
+    return result
 
 
 @dataclass
