@@ -22,17 +22,21 @@ from sweep.results.analysis import (
     verified,
     verified_edges,
 )
+from sweep.results.circuit import circuit_edges, faithful_size, faithfulness
 
 __all__ = [
     "Scale",
     "base_run",
     "bootstrap_ci",
     "cell_of",
+    "circuit_edges",
     "components",
     "default_min_prompts",
     "effect",
     "edge_variables",
     "effect_summary",
+    "faithful_size",
+    "faithfulness",
     "gap_warning",
     "is_estimate",
     "normalized",

@@ -32,14 +32,20 @@ def _app(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from sweep.driver import run_config
-
     hc = HydraConfig.get()
     if hc.mode == RunMode.MULTIRUN:
         from sweep.multirun import job_store, sweep_of
 
         varied = sweep_of(_user_overrides(sys.argv[1:])).varied
         cfg.store.path = job_store(cfg, list(hc.overrides.task), int(hc.job.num), varied)
+    run_and_report(cfg)
+
+
+def run_and_report(cfg: DictConfig) -> None:
+    """Run (or resume) the sweep, print what it found and draw its pictures; every
+    failure is one line and an exit code (``sweep.circuit`` shares it)."""
+    from sweep.driver import run_config
+
     try:
         summary = run_config(cfg)
     except Interrupted as e:
@@ -53,7 +59,7 @@ def _app(cfg: DictConfig) -> None:
             from sweep.results.plot import render  # matplotlib loads only for pictures
 
             out = render(summary.path, min_prompts=need)
-            print(f"pictures: {out / 'index.html'} and one PNG per component in {out}")
+            print(f"pictures: {out / 'index.html'} and PNGs in {out}")
     except Signalled as e:
         fail(
             f"interrupted after the sweep: {summary.path} is complete; draw its pictures "
@@ -69,7 +75,7 @@ def report(s: SweepSummary, top: int = 5, min_prompts: int | None = None) -> str
 
     lost = f" ({s.units_lost} recomputed: chunk files were missing)" if s.units_lost else ""
     rate = s.cells_run / max(s.sweep_seconds, 1e-9)
-    cells = "edges" if s.edges else "cells"
+    cells = "circuits" if s.circuits else "edges" if s.edges else "cells"
     lines = [
         f"store: {s.path}",
         f"units: {s.units_run} computed this run{lost}, {s.units_total} in the sweep; "
@@ -124,6 +130,8 @@ def help_text() -> str:
         "  python -m sweep model=hf model.name=gpt2 task=prompts task.path=my.jsonl",
         "  python -m sweep grid=edges 'grid.receivers=[a1.*.k,logits]'  exact edge patching",
         "  python -m sweep grid=paths 'grid.receivers=[a1.*.k]'          path patching",
+        "  python -m sweep grid=edges intervention=eap intervention.steps=5  EAP-IG scores",
+        "  python -m sweep.circuit STORE --sizes 10,30,100  circuits of an edge store's top edges",
         "  python -m sweep -m task.n_prompts=8,16            one store per job",
         "  python -m sweep.status STORE [--verify]           progress and health of a store",
         "  python -m sweep.plot STORE                        heatmaps and an HTML page",

@@ -26,7 +26,12 @@ from sweep.tasks import TASKS
 OPTIONS: dict[str, dict[str, type[s.Spec]]] = {
     "model": {"pretrained": s.ModelSpec, "native": s.NativeModelSpec},
     "task": {kind: spec for kind, (spec, _) in TASKS.items()},
-    "grid": {"grid": s.GridSpec, "edges": s.EdgeGridSpec, "paths": s.PathGridSpec},
+    "grid": {
+        "grid": s.GridSpec,
+        "edges": s.EdgeGridSpec,
+        "paths": s.PathGridSpec,
+        "circuit": s.CircuitGridSpec,
+    },
     "intervention": {kind: cls.SPEC for kind, cls in INTERVENTIONS.items()},
     "metric": {"metric": s.MetricSpec},
     "runner": {"local": s.LocalRunnerSpec, "ray": s.RayRunnerSpec},
@@ -50,6 +55,8 @@ def _twin(spec: type[s.Spec]) -> type:
     hints = typing.get_type_hints(spec)
     fields = []
     for f in dataclasses.fields(spec):
+        if f.metadata.get("internal"):
+            continue  # filled by the spec itself
         if f.default is not dataclasses.MISSING:
             default = MISSING if f.default == "???" else f.default
             fields.append((f.name, hints[f.name], dataclasses.field(default=default)))

@@ -89,6 +89,8 @@ class SweepSummary:
     """Prompt blocks whose runs each worker built (once per block when affinity works)."""
     edges: bool = False
     """An edge sweep (``grid=edges``): ``cells_run`` counts edges."""
+    circuits: bool = False
+    """A circuit sweep (``grid=circuit``): ``cells_run`` counts circuits."""
     worker_nodes: tuple[str, ...] = ()
     """The node each Ray worker ran on last (empty in-process)."""
     workers_lost: int = 0
@@ -273,6 +275,7 @@ def _sweep(
         prompt_block=plan.prompt_block,
         cache_builds=stats.cache_builds,
         edges=plan.is_edges,
+        circuits=plan.axes.ranking is not None,
         worker_nodes=stats.nodes,
         workers_lost=stats.lost,
         jobs_requeued=stats.requeued,

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sweep.components import DIM_TABLE, Component, for_model, get_component
-from sweep.edges.graph import GraphShape, Node, connects, receivers, select, senders
+from sweep.edges.circuit import Ranking, circuit_sizes, edge_indices
+from sweep.edges.graph import GraphShape, Node, connects, edges, receivers, select, senders
 from sweep.errors import ConfigError
-from sweep.spec import EdgeGridSpec, GridSpec, PathGridSpec
+from sweep.spec import CircuitGridSpec, EdgeGridSpec, GridSpec, PathGridSpec
 
 BYTES_PER_VALUE = 4  # results are float32
 UNIT_ROWS = 1024
@@ -87,6 +88,8 @@ EDGES = "edges"
 """The store variable of an edge sweep."""
 PATHS = "paths"
 """The store variable of a path-patching sweep."""
+CIRCUIT = "circuit"
+"""The store variable of a circuit sweep."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,9 @@ EDGE_VARIABLE = GraphVariable(EDGES, "receiver", ("sender",))
 EDGE_POS_VARIABLE = GraphVariable(EDGES, "receiver", ("sender", "pos"))
 """Edges one position at a time (``grid.positions``)."""
 PATH_VARIABLE = GraphVariable(PATHS, "layer", ("head",))
+CIRCUIT_VARIABLE = GraphVariable(CIRCUIT, "size", ())
+"""``circuit`` [metric, size, prompt]: the metric with every edge outside the top ``size``
+ablated; units of one size each (one forward per size and prompt block)."""
 
 Variable = Component | GraphVariable
 """What a plan fills: one store variable, split into units along its lead dim."""
@@ -126,6 +132,8 @@ class Axes:
     """The model's graph (edge sweeps), whose nodes ``receiver`` and ``sender`` index."""
     receivers: tuple[str, ...] = ()
     """A path sweep's receivers, by name (``sweep.edges.graph``)."""
+    ranking: Ranking | None = None
+    """A circuit sweep's edges, best first (its ``size`` coordinate counts them)."""
 
     def of(self, c: Variable) -> tuple[tuple[str, tuple[int, ...]], ...]:
         return tuple((d, self.coords[d]) for d in c.dims)
@@ -293,7 +301,8 @@ class Plan:
 
     @property
     def is_edges(self) -> bool:
-        return self.axes.graph is not None
+        """An edge sweep (not a circuit sweep: its cells are circuits)."""
+        return self.axes.graph is not None and self.axes.ranking is None
 
     def n_cells(self, unit: WorkUnit) -> int:
         """What a unit computes: cells, or an edge unit's real edges (not the pairs whose
@@ -368,7 +377,7 @@ def _check(
 
 
 def make_plan(
-    grid: GridSpec | EdgeGridSpec | PathGridSpec,
+    grid: GridSpec | EdgeGridSpec | PathGridSpec | CircuitGridSpec,
     shape: ModelShape,
     seq_len: int,
     n_prompts: int,
@@ -387,6 +396,9 @@ def make_plan(
     elif isinstance(grid, PathGridSpec):
         axes = path_axes(grid, shape, seq_len, position_names)
         components = (PATH_VARIABLE,)
+    elif isinstance(grid, CircuitGridSpec):
+        axes = circuit_axes(grid, shape, seq_len, position_names)
+        components = (CIRCUIT_VARIABLE,)
     else:
         axes = make_axes(grid, shape, seq_len, position_names)
         components = tuple(shape.component(c.name) for c in grid.component_list)
@@ -398,6 +410,8 @@ def make_plan(
         rows = math.prod(len(v) for _, v in cells) * block  # patched rows of one layer
         by_size = math.ceil(chunk_bytes / (len(metrics) * rows * BYTES_PER_VALUE))
         per_chunk = min(len(lead), max(1, min(by_size, UNIT_ROWS // rows)))
+        if c is CIRCUIT_VARIABLE:
+            per_chunk = 1  # a forward per size: units spread over workers
         for start in range(0, len(lead), per_chunk):
             layers = lead[start : start + per_chunk]
             for p in starts:
@@ -434,6 +448,20 @@ def edge_axes(
     if grid.positions is not None:
         positions = _positions_of(grid.positions, seq_len, position_names)
     return Axes((), {"pos": positions, **chosen}, tuple(position_names), g)
+
+
+def circuit_axes(
+    grid: CircuitGridSpec, shape: ModelShape, seq_len: int, position_names: tuple[str, ...] = ()
+) -> Axes:
+    """A circuit sweep's sizes, its ranking checked against the model's graph (a file may
+    name an edge the graph does not have)."""
+    ranking = grid.ranking
+    assert isinstance(ranking, Ranking)
+    key = "grid.file" if grid.file is not None else "grid.scores"
+    edge_indices(ranking, shape.graph, key)
+    sizes = circuit_sizes(grid.sizes, len(ranking.edges), len(edges(shape.graph)), "grid.sizes")
+    coords = {"pos": tuple(range(seq_len)), "size": sizes}
+    return Axes((), coords, tuple(position_names), shape.graph, ranking=ranking)
 
 
 def _positions_of(

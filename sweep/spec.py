@@ -299,7 +299,78 @@ class PathGridSpec(Spec):
         _set(self, "heads", _indices("grid.heads", self.heads))
 
 
-GraphGrid = (EdgeGridSpec, PathGridSpec)
+INTERNAL = {"internal": True}
+"""Field metadata: filled by the spec itself, not a config key (``sweep.config`` skips it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitGridSpec(Spec):
+    """``grid=circuit``: the clean prompts with every edge outside a circuit ablated, per
+    circuit size: the top ``size`` edges of a ranking (``sweep.edges.circuit``)."""
+
+    GROUP = "grid"
+    KIND = "circuit"
+
+    scores: str | None = None
+    """A finished edge store (a directory or URL) whose edges rank, by |mean effect|:
+    exact (grid=edges) or estimated (intervention=eap)."""
+    file: str | None = None
+    """Or a text file of edges, one per line, best first: ``a0.h1 -> a1.h0.k``."""
+    sizes: tuple[int, ...] | None = None
+    """Circuit sizes, in edges (null: 1, 3, 10, 30... below the ranking's length); 0 (every
+    edge ablated) and the whole graph are always added."""
+    rank_metric: str | None = None
+    """The scores store's metric that ranks (null: its first)."""
+    ranking: Any = field(default=None, metadata=INTERNAL)
+    """The ``Ranking`` read from ``scores`` or ``file`` (set here, not a config key)."""
+    made_on: dict[str, Any] = field(default_factory=dict, metadata=INTERNAL)
+    """The scores store's fingerprint: the model and task its scores are of."""
+    scored_graph: Any = field(default=None, metadata=INTERNAL)
+    """The scores store's graph (``GraphShape``)."""
+
+    def __post_init__(self) -> None:
+        from sweep.edges.circuit import Ranking, read_edges
+
+        if (self.scores is None) == (self.file is None):
+            raise ConfigError(
+                "grid.scores, grid.file: give one: grid.scores=STORE (an edge store whose "
+                "scores rank the edges) or grid.file=FILE (edges one per line, best first)"
+            )
+        if self.sizes is not None:
+            sizes = _indices("grid.sizes", [self.sizes] if isinstance(self.sizes, int)
+                             else self.sizes)  # fmt: skip
+            assert sizes is not None
+            if min(sizes) < 1:
+                raise ConfigError(
+                    f"grid.sizes: {list(sizes)} holds 0; the empty circuit is always stored, "
+                    "give sizes of 1 edge or more"
+                )
+            _set(self, "sizes", tuple(sorted(sizes)))
+        if self.ranking is not None:
+            return  # a copy (dataclasses.replace): already read
+        if self.file is not None:
+            path = existing_file("grid.file", str(self.file))
+            edges = read_edges("grid.file", path)
+            _set(self, "file", path)
+            _set(self, "ranking", Ranking(edges, (float("nan"),) * len(edges), "file", path))
+            return
+        from sweep.results.circuit import store_ranking
+
+        ranking, made_on, graph = store_ranking(str(self.scores), self.rank_metric)
+        from sweep.edges.circuit import circuit_sizes
+        from sweep.edges.graph import edges as graph_edges
+
+        circuit_sizes(self.sizes, len(ranking.edges), len(graph_edges(graph)), "grid.sizes")
+        _set(self, "ranking", ranking)
+        _set(self, "made_on", made_on)
+        _set(self, "scored_graph", graph)
+
+    def identity(self) -> dict[str, Any]:
+        """The sizes and the ranking's order: not where it was read from."""
+        return {"sizes": self.sizes, "ranking": self.ranking.digest()}
+
+
+GraphGrid = (EdgeGridSpec, PathGridSpec, CircuitGridSpec)
 """Grids over the graph of senders and receivers (``sweep.edges``): patched on the fast
 engine, from the other run."""
 
@@ -470,7 +541,7 @@ class SweepSpec:
 
     model: ModelSpec
     task: TaskSpec
-    grid: GridSpec | EdgeGridSpec | PathGridSpec
+    grid: GridSpec | EdgeGridSpec | PathGridSpec | CircuitGridSpec
     intervention: InterventionSpec
     metric: MetricSpec
     runner: LocalRunnerSpec
@@ -510,9 +581,11 @@ class SweepSpec:
 
     def _check_graph(self) -> None:
         iv, grid = self.intervention, f"grid={self.grid.KIND}"
+        if isinstance(self.grid, CircuitGridSpec):
+            self._check_circuit()
         edges = ("patch", "zero", "mean", "resample", "eap")
-        allowed = edges if grid == "grid=edges" else ("patch",)
-        if iv.kind not in allowed:
+        allowed = {"grid=edges": edges, "grid=circuit": edges[:-1]}.get(grid, ("patch",))
+        if iv.kind not in allowed and grid != "grid=circuit":
             raise ConfigError(
                 f"intervention={iv.kind}: {grid} takes intervention={', '.join(allowed)} "
                 "(an edge's source: the other run's sender output, or zero, its mean or "
@@ -526,6 +599,32 @@ class SweepSpec:
                 f"runner.engine: hooks cannot patch edges or paths; {grid} runs on the fast "
                 "engine (runner.engine=auto or fast)"
             )
+
+    def _check_circuit(self) -> None:
+        """A circuit runs the clean prompts, edges outside it ablated: from the corrupted
+        run (patch, direction=noise) or by zero, mean or resample ablation; on the model
+        and task its scores were made on."""
+        iv = self.intervention
+        ablations = ("zero", "mean", "resample")
+        direction = getattr(iv, "direction", None)
+        if iv.kind not in ("patch", *ablations) or direction not in (None, "noise"):
+            shown = f" intervention.direction={direction}" if direction else ""
+            raise ConfigError(
+                f"intervention={iv.kind}{shown}: a circuit runs the clean prompts with every "
+                "edge outside it ablated; use intervention=patch intervention.direction=noise "
+                "(the corrupted run's outputs) or intervention=zero, mean or resample"
+            )
+        assert isinstance(self.grid, CircuitGridSpec)
+        made_on = self.grid.made_on
+        for group in ("model", "task"):
+            have = made_on.get(group)
+            want = json.loads(json.dumps(getattr(self, group).identity(), default=list))
+            if have is not None and have != want:
+                raise ConfigError(
+                    f"grid.scores: {self.grid.scores} was made with another {group} ({have}; "
+                    f"this run: {want}); a circuit runs on its scores' model and task: run "
+                    "python -m sweep.circuit STORE, which takes them from the store"
+                )
 
     @property
     def metrics(self) -> tuple[str, ...]:

@@ -31,55 +31,84 @@ def circuit_logits(
 ) -> torch.Tensor:
     """Last-position logits [prompt, vocab] of the base run started at ``embed`` [prompt,
     pos, d_model] with the edges whose ``keep`` is false ablated: their receiver reads
-    ``ablated[sender]`` [prompt, pos, d_model] instead of the sender's output."""
+    ``ablated[sender]`` [prompt, pos, d_model] instead of the sender's output.
+
+    A receiver's replacement is one product of its row of the cut mask (1: the edge into
+    it is ablated) with the senders' changes; receivers of a layer whose rows are equal
+    read the same copy of the residual, so q, k and v are computed once per distinct copy
+    (a small circuit leaves most receivers with every sender cut: a handful of copies)."""
     n, seq, d = embed.shape
     rows = Rows.make(torch.arange(n, device=last.device), torch.zeros_like(last), last)
-    at_tok = {s: a[rows.tok_prompt, rows.tok_pos] for s, a in ablated.items()}
-    cut: dict[str, list[str]] = {}  # receiver -> senders whose edge into it is ablated
-    for (s, r), kept in zip(edges, keep, strict=True):
-        if not kept:
-            cut.setdefault(r.name, []).append(s.name)
-    x = embed[rows.tok_prompt, rows.tok_pos]
-    now = {"embed": x}  # each sender's output in this forward
-
-    def change(receiver: str, tokens: torch.Tensor | None = None) -> torch.Tensor | float:
-        """What ``receiver`` reads beyond the residual: its ablated senders' replacement."""
-        senders = cut.get(receiver, [])
-        if not senders:
-            return 0.0
-        total = sum(at_tok[s] - now[s] for s in senders)
-        return total if tokens is None else total[tokens]  # type: ignore[index]
-
+    order = [s.name for s in dict.fromkeys(s for s, _ in edges)]  # the mask's columns
     d_head = int(fw.model.cfg.d_head)
     counts = [int(t.shape[1]) for t in fw.qkv(0, embed.new_zeros(1, d))]
     names = _copy_names(fw, counts)
+    cut = _cut_masks(edges, keep, order, names, fw.n_layers, embed)
+    x = embed[rows.tok_prompt, rows.tok_pos]
+    # Each sender's change, its ablated output minus its output in this forward.
+    change = {"embed": ablated["embed"][rows.tok_prompt, rows.tok_pos] - x}
+
+    def replacement(mask: torch.Tensor) -> torch.Tensor:
+        """[rows of mask, T, d] each row's sum of its cut senders' changes (a receiver
+        reads only senders already written)."""
+        written = [k for k, name in enumerate(order) if name in change]
+        done = torch.stack([change[order[k]] for k in written])
+        return torch.einsum("rs,std->rtd", mask[:, written], done)
+
     reads = "resid_pre" if fw.PARALLEL else "resid_mid"  # what an MLP reads
     for i in range(fw.n_layers):
         seen: dict[str, torch.Tensor] = {}
 
-        def at(name: str, act: torch.Tensor, i: int = i, seen: dict = seen) -> torch.Tensor:
+        def stage(name: str, act: torch.Tensor, i: int = i, seen: dict = seen) -> torch.Tensor:
             if name in ("resid_pre", "resid_mid"):
                 seen[name] = act
             elif name == "q":
-                extra = torch.stack([torch.as_tensor(change(c.format(i)), dtype=act.dtype,
-                                                     device=act.device).expand_as(seen["resid_pre"])
-                                     for c in names])  # fmt: skip
-                copies = seen["resid_pre"][None] + extra
-                seen.update(zip("qkv", per_copy_qkv(fw, i, copies, counts), strict=True))
+                distinct, which = torch.unique(cut[i]["qkv"], dim=0, return_inverse=True)
+                copies = seen["resid_pre"][None] + replacement(distinct).to(act.dtype)
+                seen.update(zip("qkv", per_copy_qkv(fw, i, copies, counts, which), strict=True))
                 return seen["q"].to(act.dtype)
             elif name in ("k", "v"):
                 return seen[name].to(act.dtype)
             elif name == "z":
                 for h in range(act.shape[1]):
-                    now[f"a{i}.h{h}"] = fw.head_write(i, h, act[:, h])
+                    out = fw.head_write(i, h, act[:, h])
+                    change[f"a{i}.h{h}"] = (
+                        ablated[f"a{i}.h{h}"][rows.tok_prompt, rows.tok_pos] - out
+                    )
             elif name == "mlp_out":
-                act = fw.mlp(i, seen[reads] + change(f"m{i}")).to(act.dtype)
-                now[f"m{i}"] = act
+                act = fw.mlp(i, seen[reads] + replacement(cut[i]["mlp"])[0]).to(act.dtype)
+                change[f"m{i}"] = ablated[f"m{i}"][rows.tok_prompt, rows.tok_pos] - act
             return act
 
         k, v = (torch.zeros(n, seq, c, d_head, device=x.device, dtype=x.dtype) for c in counts[1:])
-        x = fw.block(i, x, rows, k, v, at, False)
-    return fw.final_logits(x[rows.final] + change("logits", rows.final))
+        x = fw.block(i, x, rows, k, v, stage, False)
+    final = x + replacement(cut[fw.n_layers]["logits"])[0].to(x.dtype)
+    return fw.final_logits(final[rows.final])
+
+
+def _cut_masks(
+    edges: Sequence[tuple[Node, Node]],
+    keep: Sequence[bool],
+    order: list[str],
+    copies: list[str],
+    n_layers: int,
+    like: torch.Tensor,
+) -> list[dict[str, torch.Tensor]]:
+    """Per layer: ``qkv`` [copy, sender] (``copies``' order) and ``mlp`` [1, sender], and
+    at ``n_layers`` the ``logits`` [1, sender]: 1 where the sender's edge into the
+    receiver is ablated."""
+    row = {c.format(i): (i, "qkv", j) for i in range(n_layers) for j, c in enumerate(copies)}
+    row |= {f"m{i}": (i, "mlp", 0) for i in range(n_layers)} | {"logits": (n_layers, "logits", 0)}
+    out = [
+        {"qkv": torch.zeros(len(copies), len(order)), "mlp": torch.zeros(1, len(order))}
+        for _ in range(n_layers)
+    ] + [{"logits": torch.zeros(1, len(order))}]
+    at = {name: k for k, name in enumerate(order)}
+    for (s, r), kept in zip(edges, keep, strict=True):
+        if not kept:
+            layer, kind, j = row[r.name]
+            out[layer][kind][j, at[s.name]] = 1.0
+    return [{k: v.to(like.device, like.dtype) for k, v in m.items()} for m in out]
 
 
 def _copy_names(fw: SuffixForward, counts: list[int]) -> list[str]:

@@ -101,16 +101,23 @@ class _Probes:
 
 
 def per_copy_qkv(
-    fw: SuffixForward, i: int, copies: torch.Tensor, counts: Sequence[int]
+    fw: SuffixForward,
+    i: int,
+    copies: torch.Tensor,
+    counts: Sequence[int],
+    which: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """q, k and v [T, heads, d_head] of block ``i`` where each head reads its own copy of
-    the residual: ``copies`` [q heads + k heads + v heads, T, d_model], in that order."""
+    the residual: ``copies`` [q heads + k heads + v heads, T, d_model], in that order; or,
+    with ``which`` [q heads + k heads + v heads], copy ``which[j]`` of fewer (shared)."""
     out = fw.qkv(i, copies.flatten(0, 1))  # each [copies * T, heads, d_head]
+    if which is None:
+        which = torch.arange(sum(counts), device=copies.device)
     first, result = 0, []
     for count, full in zip(counts, out, strict=True):
-        full = full.view(len(copies), -1, *full.shape[1:])[first : first + count]
+        full = full.view(len(copies), -1, *full.shape[1:])
         own = torch.arange(count, device=copies.device)
-        result.append(full[own, :, own].transpose(0, 1))  # head h from copy h
+        result.append(full[which[first : first + count], :, own].transpose(0, 1))  # head h
         first += count
     return result
 

@@ -20,11 +20,13 @@ import torch
 
 from sweep import __version__
 from sweep.components import COMPONENTS, Component
-from sweep.edges.graph import Node, receivers
+from sweep.edges.circuit import edge_indices
+from sweep.edges.graph import Node, edges, receivers, senders
 from sweep.engine.budget import CACHE_SHARE, cells_per_forward, warn_if_below_one_cell
 from sweep.engine.cells import Cell, gather_cells, make_batch
+from sweep.engine.circuit import circuit_logits
 from sweep.engine.eap import EMBED_HOOK, block_metric, edge_scores, integrated_gradients
-from sweep.engine.edges import deltas, edge_hooks, edge_values
+from sweep.engine.edges import deltas, edge_hooks, edge_values, sender_outputs
 from sweep.engine.forward import FAMILIES, Forward, HookedForward, choose_forward, fallback
 from sweep.engine.forward.suffix import SuffixForward
 from sweep.engine.paths import path_hooks, path_values
@@ -42,12 +44,13 @@ from sweep.plan import (
     TaskInfo,
     UnitResult,
     WorkUnit,
+    circuit_axes,
     edge_axes,
     make_axes,
     path_axes,
     resolve_positions,
 )
-from sweep.spec import EdgeGridSpec, PathGridSpec, SweepSpec
+from sweep.spec import CircuitGridSpec, EdgeGridSpec, PathGridSpec, SweepSpec
 from sweep.tasks import load_examples
 from sweep.tasks.tokenize import TokenizedTask, count_tokens, token_strings, tokenize
 
@@ -74,6 +77,8 @@ class Worker:
         """An edge sweep: units are blocks of receivers x senders (``sweep.engine.edges``)."""
         self.paths = isinstance(spec.grid, PathGridSpec)
         """A path sweep: units are blocks of sender layers (``sweep.engine.paths``)."""
+        self.circuits = isinstance(spec.grid, CircuitGridSpec)
+        """A circuit sweep: units are circuit sizes (``sweep.engine.circuit``)."""
         self.forward: Forward
         self.grid: tuple[tuple[Component, int], ...] = ()
         if isinstance(spec.grid, EdgeGridSpec):
@@ -83,6 +88,15 @@ class Worker:
                 spec.grid, self.shape, self.task.seq_len, self.task.position_names
             )
             self.grid = sender_grid(self._senders)  # what an ablation's sources replace
+        elif isinstance(spec.grid, CircuitGridSpec):
+            self.forward = edge_forward(self.model, "grid=circuit")
+            self.shape = replace(self.shape, parallel=self.forward.PARALLEL)
+            self.axes = circuit_axes(
+                spec.grid, self.shape, self.task.seq_len, self.task.position_names
+            )
+            assert self.axes.ranking is not None
+            self.ranked = edge_indices(self.axes.ranking, self.shape.graph, "grid.scores")
+            self.grid = sender_grid(senders(self.shape.graph))
         elif isinstance(spec.grid, PathGridSpec):
             self.forward = suffix_forward(self.model, "grid=paths")
             self.axes = path_axes(
@@ -118,6 +132,8 @@ class Worker:
     def _build_prompts(self, prompts: np.ndarray) -> BlockRuns:
         if self.edges:
             return self._build_edges(prompts)
+        if self.circuits:
+            return self._build_circuit(prompts)
         if self.paths:
             first = min(self.axes.layers)
             base = self.forward.base_hooks(tuple(range(first, self.shape.n_layers)))
@@ -147,14 +163,9 @@ class Worker:
         iv = self.intervention
         layers = tuple(sorted({r.layer for r in self._receivers} - {self.shape.n_layers}))
         start = self.forward.base_hooks(layers or (self.shape.n_layers - 1,))
-        outputs = edge_hooks(self.shape.n_layers, self.shape.mlp)
-        other = outputs if iv.READS == "other" else set()
-        block = build_block(self.model, self.task, prompts, iv.base_run, start | outputs, other)
-        iv.prepare_block(block)
+        block, samples = self._sender_sources(prompts, start)
         assert isinstance(self.forward, SuffixForward)
         with torch.inference_mode():
-            per_hook = [(c.hook_name(layer), iv.sources(c, layer, block)) for c, layer in self.grid]
-            samples = [{hook: src[k] for hook, src in per_hook} for k in range(len(per_hook[0][1]))]
             block.extras["deltas"] = [deltas(self.forward, block, self._senders, src)
                                       for src in samples]  # fmt: skip
         if isinstance(iv, EAP):  # every receiver's gradient, from the inputs' path
@@ -168,6 +179,62 @@ class Worker:
         block.source = {}
         block.extras.pop("donors", None)  # resampled sources are in the deltas now
         return block
+
+    def _sender_sources(
+        self, prompts: np.ndarray, start: set[str]
+    ) -> tuple[BlockRuns, list[dict[str, torch.Tensor]]]:
+        """The block's runs with the base run's ``start`` hooks and, per sample of the
+        intervention, the activations every sender's source output is made of (the other
+        run's when patching; zero, the task's mean or other prompts' when ablating)."""
+        iv = self.intervention
+        outputs = edge_hooks(self.shape.n_layers, self.shape.mlp)
+        other = outputs if iv.READS == "other" else set()
+        block = build_block(self.model, self.task, prompts, iv.base_run, start | outputs, other)
+        iv.prepare_block(block)
+        with torch.inference_mode():
+            per_hook = [(c.hook_name(layer), iv.sources(c, layer, block)) for c, layer in self.grid]
+            samples = [{hook: src[k] for hook, src in per_hook} for k in range(len(per_hook[0][1]))]
+        return block, samples
+
+    def _build_circuit(self, prompts: np.ndarray) -> BlockRuns:
+        """A circuit sweep's cached runs: the base (clean) run's embedding, where each
+        circuit's forward starts, and every sender's ablated output per sample of the
+        intervention (the corrupted run's, or zero, the mean, other prompts')."""
+        start = self.forward.base_hooks((0,))
+        block, samples = self._sender_sources(prompts, start)
+        assert isinstance(self.forward, SuffixForward)
+        with torch.inference_mode():
+            block.extras["ablated"] = [
+                {s.name: sender_outputs(self.forward, src, s) for s in senders(self.shape.graph)}
+                for src in samples
+            ]
+        block.base = {k: v for k, v in block.base.items() if k in start}
+        block.source = {}
+        block.extras.pop("donors", None)  # resampled outputs are in "ablated" now
+        return block
+
+    def _circuit_values(self, unit: WorkUnit, block: BlockRuns) -> np.ndarray:
+        """[metric, size, prompt] of a circuit unit: the metric with every edge outside
+        the top ``size`` of the ranking ablated, averaged over the ablation's samples."""
+        assert isinstance(self.forward, SuffixForward)
+        graph = edges(self.shape.graph)
+        out = []
+        with torch.inference_mode():
+            for size in unit.layers:
+                keep = [size >= len(graph)] * len(graph)
+                for i in self.ranked[:size]:
+                    keep[i] = True
+                per_sample = [
+                    block.evaluate(
+                        self.metrics,
+                        circuit_logits(
+                            self.forward, block.base[EMBED_HOOK], block.last, graph, keep, ablated
+                        ),
+                    )  # fmt: skip
+                    for ablated in block.extras["ablated"]
+                ]
+                out.append(torch.stack(per_sample).float().mean(0))
+        return torch.stack(out, dim=1).cpu().numpy().astype(np.float32)
 
     @property
     def _receivers(self) -> list[Node]:
@@ -192,10 +259,14 @@ class Worker:
         return self.cache.get(start, stop)
 
     def _check_forward(self, block: BlockRuns) -> None:
-        layers = self.axes.layers or (min(r.layer for r in self._receivers),)
+        if self.circuits:
+            layers: tuple[int, ...] = (0,)  # a circuit's forward starts at the embedding
+        else:
+            layers = self.axes.layers or (min(r.layer for r in self._receivers),)
         why = self.forward.check(block, min(min(layers), self.shape.n_layers - 1))
-        if why is not None and self.edges:
-            raise ConfigError(f"grid=edges: the fast forward does not reproduce this model: {why}")
+        if why is not None and (self.edges or self.circuits):
+            grid = "grid=circuit" if self.circuits else "grid=edges"
+            raise ConfigError(f"{grid}: the fast forward does not reproduce this model: {why}")
         if why is not None:
             self.forward = fallback(self.spec.runner.engine, why, HookedForward(self.model))
 
@@ -229,6 +300,8 @@ class Worker:
             return UnitResult(self._edge_values(unit, block), self._data(block))
         if self.paths:
             return UnitResult(self._path_values(unit, block), self._data(block))
+        if self.circuits:
+            return UnitResult(self._circuit_values(unit, block), self._data(block))
         c = self.shape.component(unit.component)
         cells = unit.cells
         per_layer = [self._values(c, layer, cells, block) for layer in unit.layers]
@@ -448,13 +521,13 @@ def sender_grid(senders: list[Node]) -> tuple[tuple[Component, int], ...]:
     return tuple((COMPONENTS[name], layer) for name, layer in sorted(pairs))
 
 
-def edge_forward(model: Any) -> SuffixForward:
+def edge_forward(model: Any, grid: str = "grid=edges") -> SuffixForward:
     """The forward edge sweeps patch on (``sweep.engine.edges``): a family's suffix
     forward whose heads each write a share of the residual stream of their own."""
-    forward = suffix_forward(model, "grid=edges")
+    forward = suffix_forward(model, grid)
     why = forward.edges_unsupported()
     if why is not None:
-        raise ConfigError(f"grid=edges: {why}; edge sweeps cannot run on this model")
+        raise ConfigError(f"{grid}: {why}; edge and circuit sweeps cannot run on this model")
     return forward
 
 

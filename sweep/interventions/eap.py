@@ -11,18 +11,10 @@ estimates.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-import torch
-
-from sweep.components import Component
 from sweep.errors import ConfigError
-from sweep.interventions.base import Intervention
-from sweep.interventions.patch import DIRECTIONS, base_of
+from sweep.interventions.patch import DIRECTIONS, Patch
 from sweep.spec import InterventionSpec, one_of
-
-if TYPE_CHECKING:
-    from sweep.engine.runs import BlockRuns
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +41,12 @@ class EAPSpec(InterventionSpec):
             )
 
 
-class EAP(Intervention):
+class EAP(Patch):
+    """Patching's direction, base run and sources (the other run's sender outputs); the
+    worker scores edges from gradients instead of patching them."""
+
     KIND = "eap"
     SPEC = EAPSpec
-    READS = "other"
 
     @property
     def direction(self) -> str:
@@ -61,11 +55,3 @@ class EAP(Intervention):
     @property
     def steps(self) -> int:
         return int(getattr(self.spec, "steps", 1))
-
-    @property
-    def base_run(self) -> str:
-        return base_of(self.direction)
-
-    def sources(self, c: Component, layer: int, block: BlockRuns) -> list[torch.Tensor]:
-        """The senders' source outputs: the other run's, as patching takes them."""
-        return [block.source[c.hook_name(layer)]]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
@@ -35,7 +35,7 @@ def base_of(direction: str) -> str:
 
 class Patch(Intervention):
     KIND = "patch"
-    SPEC = PatchSpec
+    SPEC: ClassVar[type[InterventionSpec]] = PatchSpec
     READS = "other"
 
     @property

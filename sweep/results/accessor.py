@@ -14,7 +14,8 @@ import xarray as xr
 
 @xr.register_dataset_accessor("patchsweep")
 class PatchsweepAccessor:
-    """``ds.patchsweep.heatmap("z")``, ``ds.patchsweep.top_cells()``."""
+    """``ds.patchsweep.heatmap("z")``, ``ds.patchsweep.top_cells()``; a circuit store's
+    ``ds.patchsweep.faithfulness()`` and ``ds.patchsweep.circuit(20)``."""
 
     def __init__(self, ds: xr.Dataset) -> None:
         self._ds = ds
@@ -36,3 +37,16 @@ class PatchsweepAccessor:
         from sweep.results.analysis import top_cells
 
         return top_cells(self._ds, k, **kw)
+
+    def faithfulness(self, metric: str | None = None) -> xr.DataArray:
+        """A circuit store's faithfulness per size (``sweep.analysis.faithfulness``)."""
+        from sweep.results.circuit import faithfulness
+
+        return faithfulness(self._ds, metric)
+
+    def circuit(self, size: int) -> pd.DataFrame:
+        """A circuit store's top ``size`` edges: sender, receiver, score."""
+        from sweep.results.circuit import check_circuit, circuit_edges
+
+        check_circuit(self._ds)
+        return circuit_edges(self._ds, size)

@@ -4,9 +4,10 @@ Nodes are the model's parts as circuit diagrams show them: ``embed``, each head 
 a grouped-query model's key/value heads ``a5.g0``), each MLP (``m2``) and ``logits``,
 ranked bottom to top by block order (a layer's heads, then its MLP). An edge into a head's
 query, key or value input is labelled ``q``, ``k`` or ``v``; its colour is the sign of its
-effect on the intervention's own scale (blue: towards the clean behaviour), its width the
-size, and its label the scaled value. Torch-free; needs the ``graphviz`` package and
-Graphviz's ``dot`` program (``make graphviz``, or the system's package).
+effect on the intervention's own scale (blue: positive), its width the size, and its label
+the scaled value. A circuit store's circuit is drawn alike, by its ranking's scores.
+Torch-free; needs the ``graphviz`` package and Graphviz's ``dot`` program (``make
+graphviz``, or the system's package).
 """
 
 from __future__ import annotations
@@ -42,34 +43,54 @@ def edge_graph(
     ds: xr.Dataset, k: int = TOP, metric: str | None = None, min_prompts: int | None = None
 ):  # -> graphviz.Digraph (imported here: only pictures need it)
     """The ``k`` edges with the largest |mean effect| (``top_edges``) as a Graphviz graph."""
-    import graphviz
-
     metric = check_metric(ds, metric)
     top = top_edges(ds, k, metric, min_prompts=min_prompts)
     sc = scale(ds)
-    n_layers = int(ds.attrs["graph"]["n_layers"])
+    rows = [
+        (str(r["sender"]), str(r["receiver"]), float(r["scaled"]),
+         f" @{r['pos']}" if "pos" in r else "")  # edges one position at a time
+        for _, r in top.iterrows()
+    ]  # fmt: skip
+    title = f"top {len(top)} edges by |effect| on {metric} ({sc.intervention}); labels: {sc.short}"
+    return draw(rows, int(ds.attrs["graph"]["n_layers"]), title)
+
+
+def draw(rows: list[tuple[str, str, float, str]], n_layers: int, title: str):  # -> Digraph
+    """Edges (sender, receiver, value, label suffix) as a graph: colour the value's sign
+    (blue: positive, red: negative), width its size, label the input and value."""
+    import graphviz
+
     g = graphviz.Digraph("edges", graph_attr={
-        "rankdir": "BT", "label": f"top {len(top)} edges by |effect| on {metric} "
-        f"({sc.intervention}); labels: {sc.short}", "labelloc": "t", "fontsize": "12",
+        "rankdir": "BT", "label": title, "labelloc": "t", "fontsize": "12",
     }, node_attr={"shape": "box", "style": "rounded", "fontsize": "11"})  # fmt: skip
-    largest = max(float(top["scaled"].abs().max()) if len(top) else 0.0, 1e-9)
+    largest = max([abs(v) for _, _, v, _ in rows if v == v] + [1e-9])
     nodes: dict[str, int] = {}
-    for _, r in top.iterrows():
-        sender, _ = split(str(r["sender"]))
-        receiver, kind = split(str(r["receiver"]))
+    for sender_name, receiver_name, value, at in rows:
+        sender, _ = split(sender_name)
+        receiver, kind = split(receiver_name)
         for node in (sender, receiver):
             nodes[node] = _rank(node, n_layers)
-        value = float(r["scaled"])
-        at = f" @{r['pos']}" if "pos" in r else ""  # edges one position at a time
-        g.edge(sender, receiver, label=f"{kind}{at} {value:+.2f}".strip(),
-               color="#2166ac" if value >= 0 else "#b2182b",
-               penwidth=f"{1 + 5 * abs(value) / largest:.2f}", fontsize="10")  # fmt: skip
+        known = value == value  # a file's edges carry no score
+        g.edge(sender, receiver, label=f"{kind}{at} {value:+.2f}".strip() if known else kind,
+               color="#2166ac" if not known or value >= 0 else "#b2182b",
+               penwidth=f"{1 + 5 * abs(value) / largest:.2f}" if known else "2",
+               fontsize="10")  # fmt: skip
     for rank in sorted(set(nodes.values())):
         with g.subgraph() as same:
             same.attr(rank="same")
             for node in sorted(n for n, v in nodes.items() if v == rank):
                 same.node(node)
     return g
+
+
+def circuit_graph(ds: xr.Dataset, size: int, title: str):  # -> graphviz.Digraph
+    """A circuit store's top ``size`` edges, widths by their score (the scores store's
+    mean effect, or none for a file's edges)."""
+    from sweep.results.circuit import circuit_edges
+
+    table = circuit_edges(ds, size)
+    rows = [(r.sender, r.receiver, float(r.score), "") for r in table.itertuples()]
+    return draw(rows, int(ds.attrs["graph"]["n_layers"]), title)
 
 
 def render_graph(g, out_stem: str) -> str:

@@ -28,6 +28,7 @@ import xarray as xr
 
 from sweep.errors import StoreDamagedError, SweepError
 from sweep.results.analysis import check_metric, edge_variables
+from sweep.results.circuit import is_circuit
 from sweep.results.maps import Heatmap, check_finished, check_prompt, heatmap, variables
 from sweep.results.store import open_results
 
@@ -84,10 +85,12 @@ def render(
     from sweep.results.page import page
 
     ds = load(store)
+    out_dir = Path(out) if out is not None else _default_out(store)
+    if is_circuit(ds):
+        return render_many([store], out_dir, metric)
     metric = check_metric(ds, metric)
     prompt = check_prompt(ds, prompt)
     check_finished(ds, str(store))
-    out_dir = Path(out) if out is not None else _default_out(store)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -100,6 +103,24 @@ def render(
     text = page(ds, str(store), extra, min_prompts)
     (out_dir / "index.html").write_text(text, encoding="utf-8")
     return out_dir
+
+
+def render_many(stores: list[str | Path], out: Path, metric: str | None = None) -> Path:
+    """Circuit stores: one faithfulness picture of them all (a line per store), the first
+    one's circuit drawn, and a page (``sweep.results.circuit_figures``)."""
+    from sweep.results.circuit_figures import render_circuits
+
+    for store in stores:
+        if not is_circuit(open_results(store)):
+            raise SweepError(
+                f"STORE: {store} is not a circuit store; several stores are drawn together "
+                "only as faithfulness curves of circuit stores (python -m sweep.circuit)"
+            )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SweepError(f"--out: cannot create {out} ({e.strerror})") from None
+    return render_circuits([str(s) for s in stores], out, metric)
 
 
 def _edge_graph(ds: xr.Dataset, out_dir: Path, metric: str, min_prompts: int | None) -> str:
@@ -138,7 +159,8 @@ def _default_out(store: str | Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m sweep.plot", description=__doc__.split("\n")[0])
-    p.add_argument("store")
+    p.add_argument("store", nargs="+", help="a store; or several circuit stores, drawn as "
+                   "one faithfulness picture (a line per store)")  # fmt: skip
     p.add_argument("--out", default=None, help="output directory (default: STORE.plots)")
     p.add_argument("--metric", default=None, help="metric of the PNGs (default: the first)")
     p.add_argument(
@@ -155,11 +177,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = p.parse_args(argv)
     try:
-        out = render(args.store, args.out, args.metric, args.min_prompts, args.prompt)
+        if len(args.store) > 1:
+            out = args.out or Path(args.store[0]).with_suffix(".plots")
+            out = render_many(args.store, Path(out), args.metric)
+        else:
+            out = render(args.store[0], args.out, args.metric, args.min_prompts, args.prompt)
     except (SweepError, ValueError) as e:
         print(f"patchsweep: error: {e}", file=sys.stderr)  # noqa: T201
         sys.exit(2)
-    print(f"pictures: {out}/index.html and one PNG per component")  # noqa: T201
+    print(f"pictures: {out}/index.html and PNGs in {out}")  # noqa: T201
 
 
 if __name__ == "__main__":

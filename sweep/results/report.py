@@ -25,6 +25,7 @@ from sweep.results.analysis import (
     verified,
     verified_edges,
 )
+from sweep.results.circuit import circuit_lines, is_circuit
 
 
 def baseline_lines(ds: xr.Dataset) -> list[str]:
@@ -48,6 +49,8 @@ def results_lines(ds: xr.Dataset, top: int = 5, min_prompts: int | None = None) 
     warning = gap_warning(ds, metric)
     if warning:
         lines.append(warning)
+    if is_circuit(ds):
+        return lines + circuit_lines(ds)
     if edge_variables(ds):
         return lines + _edge_lines(ds, top, metric, min_prompts)
     base, sc, estimate = base_run(ds), scale(ds), is_estimate(ds)

@@ -28,7 +28,8 @@ from sweep.results.lease import Lease, read_holder
 from sweep.results.store import META, array, check_format, is_store, root_attrs
 
 KEY_LINES = ("model.name", "task.kind", "task.path", "task.n_prompts", "grid.components",
-             "grid.receivers", "grid.senders", "intervention.*", "metric.names")  # fmt: skip
+             "grid.receivers", "grid.senders", "grid.scores", "grid.file", "grid.sizes",
+             "intervention.*", "metric.names")  # fmt: skip
 """The config lines the report shows; ``group.*``: every key of the group."""
 
 
@@ -60,7 +61,8 @@ class StoreStatus:
     holder: str | None
     config: dict[str, Any]
     what: str = "cells"
-    """What the store's units compute: ``cells``, or ``edges`` for an edge sweep."""
+    """What the store's units compute: ``cells``, ``edges`` for an edge sweep, ``circuits``
+    for a circuit sweep."""
     damaged: list[str] = field(default_factory=list)
     """Verify: damaged units by coordinates (now marked not done)."""
     verified: bool = False
@@ -93,7 +95,7 @@ def _cells_per_lead(group: zarr.Group, attrs: dict[str, Any], name: str) -> np.n
     """Cells of a variable per index of its lead axis: the product of its dims after
     (metric, layer); for edges, the senders each receiver reads (the rest stay NaN)."""
     arr = array(group, name)
-    if "graph" not in attrs:
+    if "graph" not in attrs or "receiver" not in (arr.metadata.dimension_names or ()):  # type: ignore[union-attr]
         return np.full(arr.shape[1], math.prod(arr.shape[2:-1]))
     shape = GraphShape(**attrs["graph"])
     by_name = {n.name: n for n in receivers(shape) + senders(shape)}
@@ -195,7 +197,7 @@ def status(path: str, verify: bool = False) -> StoreStatus:
         runs=_runs(backend.location),
         holder=holder.describe() if holder is not None else None,
         config=_config_lines(cfg),
-        what="edges" if "graph" in attrs else "cells",
+        what="circuits" if "circuit" in attrs else "edges" if "graph" in attrs else "cells",
     )
     if verify:
         _verify(out, backend, group, units, done, _lease_timeout(cfg))

@@ -249,6 +249,9 @@ def create(
         lease.adopt()
 
 
+RANK_COORDS = ("circuit_sender", "circuit_receiver", "circuit_score")
+"""A circuit store's ranking along ``rank``: each edge, best first, and its score."""
+
 PER_POSITION = (
     ("clean_token", str, ""),
     ("corrupted_token", str, ""),
@@ -295,7 +298,7 @@ def _populate(target: str, plan: Plan, info: TaskInfo, meta: StoreMeta) -> None:
     members += [*PROMPT_TEXTS, *PROMPT_IDS]
     group.attrs["coordinates"] = " ".join(
         ["prompt_length", *(name for name, _, _ in PER_POSITION), *PROMPT_TEXTS, *PROMPT_IDS,
-         *_node_coords(plan)]
+         *_node_coords(plan), *(RANK_COORDS if plan.axes.ranking is not None else ())]
     )  # fmt: skip
     for c in plan.components:
         dims = ["metric", c.lead, *c.dims, "prompt"]
@@ -344,8 +347,8 @@ def _labels(plan: Plan, dim: str) -> np.ndarray:
 def _node_coords(plan: Plan) -> dict[str, tuple[str, np.ndarray]]:
     """An edge sweep's receivers and senders: each one's layer (-1: the embedding; the
     model's layer count: the logits), kind and head (-1: none) beside its name."""
-    if plan.axes.graph is None:
-        return {}
+    if plan.axes.graph is None or "receiver" not in plan.axes.coords:
+        return {}  # not an edge sweep
     out = {}
     for dim in ("receiver", "sender"):
         nodes = [plan.axes.nodes(dim)[i] for i in plan.axes.coords[dim]]
@@ -375,6 +378,15 @@ def _coordinates(plan: Plan, info: TaskInfo, meta: StoreMeta) -> xr.Dataset:
         ds.attrs["graph"] = dataclasses.asdict(plan.axes.graph)
     if plan.axes.receivers:
         ds.attrs["path_receivers"] = list(plan.axes.receivers)
+    if plan.axes.ranking is not None:  # a circuit sweep's edges, best first
+        r = plan.axes.ranking
+        columns = ([e[0] for e in r.edges], [e[1] for e in r.edges], list(r.scores))
+        types = (object, object, np.float64)
+        ds = ds.assign_coords({
+            name: ("rank", np.array(values, dtype=t))
+            for name, values, t in zip(RANK_COORDS, columns, types, strict=True)
+        })  # fmt: skip
+        ds.attrs["circuit"] = {"method": r.method, "source": r.source, "metric": r.metric}
     ds.attrs.update(
         config=meta.config_yaml,
         model=meta.model,

@@ -1,33 +1,39 @@
 """The circuit forward (``sweep.engine.circuit``): every edge kept is the base run, none kept
 is the ablated run, and all but one kept is that one edge patched alone (the exact edge
 forward, itself checked against TransformerLens hooks), on a native model with MLPs and a
-small GPT-2 checkpoint."""
+small GPT-2 checkpoint, a Llama (grouped-query) and a GPT-NeoX (parallel blocks) checkpoint."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from sweep.edges.graph import GraphShape, edges
+from sweep.edges.graph import edges
 from sweep.engine.circuit import circuit_logits
 from sweep.engine.eap import EMBED_HOOK
 from sweep.engine.edges import edge_hooks, edge_values, sender_outputs
 from sweep.engine.runs import build_block
+from sweep.engine.worker import model_shape
 from tests.helpers import mixed_rows, native_prompts, worker, write_task
 
 
-@pytest.mark.parametrize("which", ["native", "gpt2"])
-def test_full_empty_and_one_edge_out(tmp_path: Path, gpt2_dir: Path, which: str) -> None:
+@pytest.mark.parametrize("which", ["native", "gpt2", "llama", "neox"])
+def test_full_empty_and_one_edge_out(
+    tmp_path: Path, gpt2_dir: Path, family_dir, which: str
+) -> None:
+    """Llama: grouped-query keys and values; GPT-NeoX: parallel attention and MLP."""
     task = write_task(tmp_path / "t.jsonl", mixed_rows())  # prompts of three lengths
     model = native_prompts(task, 2)
-    if which == "gpt2":
-        model = ["model=hf", f"model.name={gpt2_dir}", "task=prompts", f"task.path={task}"]
+    if which != "native":
+        where = gpt2_dir if which == "gpt2" else family_dir(which)
+        model = ["model=hf", f"model.name={where}", "task=prompts", f"task.path={task}"]
     w = worker([*model, "grid.components=[resid_pre]", "runner.engine=fast"])
-    fw, cfg = w.forward, w.model.cfg
-    shape = GraphShape(int(cfg.n_layers), int(cfg.n_heads), mlp=not cfg.attn_only)
+    fw = w.forward
+    shape = replace(model_shape(w.model), parallel=fw.PARALLEL).graph
     graph = edges(shape)
     hooks = edge_hooks(shape.n_layers, shape.mlp)
     base_hooks = hooks | fw.base_hooks(tuple(range(shape.n_layers)))
