@@ -5,6 +5,7 @@ that leaves every file as it was."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import zarr
 
 import sweep
 from sweep.circuit import main as circuit_main
@@ -105,6 +107,62 @@ def test_circuits_equal_a_hook_reference(tmp_path: Path) -> None:
     assert np.abs(values[3] - values[2]).max() > 1e-2
     assert [str(x) for x in ds["circuit_receiver"].values] == ["logits", "a0.h0.v", "logits"]
     assert ds.attrs["circuit"]["method"] == "file"
+
+
+def _mean_ablated_reference(model: Any, task: Any) -> np.ndarray:
+    """[prompt] the logit difference with the embedding, every head's z and every MLP's
+    output set to its mean at each position over the prompts that reach it (hooks on
+    each unpadded prompt): what the empty circuit under mean ablation must equal."""
+    hooks = ["blocks.0.hook_resid_pre"]
+    for i in range(int(model.cfg.n_layers)):
+        hooks += [f"blocks.{i}.attn.hook_z", f"blocks.{i}.hook_mlp_out"]
+    sums: dict[str, torch.Tensor] = {}
+    counts = torch.zeros(int(task.lengths.max()))
+    prompts = []
+    with torch.no_grad():
+        for p in range(task.n_prompts):
+            n = int(task.lengths[p])
+            clean = task.rows(np.array([p]))[0][:, :n]
+            prompts.append(clean)
+            _, cache = model.run_with_cache(clean)
+            counts[:n] += 1
+            for h in hooks:
+                act = cache[h][0]
+                if h not in sums:
+                    sums[h] = torch.zeros(len(counts), *act.shape[1:])
+                sums[h][:n] += act
+        means = {h: v / counts.view(-1, *[1] * (v.dim() - 1)) for h, v in sums.items()}
+        out = np.zeros(task.n_prompts)
+        for p, clean in enumerate(prompts):
+            n = clean.shape[1]
+
+            def at_mean(name: str, n: int = n) -> Any:
+                def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
+                    return means[name][:n][None].expand_as(act).to(act.dtype)
+
+                return hook
+
+            fwd = [(h, at_mean(h)) for h in hooks]
+            logits = model.run_with_hooks(clean, fwd_hooks=fwd)[0, -1]
+            out[p] = float(logits[int(task.answer[p])] - logits[int(task.wrong[p])])
+    return out
+
+
+def test_empty_mean_ablated_circuit_is_every_output_at_its_mean(tmp_path: Path) -> None:
+    task = write_task(tmp_path / "t.jsonl", mixed_rows())  # prompts of three lengths
+    edges_file = tmp_path / "chain.txt"
+    edges_file.write_text(CHAIN)
+    model = native_prompts(task, 2)
+    path = sweep.run([*model, "grid=circuit", f"grid.file={edges_file}", "grid.sizes=[3]",
+                      "intervention=mean", "runner.progress=false",
+                      f"store.path={tmp_path / 'm.zarr'}"])  # fmt: skip
+    ds = open_results(path).load()
+    values = ds["circuit"].sel(metric="logit_diff").values
+    w = worker([*model, "grid.components=[resid_pre]"])
+    want = _mean_ablated_reference(w.model, w.task)
+    np.testing.assert_allclose(values[0], want, atol=1e-4)
+    np.testing.assert_allclose(values[-1], ds["clean_baseline"].values[0], atol=1e-4)
+    assert np.abs(want - ds["clean_baseline"].values[0]).max() > 1e-2
 
 
 def _cli(tmp_path: Path, module: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -227,15 +285,20 @@ def test_bad_input_is_one_line_and_touches_nothing(
 def test_scores_that_cannot_rank_are_refused(induction: dict[str, Path], tmp_path: Path) -> None:
     nodes = tmp_path / "nodes.zarr"
     sweep.run(["store.plots=false", "runner.progress=false", f"store.path={nodes}"])
+    unfinished = tmp_path / "unfinished.zarr"  # as a killed sweep leaves it: a unit not done
+    shutil.copytree(induction["exact"], unfinished)
+    zarr.open_group(str(unfinished), path="_patchsweep", mode="r+")["done"][0] = 0
     cases = {
         str(nodes): "grid.scores: " + f"{nodes} is a store of cells",
         str(tmp_path / "none.zarr"): "no such store",
+        str(unfinished): f"grid.scores: {unfinished} is not finished (3 of 4 units done)",
     }
     for store, message in cases.items():
         done = _cli(tmp_path, "sweep.circuit", store, "runner.progress=false")
         assert done.returncode == 2 and message in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "nodes.circuit.zarr").exists()
+    assert not (tmp_path / "unfinished.circuit.zarr").exists()
 
 
 def test_circuits_on_ray_equal_in_process(ray_session, induction: dict[str, Path]) -> None:
