@@ -6,15 +6,18 @@ store: exact, EAP or EAP-IG scores), the edges are ranked by its scores (or list
 ``--file``, best first), and the sweep runs like any other: the same runners, the same
 resume (run the same command again), its own store (default ``STORE`` with
 ``.circuit.zarr`` for ``.zarr``; ``store.path=...`` to choose). KEY=VALUE overrides any
-key, as ``python -m sweep`` takes them (``runner=ray``, ``grid.rank_metric=prob``...).
+key, as ``python -m sweep`` takes them (``runner=ray``, ``grid.rank_metric=prob``,
+``task.seed=1`` to measure the circuit on held-out prompts), except the model's: a circuit
+runs on the model its scores are of.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sweep.cli import fail, run_and_report
 from sweep.errors import SweepError
@@ -34,8 +37,11 @@ def default_path(store: str, ablation: str, file: str | None) -> str:
 
 
 def quoted(value: str) -> str:
-    """A value as Hydra's override grammar reads it whatever it holds (paths, URLs)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """A value as Hydra's override grammar reads it whatever it holds (paths, URLs):
+    quoted, its quotes escaped; a backslash stays as it is unless it comes before a quote
+    or the end (Hydra's rule), where it is doubled."""
+    doubled = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value)
+    return "'" + doubled.replace("'", "\\'") + "'"
 
 
 def stored_config(store: str) -> DictConfig:
@@ -47,9 +53,13 @@ def stored_config(store: str) -> DictConfig:
     backend.check_reachable()
     if not is_store(backend, key="STORE"):
         raise SweepError(f"STORE: {store}: no such store")
-    cfg = OmegaConf.create(str(root_attrs(backend).get("config", "")))
+    damaged = SweepError(f"STORE: {store}: its config attribute is damaged or missing")
+    try:
+        cfg = OmegaConf.create(str(root_attrs(backend).get("config", "")))
+    except Exception:  # yaml's and OmegaConf's own parse errors
+        raise damaged from None
     if not isinstance(cfg, DictConfig) or not all(g in cfg for g in TAKEN):
-        raise SweepError(f"STORE: {store}: its config attribute is damaged or missing")
+        raise damaged
     return cfg
 
 
@@ -69,15 +79,39 @@ def circuit_config(
         base.append("intervention.direction=noise")
     if sizes is not None:
         base.append(f"grid.sizes=[{sizes}]")
-    # Composed twice: first to learn which keys the user set, then with the store's values
-    # for the keys the user left alone (a value is set in the config, not re-parsed).
-    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    # The store's values go in after composing, key by key, for every key the user's
+    # overrides leave alone (a value is set in the config, not re-parsed by Hydra).
+    given = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
     cfg = compose_config([*base, *overrides])
-    for group in TAKEN:
-        for key, value in have[group].items():
-            if f"{group}.{key}" not in given and f"{group}" not in given:
-                OmegaConf.update(cfg, f"{group}.{key}", value, merge=False)
+    for key, value in _leaves(have, TAKEN):
+        if any(key == g or key.startswith(g + ".") for g in given):
+            continue
+        try:
+            OmegaConf.update(cfg, key, value, merge=False)
+        except Exception:  # OmegaConf's own errors: a key or value this schema refuses
+            raise SweepError(
+                f"STORE: {store} was made with {key}={value!r}, which this patchsweep "
+                f"does not take (another version made it); give the key on the command "
+                f"line (python -m sweep.circuit STORE {key}=...)"
+            ) from None
     return cfg
+
+
+def _leaves(cfg: DictConfig, groups: tuple[str, ...]) -> list[tuple[str, object]]:
+    """Every leaf key of ``groups`` (``model.native.n_layers``) with its value."""
+    out: list[tuple[str, object]] = []
+
+    def walk(prefix: str, node: object) -> None:
+        if isinstance(node, DictConfig):
+            for k in node:
+                walk(f"{prefix}.{k!s}", node[k])
+        else:
+            out.append((prefix, OmegaConf.to_container(node) if isinstance(node, ListConfig)
+                        else node))  # fmt: skip
+
+    for g in groups:
+        walk(g, cfg[g])
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

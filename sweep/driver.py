@@ -243,6 +243,8 @@ def _sweep(
     todo.sort(key=lambda u: (u.prompt_start, u.index))  # a block's units one after another
     work = sum(plan.n_cells(u) * u.n_prompts for u in todo)
     what = " edge-prompts" if plan.is_edges else " cell-prompts"
+    if plan.axes.ranking is not None:
+        what = " circuit-prompts"
     bar = tqdm(total=work, unit=what, unit_scale=True, desc="sweep",
                disable=not spec.runner.progress, smoothing=0.1)  # fmt: skip
     cells, sweep_start = 0, time.perf_counter()

@@ -325,8 +325,6 @@ class CircuitGridSpec(Spec):
     """The ``Ranking`` read from ``scores`` or ``file`` (set here, not a config key)."""
     made_on: dict[str, Any] = field(default_factory=dict, metadata=INTERNAL)
     """The scores store's fingerprint: the model and task its scores are of."""
-    scored_graph: Any = field(default=None, metadata=INTERNAL)
-    """The scores store's graph (``GraphShape``)."""
 
     def __post_init__(self) -> None:
         from sweep.edges.circuit import Ranking, read_edges
@@ -337,8 +335,9 @@ class CircuitGridSpec(Spec):
                 "scores rank the edges) or grid.file=FILE (edges one per line, best first)"
             )
         if self.sizes is not None:
-            sizes = _indices("grid.sizes", [self.sizes] if isinstance(self.sizes, int)
-                             else self.sizes)  # fmt: skip
+            if not len(self.sizes):
+                raise ConfigError("grid.sizes: empty; leave it out for the default sizes")
+            sizes = _indices("grid.sizes", self.sizes)
             assert sizes is not None
             if min(sizes) < 1:
                 raise ConfigError(
@@ -356,6 +355,8 @@ class CircuitGridSpec(Spec):
             return
         from sweep.results.circuit import store_ranking
 
+        if "://" not in str(self.scores):  # a local store, however it is spelled
+            _set(self, "scores", str(Path(str(self.scores)).expanduser().resolve()))
         ranking, made_on, graph = store_ranking(str(self.scores), self.rank_metric)
         from sweep.edges.circuit import circuit_sizes
         from sweep.edges.graph import edges as graph_edges
@@ -363,7 +364,6 @@ class CircuitGridSpec(Spec):
         circuit_sizes(self.sizes, len(ranking.edges), len(graph_edges(graph)), "grid.sizes")
         _set(self, "ranking", ranking)
         _set(self, "made_on", made_on)
-        _set(self, "scored_graph", graph)
 
     def identity(self) -> dict[str, Any]:
         """The sizes and the ranking's order: not where it was read from."""
@@ -584,7 +584,7 @@ class SweepSpec:
         if isinstance(self.grid, CircuitGridSpec):
             self._check_circuit()
         edges = ("patch", "zero", "mean", "resample", "eap")
-        allowed = {"grid=edges": edges, "grid=circuit": edges[:-1]}.get(grid, ("patch",))
+        allowed = edges if grid == "grid=edges" else ("patch",)
         if iv.kind not in allowed and grid != "grid=circuit":
             raise ConfigError(
                 f"intervention={iv.kind}: {grid} takes intervention={', '.join(allowed)} "
@@ -603,7 +603,7 @@ class SweepSpec:
     def _check_circuit(self) -> None:
         """A circuit runs the clean prompts, edges outside it ablated: from the corrupted
         run (patch, direction=noise) or by zero, mean or resample ablation; on the model
-        and task its scores were made on."""
+        its scores were made on (its prompts may be others: held out)."""
         iv = self.intervention
         ablations = ("zero", "mean", "resample")
         direction = getattr(iv, "direction", None)
@@ -615,16 +615,15 @@ class SweepSpec:
                 "(the corrupted run's outputs) or intervention=zero, mean or resample"
             )
         assert isinstance(self.grid, CircuitGridSpec)
-        made_on = self.grid.made_on
-        for group in ("model", "task"):
-            have = made_on.get(group)
-            want = json.loads(json.dumps(getattr(self, group).identity(), default=list))
-            if have is not None and have != want:
-                raise ConfigError(
-                    f"grid.scores: {self.grid.scores} was made with another {group} ({have}; "
-                    f"this run: {want}); a circuit runs on its scores' model and task: run "
-                    "python -m sweep.circuit STORE, which takes them from the store"
-                )
+        have = self.grid.made_on.get("model")
+        want = json.loads(json.dumps(self.model.identity(), default=list))
+        if have is not None and have != want:
+            raise ConfigError(
+                f"grid.scores: {self.grid.scores} scores the edges of another model ({have}; "
+                f"this run: {want}); a circuit runs on the model its scores are of: leave "
+                "model.* as the store has it (python -m sweep.circuit STORE takes it from "
+                "there; task.* may differ, to measure a circuit on held-out prompts)"
+            )
 
     @property
     def metrics(self) -> tuple[str, ...]:

@@ -92,11 +92,13 @@ def edge_indices(ranking: Ranking, shape: GraphShape, key: str) -> tuple[int, ..
     missing = [e for e in ranking.edges if e not in index]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        mlp = "no MLPs" if not shape.mlp else "MLPs reading their own layer's heads"
+        if shape.mlp and shape.parallel:
+            mlp = "MLPs in parallel with attention"
         raise ConfigError(
             f"{key}: {edge_name(missing[0])}{more} is not an edge of this model's graph "
-            f"({shape.n_layers} layers, {shape.n_heads} heads"
-            f"{'' if shape.mlp else ', no MLPs'}; a receiver reads senders of earlier layers "
-            "only, and a head's output reaches its own layer's MLP)"
+            f"({shape.n_layers} layers, {shape.n_heads} heads, {mlp}; a receiver reads the "
+            "senders written before it only)"
         )
     return tuple(index[e] for e in ranking.edges)
 

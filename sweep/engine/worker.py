@@ -24,7 +24,7 @@ from sweep.edges.circuit import edge_indices
 from sweep.edges.graph import Node, edges, receivers, senders
 from sweep.engine.budget import CACHE_SHARE, cells_per_forward, warn_if_below_one_cell
 from sweep.engine.cells import Cell, gather_cells, make_batch
-from sweep.engine.circuit import circuit_logits
+from sweep.engine.circuit import CircuitGraph, circuit_logits
 from sweep.engine.eap import EMBED_HOOK, block_metric, edge_scores, integrated_gradients
 from sweep.engine.edges import deltas, edge_hooks, edge_values, sender_outputs
 from sweep.engine.forward import FAMILIES, Forward, HookedForward, choose_forward, fallback
@@ -79,6 +79,8 @@ class Worker:
         """A path sweep: units are blocks of sender layers (``sweep.engine.paths``)."""
         self.circuits = isinstance(spec.grid, CircuitGridSpec)
         """A circuit sweep: units are circuit sizes (``sweep.engine.circuit``)."""
+        self.circuit_graph: CircuitGraph | None = None
+        """Each edge's place in a circuit's masks (made at the first circuit)."""
         self.forward: Forward
         self.grid: tuple[tuple[Component, int], ...] = ()
         if isinstance(spec.grid, EdgeGridSpec):
@@ -95,7 +97,8 @@ class Worker:
                 spec.grid, self.shape, self.task.seq_len, self.task.position_names
             )
             assert self.axes.ranking is not None
-            self.ranked = edge_indices(self.axes.ranking, self.shape.graph, "grid.scores")
+            key = "grid.file" if spec.grid.file is not None else "grid.scores"
+            self.ranked = edge_indices(self.axes.ranking, self.shape.graph, key)
             self.grid = sender_grid(senders(self.shape.graph))
         elif isinstance(spec.grid, PathGridSpec):
             self.forward = suffix_forward(self.model, "grid=paths")
@@ -217,19 +220,18 @@ class Worker:
         """[metric, size, prompt] of a circuit unit: the metric with every edge outside
         the top ``size`` of the ranking ablated, averaged over the ablation's samples."""
         assert isinstance(self.forward, SuffixForward)
-        graph = edges(self.shape.graph)
+        if self.circuit_graph is None:
+            self.circuit_graph = CircuitGraph.of(self.forward, edges(self.shape.graph))
+        graph, embed = self.circuit_graph, block.base[EMBED_HOOK]
         out = []
         with torch.inference_mode():
             for size in unit.layers:
-                keep = [size >= len(graph)] * len(graph)
-                for i in self.ranked[:size]:
-                    keep[i] = True
+                keep = np.full(len(graph.edges), size >= len(graph.edges))
+                keep[list(self.ranked[:size])] = True
                 per_sample = [
                     block.evaluate(
                         self.metrics,
-                        circuit_logits(
-                            self.forward, block.base[EMBED_HOOK], block.last, graph, keep, ablated
-                        ),
+                        circuit_logits(self.forward, embed, block.last, graph, keep, ablated),
                     )  # fmt: skip
                     for ablated in block.extras["ablated"]
                 ]

@@ -22,6 +22,8 @@ from sweep.results.analysis import check_metric, edge_variables, is_estimate, sc
 
 CIRCUIT = "circuit"
 """The store variable of a circuit sweep."""
+GAP = 1e-6
+"""A full-minus-empty gap of the mean this small leaves faithfulness undefined."""
 FAITHFUL = 0.8
 """The faithfulness the drawn circuit reaches (the smallest stored size that does)."""
 
@@ -90,15 +92,19 @@ def check_circuit(ds: xr.Dataset) -> None:
 
 
 def faithfulness(ds: xr.Dataset, metric: str | None = None) -> xr.DataArray:
-    """[size] (circuit - empty) / (full - empty), each the mean over all the store's
-    prompts (NaN for a size not computed yet)."""
+    """[size] (circuit - empty) / (full - empty) of the means over the prompts computed at
+    that size and at both ends (all of them, in a finished store; ``attrs["n"]`` per
+    size). NaN for a size not computed yet, and where the full model and the empty circuit
+    give the same mean (nothing to be faithful to)."""
     check_circuit(ds)
-    m = ds[CIRCUIT].sel(metric=check_metric(ds, metric)).mean("prompt")
-    empty, full = m.isel(size=0), m.isel(size=-1)
-    out = (m - empty) / (full - empty)
+    v = ds[CIRCUIT].sel(metric=check_metric(ds, metric))
+    empty, full = v.isel(size=0), v.isel(size=-1)
+    ok = v.notnull() & empty.notnull() & full.notnull()
+    gap = (full - empty).where(ok).mean("prompt")
+    out = ((v - empty).where(ok).mean("prompt") / gap).where(np.abs(gap) > GAP)
     out.attrs.update(
-        long_name="faithfulness", n_prompts=int(ds.sizes["prompt"]),
-        empty=float(empty), full=float(full),
+        long_name="faithfulness", n=ok.sum("prompt").values.tolist(),
+        n_prompts=int(ds.sizes["prompt"]), empty=float(empty.mean()), full=float(full.mean()),
     )  # fmt: skip
     return out
 
@@ -145,9 +151,20 @@ def circuit_lines(ds: xr.Dataset) -> list[str]:
         f"means over all {n} prompts (empty {f.attrs['empty']:.3f}, full model "
         f"{f.attrs['full']:.3f}, {total} edges):"
     ]
-    for size, value, mean in zip(ds["size"].values, f.values, m, strict=True):
-        if np.isnan(value):
+    if abs(f.attrs["full"] - f.attrs["empty"]) <= GAP:
+        lines.append(
+            "  the full model and the empty circuit give the same mean: faithfulness is "
+            "undefined (this task does not separate them under this ablation)"
+        )
+    for size, value, mean, reached in zip(ds["size"].values, f.values, m, f.attrs["n"],
+                                          strict=True):  # fmt: skip
+        if not reached:
             lines.append(f"  {int(size):>6} edges: not computed yet")
-            continue
-        lines.append(f"  {int(size):>6} edges: faithfulness {value:+.3f} ({metric} {mean:.3f})")
+        elif np.isnan(value):
+            lines.append(f"  {int(size):>6} edges: {metric} {mean:.3f}")
+        else:
+            part = f", {reached} of {n} prompts" if reached < n else ""
+            lines.append(
+                f"  {int(size):>6} edges: faithfulness {value:+.3f} ({metric} {mean:.3f}{part})"
+            )
     return lines

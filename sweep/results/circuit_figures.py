@@ -40,15 +40,13 @@ MAX_DRAWN = 100
 Source = str | os.PathLike[str] | xr.Dataset
 
 
-def _open(sources: Source | Sequence[Source]) -> list[tuple[str, xr.Dataset]]:
+def _open(sources: Source | Sequence[Source]) -> list[xr.Dataset]:
     from sweep.results.figures import open_source
 
     listed: list[Source] = list(sources) if isinstance(sources, (list, tuple)) else [sources]  # type: ignore[list-item]
-    out = []
-    for s in listed:
-        ds = open_source(s)
+    out = [open_source(s) for s in listed]
+    for ds in out:
         check_circuit(ds)
-        out.append((str(s) if not isinstance(s, xr.Dataset) else "the store", ds))
     return out
 
 
@@ -56,12 +54,15 @@ def curves(sources: Source | Sequence[Source], metric: str | None = None) -> lis
     """Per store: its method, sizes (the empty circuit left out: 0 by definition, and not
     on a log axis) and faithfulness, for the figures."""
     out = []
-    for _, ds in _open(sources):
+    datasets = _open(sources)
+    names = [method(ds) for ds in datasets]
+    for k, ds in enumerate(datasets):
         f = faithfulness(ds, metric)
+        name = names[k] if names.count(names[k]) == 1 else f"{names[k]} ({k + 1})"
         sizes = f["size"].values
         keep = sizes > 0
         out.append({
-            "name": method(ds), "sizes": sizes[keep].tolist(), "values": f.values[keep].tolist(),
+            "name": name, "sizes": sizes[keep].tolist(), "values": f.values[keep].tolist(),
             "n": int(ds.sizes["prompt"]), "metric": check_metric(ds, metric),
             "ablation": ablation(ds), "total": int(sizes[-1]),
         })  # fmt: skip
@@ -163,7 +164,6 @@ def render_circuits(stores: list[str], out_dir: Path, metric: str | None = None)
 
     loaded = [(s, load(s)) for s in stores]
     datasets = [ds for _, ds in loaded]
-    out_dir.mkdir(parents=True, exist_ok=True)
     faithfulness_png(datasets, out_dir / "faithfulness.png", metric)
     first = datasets[0]
     size, caption = drawn_size(first, metric)

@@ -178,8 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     try:
         if len(args.store) > 1:
-            out = args.out or Path(args.store[0]).with_suffix(".plots")
-            out = render_many(args.store, Path(out), args.metric)
+            out = render_many(args.store, Path(args.out or _default_out(args.store[0])),
+                              args.metric)  # fmt: skip
         else:
             out = render(args.store[0], args.out, args.metric, args.min_prompts, args.prompt)
     except (SweepError, ValueError) as e:

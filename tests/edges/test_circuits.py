@@ -311,3 +311,63 @@ def test_circuits_on_ray_equal_in_process(ray_session, induction: dict[str, Path
     a, b = (open_results(p).load() for p in (induction["exact_circuit"], root / "ray.circuit.zarr"))
     np.testing.assert_allclose(a["circuit"].values, b["circuit"].values, atol=1e-6)
     assert b.attrs["circuit"] == a.attrs["circuit"]
+
+
+def test_faithfulness_reads_only_what_is_computed(
+    induction: dict[str, Path], tmp_path: Path
+) -> None:
+    """A size computed for some prompts is over those (and says how many); one computed
+    for none is "not computed yet"; a full model no different from the empty circuit
+    leaves faithfulness undefined, never infinite."""
+    from sweep.results.circuit import circuit_lines, faithful_size
+
+    store = tmp_path / "partial.zarr"
+    shutil.copytree(induction["exact_circuit"], store)
+    arr = zarr.open_group(str(store), mode="r+")["circuit"]
+    v = np.asarray(arr[:])  # [metric, size, prompt]; sizes 0, 10, 20, 30, 81
+    arr[0, 1, 8:] = np.nan
+    arr[0, 3, :] = np.nan
+    ds = open_results(store).load()
+    f = faithfulness(ds)
+    e, full = v[0, 0], v[0, 4]
+    want = (v[0, 1, :8] - e[:8]).mean() / (full[:8] - e[:8]).mean()
+    assert abs(float(f.sel(size=10)) - want) < 1e-5 and f.attrs["n"][1] == 8
+    assert np.isnan(float(f.sel(size=30)))
+    lines = "\n".join(circuit_lines(ds))
+    assert "30 edges: not computed yet" in lines and "8 of 16 prompts" in lines
+    arr[0, 4, :] = v[0, 0]  # the full model's values = the empty circuit's
+    ds = open_results(store).load()
+    assert np.isnan(faithfulness(ds).values).all() and faithful_size(ds) is None
+    assert "faithfulness is undefined" in "\n".join(circuit_lines(ds))
+
+
+def test_held_out_prompts_and_nested_keys(induction: dict[str, Path], tmp_path: Path) -> None:
+    """task.* measures a circuit on other prompts; a nested model key given on the command
+    line wins over the store's, whose other keys stay."""
+    done = _cli(tmp_path, "sweep.circuit", str(induction["exact"]), "--sizes", "10",
+                "task.seed=1", "task.n_prompts=8", "store.plots=false", "runner.progress=false",
+                f"store.path={tmp_path / 'held.zarr'}")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    held = open_results(tmp_path / "held.zarr")
+    assert held.sizes["prompt"] == 8 and "8 prompts" in done.stdout
+    nodes = tmp_path / "native.zarr"
+    sweep.run(["model=native", "model.native.n_layers=2", "model.native.d_mlp=128",
+               "store.plots=false", "runner.progress=false", f"store.path={nodes}"])  # fmt: skip
+    chain = tmp_path / "chain.txt"
+    chain.write_text(CHAIN)
+    done = _cli(tmp_path, "sweep.circuit", str(nodes), "--file", str(chain),
+                "model.native.n_layers=3", "store.plots=false",
+                "runner.progress=false")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    ds = open_results(tmp_path / "native.circuit-file.zarr")
+    assert ds.attrs["graph"]["n_layers"] == 3
+    assert "d_mlp: 128" in ds.attrs["config"] and "n_layers: 3" in ds.attrs["config"]
+
+
+@pytest.mark.parametrize("path", [r"a\b.zarr", "it's.zarr", "dir\\", "s3://b/x.zarr", "a b/x"])
+def test_paths_reach_hydra_as_they_are(path: str) -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from sweep.circuit import quoted
+
+    assert OverridesParser.create().parse_override(f"k={quoted(path)}").value() == path
