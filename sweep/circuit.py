@@ -115,7 +115,14 @@ def _leaves(cfg: DictConfig, groups: tuple[str, ...]) -> list[tuple[str, object]
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m sweep.circuit", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m sweep.circuit",
+        usage="python -m sweep.circuit STORE [--sizes ...] [--ablation ...] [--file ...] "
+        "[KEY=VALUE ...]",
+        description="Circuits of an edge store's top edges, every other edge ablated, and "
+        "their faithfulness. KEY=VALUE overrides any key but the model's, as python -m "
+        "sweep takes them (runner=ray, store.path=..., task.seed=1 for held-out prompts).",
+    )
     p.add_argument("store", help="an edge store (grid=edges, exact or intervention=eap)")
     p.add_argument(
         "--sizes",
