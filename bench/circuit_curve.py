@@ -7,8 +7,11 @@ process:
 
 - faithfulness, on the shipped induction model (16 prompts): every edge scored by exact
   edge patching, EAP and EAP-IG (5 steps), all noising (the direction a circuit ablates
-  in); the top-K circuits of each ranking, every other edge carrying the corrupted run's
-  output; (circuit - empty) / (full - empty) of the mean logit difference;
+  in); the top-K circuits of each ranking (dangling edges left out), every other edge
+  carrying the corrupted run's output; (circuit - empty) / (full - empty) of the mean
+  logit difference, the edges each circuit holds, and the curve's CPR and CMD (over MIB's
+  fractions of the graph); then the same under mean ablation, ranked by scores of mean
+  ablation (exact, EAP) and, for contrast, by the noising scores;
 - cost, on the GPT-2-small shape (12 layers, 32,491 edges, random weights, ``--prompts``
   IOI prompts): one faithfulness curve of 6 sizes (ranked by EAP), against one plain
   forward of the model over the same prompts measured in the same process run.
@@ -31,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/
 from prompt_scale import checkpoint, task_file  # noqa: E402
 
 import sweep as ps  # noqa: E402
-from sweep.results.circuit import faithfulness  # noqa: E402
+from sweep.results.circuit import curve_scores, faithfulness  # noqa: E402
 
 METHODS = {"exact": [], "EAP": ["intervention=eap"],
            "EAP-IG (5 steps)": ["intervention=eap", "intervention.steps=5"]}  # fmt: skip
@@ -49,15 +52,30 @@ def run(module: str, *args: str) -> tuple[str, float]:
 
 def induction(tmp: Path) -> list[str]:
     rows, sizes = [], [int(s) for s in SIZES.split(",")]
-    for i, (name, over) in enumerate(METHODS.items()):
+    mean = {
+        "exact": ["intervention=mean"],
+        "EAP": ["intervention=eap", "intervention.ablation=mean"],
+        "EAP of noising": ["intervention=eap", "intervention.direction=noise"],
+    }
+    cases = [(f"{n}", "patch noise", ["intervention.direction=noise", *o], [])
+             for n, o in METHODS.items()]  # fmt: skip
+    cases += [(n, "mean", o, ["--ablation", "mean"]) for n, o in mean.items()]
+    for i, (name, ablated, over, flags) in enumerate(cases):
         store = tmp / f"induction-{i}.zarr"
-        run("sweep", "grid=edges", "intervention.direction=noise", *over, *COMMON,
-            f"store.path={store}")  # fmt: skip
-        run("sweep.circuit", str(store), "--sizes", SIZES, *COMMON)
-        f = faithfulness(ps.open_results(tmp / f"induction-{i}.circuit.zarr").load())
-        rows.append(
-            f"| {name} | " + " | ".join(f"{float(f.sel(size=s)):.2f}" for s in sizes) + " |"
-        )
+        run("sweep", "grid=edges", *over, *COMMON, f"store.path={store}")
+        out = tmp / f"induction-{i}.circuit.zarr"
+        run("sweep.circuit", str(store), "--sizes", SIZES, *flags, *COMMON, f"store.path={out}")
+        mib = tmp / f"induction-{i}.mib.zarr"
+        run("sweep.circuit", str(store), "--sizes", "mib", *flags, *COMMON, f"store.path={mib}")
+        ds = ps.open_results(out).load()
+        f = faithfulness(ds)
+        held = ds["size_edges"]
+        scores = curve_scores(ps.open_results(mib).load())
+        assert scores is not None
+        cells = [f"{float(f.sel(size=s)):.2f} ({int(held.sel(size=s))})" for s in sizes]
+        rows.append(f"| {name} | {ablated} | " + " | ".join(cells) + f" | {scores.cpr:.2f} "
+                    f"[{scores.cpr_ci[0]:.2f}, {scores.cpr_ci[1]:.2f}] | {scores.cmd:.2f} "
+                    f"[{scores.cmd_ci[0]:.2f}, {scores.cmd_ci[1]:.2f}] |")  # fmt: skip
     return rows
 
 
@@ -85,9 +103,10 @@ def main() -> None:
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="circuits-"))
     print(f"CPU threads {os.cpu_count()}")  # noqa: T201
-    print("Induction model, 16 prompts: faithfulness of the top-K circuit, by ranking")  # noqa: T201
-    print("| edges ranked by | " + " | ".join(f"K={s}" for s in SIZES.split(",")) + " |")  # noqa: T201
-    print("| --- |" + " --- |" * len(SIZES.split(",")))  # noqa: T201
+    print("Induction model, 16 prompts: faithfulness of the top-K circuit (edges it holds)")  # noqa: T201
+    ks = " | ".join(f"K={s}" for s in SIZES.split(","))
+    print(f"| edges ranked by | ablation | {ks} | CPR (MIB sizes) | CMD (MIB sizes) |")  # noqa: T201
+    print("| --- | --- |" + " --- |" * (len(SIZES.split(",")) + 2))  # noqa: T201
     for row in induction(tmp):
         print(row)  # noqa: T201
     full = checkpoint(tmp / "gpt2-small-shape")

@@ -22,10 +22,15 @@ _EXPORTS = {
     "status": "sweep.results.status",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+_MODULES = ("analysis", "figures")
+"""Submodules reachable as ``sweep.analysis`` after a bare ``import sweep``."""
+
+__all__ = ["__version__", *_EXPORTS, *_MODULES]
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _MODULES:
+        return importlib.import_module(f"sweep.{name}")
     raise AttributeError(f"module 'sweep' has no attribute {name!r}")

@@ -2,6 +2,7 @@
 
 from sweep.results.analysis import (
     Scale,
+    ablation_of,
     base_run,
     bootstrap_ci,
     cell_of,
@@ -12,6 +13,7 @@ from sweep.results.analysis import (
     effect_summary,
     gap_warning,
     is_estimate,
+    method_of,
     normalized,
     reached,
     scale,
@@ -22,14 +24,30 @@ from sweep.results.analysis import (
     verified,
     verified_edges,
 )
-from sweep.results.circuit import circuit_edges, faithful_size, faithfulness
+from sweep.results.circuit import (
+    CurveScores,
+    circuit_edges,
+    circuit_json,
+    curve_scores,
+    faithful_size,
+    faithfulness,
+    write_circuit,
+)
+from sweep.results.circuit import gap_warning as circuit_gap_warning
+from sweep.results.circuit import overlap as circuit_overlap
 
 __all__ = [
+    "CurveScores",
     "Scale",
+    "ablation_of",
     "base_run",
     "bootstrap_ci",
     "cell_of",
     "circuit_edges",
+    "circuit_gap_warning",
+    "circuit_json",
+    "circuit_overlap",
+    "curve_scores",
     "components",
     "default_min_prompts",
     "effect",
@@ -39,6 +57,7 @@ __all__ = [
     "faithfulness",
     "gap_warning",
     "is_estimate",
+    "method_of",
     "normalized",
     "reached",
     "scale",
@@ -48,4 +67,5 @@ __all__ = [
     "top_edges",
     "verified",
     "verified_edges",
+    "write_circuit",
 ]

@@ -131,7 +131,11 @@ def help_text() -> str:
         "  python -m sweep grid=edges 'grid.receivers=[a1.*.k,logits]'  exact edge patching",
         "  python -m sweep grid=paths 'grid.receivers=[a1.*.k]'          path patching",
         "  python -m sweep grid=edges intervention=eap intervention.steps=5  EAP-IG scores",
+        "  python -m sweep grid=paths 'grid.receivers=[a1.*.k]' 'grid.positions=[-1]'  one token",
+        "  python -m sweep grid=edges intervention=eap intervention.ablation=mean  EAP, mean",
         "  python -m sweep.circuit STORE --sizes 10,30,100  circuits of an edge store's top edges",
+        "  python -m sweep.circuit STORE --sizes mib --signed   MIB's sizes, signed ranking",
+        "  python -m sweep.circuit CIRCUIT_STORE --export c.json --size 20   EAP-IG's JSON",
         "  python -m sweep -m task.n_prompts=8,16            one store per job",
         "  python -m sweep.status STORE [--verify]           progress and health of a store",
         "  python -m sweep.plot STORE                        heatmaps and an HTML page",
@@ -244,7 +248,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(argv: list[str]) -> None:
+    from sweep.config import with_grid_defaults
+
+    argv = with_grid_defaults(argv)
     hydra_only = {"--cfg", "-c", "--info", "--shell-completion", "-sc", "--hydra-help"}
+    multirun = bool({"-m", "--multirun"} & set(argv))
+    if "grid=circuit" in argv and not multirun and not hydra_only & set(argv):
+        return _circuit(_user_overrides(argv))
     try:
         if not hydra_only & set(argv):
             check_overrides(argv)
@@ -258,6 +268,18 @@ def _main(argv: list[str]) -> None:
     config.register()
     sys.argv = [sys.argv[0], *argv]
     hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_app)()
+
+
+def _circuit(overrides: list[str]) -> None:
+    """``grid=circuit``: as ``python -m sweep.circuit`` runs it (the scores store's model,
+    task, metrics and ablation), without Hydra's own run."""
+    from sweep.circuit import compose_circuit, run_notes
+
+    try:
+        cfg, notes = compose_circuit(overrides)
+    except SweepError as e:
+        fail(str(e))
+    run_notes(cfg, notes)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -105,6 +106,40 @@ def _group_spec(cfg: DictConfig, group: str) -> s.Spec:
             f"{group}.kind: {kind!r} is not one of {choices}; choose the kind with {group}=NAME"
         )
     return spec(**values)
+
+
+def conf_dir() -> Path:
+    """conf/ at the repository root (editable install) or shipped as sweep/conf (wheel)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError("patchsweep's conf/ directory is missing from this install")
+
+
+def with_grid_defaults(overrides: list[str]) -> list[str]:
+    """Path patching (``grid=paths``) patches by noising unless told otherwise, as the IOI
+    paper's recipe does: the clean run, the sender's output from the corrupted one."""
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    if "grid=paths" in overrides and not keys & {"intervention", "intervention.direction"}:
+        return [*overrides, "intervention.direction=noise"]
+    return overrides
+
+
+def compose(overrides: list[str] | None = None) -> DictConfig:
+    """The config conf/ and the overrides make, without Hydra's run directory (and the
+    grids' own defaults, ``with_grid_defaults``)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    register()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            given = with_grid_defaults(list(overrides or []))
+            return hydra_compose(config_name="config", overrides=given)
+    except HydraException as e:  # Hydra's multi-line message, as ours: one line, the key
+        raise ConfigError(hydra_message(e)) from None
 
 
 def to_spec(cfg: DictConfig) -> s.SweepSpec:

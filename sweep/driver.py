@@ -11,7 +11,6 @@ import errno
 import logging
 import time
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -31,9 +30,11 @@ from sweep.results.store import (
     check_only_store,
     check_same,
     create,
+    grow,
     is_store,
     open_results,
     root_attrs,
+    store_sizes,
 )
 from sweep.runners.base import Runner, WorkerFactory, default_worker
 from sweep.runners.choose import make_runner
@@ -42,26 +43,22 @@ from sweep.spec import SweepSpec, fingerprint
 log = logging.getLogger(__name__)
 
 
-def conf_dir() -> Path:
-    """conf/ at the repository root (editable install) or shipped as sweep/conf (wheel)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return candidate
-    raise FileNotFoundError("patchsweep's conf/ directory is missing from this install")
+conf_dir = config.conf_dir
 
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
-    """The config ``python -m sweep OVERRIDES`` would run, without Hydra's run directory."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
+    """The config ``python -m sweep OVERRIDES`` would run, without Hydra's run directory.
+    A circuit sweep (``grid=circuit``) takes its model, task, metrics and ablation from its
+    scores store, as ``python -m sweep.circuit`` does (``sweep.circuit.compose_circuit``)."""
+    overrides = list(overrides or [])
+    if "grid=circuit" in overrides:
+        from sweep.circuit import compose_circuit
 
-    config.register()
-    try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            return compose(config_name="config", overrides=list(overrides or []))
-    except HydraException as e:  # Hydra's multi-line message, as ours: one line, the key
-        raise ConfigError(config.hydra_message(e)) from None
+        cfg, notes = compose_circuit(overrides)
+        for note in notes:
+            log.warning("%s", note)
+        return cfg
+    return config.compose(overrides)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,10 +210,12 @@ def _sweep(
     start: float,
 ) -> SweepSummary:
     info = runner.describe()
-    block = _prompt_block(spec, info, backend if exists and not replace else None)
+    resume = exists and not replace
+    block = _prompt_block(spec, info, backend if resume else None)
     plan = make_plan(
         spec.grid, info.shape, info.seq_len, info.n_prompts, spec.metrics,
         spec.store.chunk_bytes, block, info.position_names,
+        store_sizes(backend) if resume else (),
     )  # fmt: skip
     iv = spec.intervention
     meta = StoreMeta(
@@ -230,6 +229,8 @@ def _sweep(
     )
     if not exists or replace:
         create(backend, plan, info, meta, lease, replace)
+    elif plan.axes.ranking is not None and grow(backend, plan, config_yaml):
+        log.info("added circuit sizes to the store: it holds %s", plan.axes.coords["size"])
     store = ResultStore(backend, lease)
     run_number = store.begin_run()
     todo, lost = store.todo(plan)
@@ -257,6 +258,9 @@ def _sweep(
         cells += plan.n_cells(unit)
         bar.update(plan.n_cells(unit) * unit.n_prompts)
     bar.close()
+    if plan.axes.ranking is not None and (store.done() > 0).all():
+        if todo or "curve_scores" not in root_attrs(backend):  # else: recorded already
+            _record_curve(store, plan)
     k = getattr(iv, "verify_top_k", 0)
     if k and store.verified() == 0 and (store.done() > 0).all():
         verify = _verify_top_edges if plan.is_edges else _verify_top_cells
@@ -282,6 +286,16 @@ def _sweep(
         workers_lost=stats.lost,
         jobs_requeued=stats.requeued,
     )
+
+
+def _record_curve(store: ResultStore, plan: Plan) -> None:
+    """A finished circuit store's CPR and CMD per metric, as ``attrs["curve_scores"]``
+    (``sweep.analysis.curve_scores`` computes them from the values any time)."""
+    from sweep.results.circuit import curve_scores
+
+    ds = open_results(store.path)
+    scores = {m: curve_scores(ds, m) for m in plan.metrics}
+    store.record("curve_scores", {m: s.as_dict() for m, s in scores.items() if s is not None})
 
 
 def _keys(spec: Any) -> dict[str, Any]:

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sweep.components import DIM_TABLE, Component, for_model, get_component
-from sweep.edges.circuit import Ranking, circuit_sizes, edge_indices
+from sweep.edges.circuit import (
+    Ranking,
+    circuit_sizes,
+    edge_indices,
+    members,
+    threshold_size,
+)
 from sweep.edges.graph import GraphShape, Node, connects, edges, receivers, select, senders
 from sweep.errors import ConfigError
 from sweep.spec import CircuitGridSpec, EdgeGridSpec, GridSpec, PathGridSpec
@@ -108,6 +114,8 @@ EDGE_VARIABLE = GraphVariable(EDGES, "receiver", ("sender",))
 EDGE_POS_VARIABLE = GraphVariable(EDGES, "receiver", ("sender", "pos"))
 """Edges one position at a time (``grid.positions``)."""
 PATH_VARIABLE = GraphVariable(PATHS, "layer", ("head",))
+PATH_POS_VARIABLE = GraphVariable(PATHS, "layer", ("pos", "head"))
+"""Paths one sender position at a time (``grid.positions``), laid out as ``z_by_pos``."""
 CIRCUIT_VARIABLE = GraphVariable(CIRCUIT, "size", ())
 """``circuit`` [metric, size, prompt]: the metric with every edge outside the top ``size``
 ablated; units of one size each (one forward per size and prompt block)."""
@@ -134,6 +142,10 @@ class Axes:
     """A path sweep's receivers, by name (``sweep.edges.graph``)."""
     ranking: Ranking | None = None
     """A circuit sweep's edges, best first (its ``size`` coordinate counts them)."""
+    prune: bool = True
+    """A circuit sweep leaves out the edges of a top K that dangle (``edges.circuit``)."""
+    thresholds: tuple[tuple[int, float], ...] = ()
+    """A circuit sweep's sizes that thresholds picked: (size, threshold)."""
 
     def of(self, c: Variable) -> tuple[tuple[str, tuple[int, ...]], ...]:
         return tuple((d, self.coords[d]) for d in c.dims)
@@ -385,19 +397,21 @@ def make_plan(
     chunk_bytes: int,
     prompt_block: int | None = None,
     position_names: tuple[str, ...] = (),
+    sizes: tuple[int, ...] = (),
 ) -> Plan:
     """Split each component's grid into chunks: blocks of ``prompt_block`` prompts (default:
     all prompts in one block) times blocks of layers, grouped up to ``chunk_bytes`` and
-    ``UNIT_ROWS``. An edge sweep: blocks of receivers x every sender."""
+    ``UNIT_ROWS``. An edge sweep: blocks of receivers x every sender. A circuit sweep: one
+    unit per size and prompt block, ``sizes`` (a store's, in its order) first."""
     components: tuple[Variable, ...]
     if isinstance(grid, EdgeGridSpec):
         axes = edge_axes(grid, shape, seq_len, position_names)
         components = (EDGE_VARIABLE if grid.positions is None else EDGE_POS_VARIABLE,)
     elif isinstance(grid, PathGridSpec):
         axes = path_axes(grid, shape, seq_len, position_names)
-        components = (PATH_VARIABLE,)
+        components = (PATH_VARIABLE if grid.positions is None else PATH_POS_VARIABLE,)
     elif isinstance(grid, CircuitGridSpec):
-        axes = circuit_axes(grid, shape, seq_len, position_names)
+        axes = circuit_axes(grid, shape, seq_len, position_names, sizes)
         components = (CIRCUIT_VARIABLE,)
     else:
         axes = make_axes(grid, shape, seq_len, position_names)
@@ -451,17 +465,54 @@ def edge_axes(
 
 
 def circuit_axes(
-    grid: CircuitGridSpec, shape: ModelShape, seq_len: int, position_names: tuple[str, ...] = ()
+    grid: CircuitGridSpec,
+    shape: ModelShape,
+    seq_len: int,
+    position_names: tuple[str, ...] = (),
+    existing: tuple[int, ...] = (),
 ) -> Axes:
     """A circuit sweep's sizes, its ranking checked against the model's graph (a file may
-    name an edge the graph does not have)."""
+    name an edge the graph does not have). ``existing``: the sizes a store already has, in
+    its order; the sizes asked for that it lacks follow them (a store grows at its end, so
+    its units keep their numbers)."""
     ranking = grid.ranking
     assert isinstance(ranking, Ranking)
     key = "grid.file" if grid.file is not None else "grid.scores"
     edge_indices(ranking, shape.graph, key)
-    sizes = circuit_sizes(grid.sizes, len(ranking.edges), len(edges(shape.graph)), "grid.sizes")
+    total = len(edges(shape.graph))
+    thresholds = grid.thresholds or ()
+    wanted = circuit_sizes(grid.sizes, ranking, total, "grid.sizes", thresholds)
+    sizes = tuple(existing) + tuple(s for s in wanted if s not in existing)
+    picked = tuple((threshold_size(ranking, t), t) for t in thresholds)
     coords = {"pos": tuple(range(seq_len)), "size": sizes}
-    return Axes((), coords, tuple(position_names), shape.graph, ranking=ranking)
+    return Axes((), coords, tuple(position_names), shape.graph, ranking=ranking,
+                prune=grid.prune, thresholds=picked)  # fmt: skip
+
+
+SIZE_COORDS = ("size_edges", "size_dangling", "size_threshold")
+"""A circuit store's coordinates along ``size``: the edges each circuit holds, those of its
+top K that lie on no path from embed to the logits, the threshold that picked it (NaN:
+none)."""
+
+
+def size_coords(axes: Axes) -> dict[str, np.ndarray]:
+    """``SIZE_COORDS`` of a circuit sweep's sizes (the whole graph: every edge, none
+    dangling)."""
+    ranking, graph = axes.ranking, axes.graph
+    assert ranking is not None and graph is not None, "not a circuit sweep"
+    total = len(edges(graph))
+    picked = dict(reversed(axes.thresholds))  # the first threshold that picked a size
+    held, dangling = [], []
+    for size in axes.coords["size"]:
+        on_path = total if size >= total else len(members(ranking, size, graph, True))
+        top = total if size >= total else min(size, len(ranking.edges))
+        held.append(on_path if axes.prune else top)
+        dangling.append(top - on_path)
+    return {
+        "size_edges": np.array(held, dtype=np.int64),
+        "size_dangling": np.array(dangling, dtype=np.int64),
+        "size_threshold": np.array([picked.get(s, np.nan) for s in axes.coords["size"]]),
+    }
 
 
 def _positions_of(
@@ -510,7 +561,10 @@ def path_axes(
             f"receiver is in layer {last}); a sender's path reaches later layers only"
         )
     heads = _check("grid.heads", grid.heads, shape.n_heads, "heads")
-    coords = {"head": heads, "pos": tuple(range(seq_len))}
+    positions = tuple(range(seq_len))  # every position at once: the store's tokens at each
+    if grid.positions is not None:
+        positions = _positions_of(grid.positions, seq_len, position_names)
+    coords = {"head": heads, "pos": positions}
     return Axes(layers, coords, tuple(position_names), receivers=tuple(r.name for r in chosen))
 
 

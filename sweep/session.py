@@ -29,7 +29,10 @@ def load_model(overrides: list[str] | None = None) -> Any:
     from sweep.driver import compose_config
     from sweep.models import load_model as load
 
-    return load(to_spec(compose_config([o for o in overrides or [] if _is_model_key(o)])).model)
+    keys = [o for o in overrides or [] if _is_model_key(o)]
+    model = load(to_spec(compose_config(keys)).model)
+    model._patchsweep_model_keys = keys  # what a Sweep given this model names it by
+    return model
 
 
 class Sweep:
@@ -37,8 +40,8 @@ class Sweep:
 
     ``model``: a TransformerBridge already loaded in this process; the workers use it
     instead of loading one (``runner=local``: a Ray worker loads its own). The config's
-    ``model`` keys still name the model in the store; without any, they are
-    ``model=hf model.name=<the model's cfg.model_name>``.
+    ``model`` keys still name the model in the store; without any, they are the keys
+    ``load_model`` loaded it by, else ``model=hf model.name=<the model's cfg.model_name>``.
     """
 
     def __init__(self, overrides: list[str] | None = None, *, model: Any = None) -> None:
@@ -46,7 +49,10 @@ class Sweep:
         from sweep.driver import compose_config
 
         overrides = list(overrides or [])
-        if model is not None and not any(_is_model_key(o) for o in overrides):
+        known = getattr(model, "_patchsweep_model_keys", None)
+        if model is not None and not any(_is_model_key(o) for o in overrides) and known is not None:
+            overrides = [*known, *overrides]  # the keys load_model loaded it by
+        elif model is not None and not any(_is_model_key(o) for o in overrides):
             name = str(model.cfg.model_name)
             if name == "native":  # boot_native's models (and the shipped one) are all "native"
                 raise ConfigError(

@@ -286,8 +286,13 @@ class PathGridSpec(Spec):
     """Sender layers (null: every layer before the last receiver's)."""
     heads: tuple[int, ...] | None = None
     """Sender heads (null: all)."""
+    positions: tuple[Any, ...] | None = None
+    """null: the sender's output at every position. Token positions (negative from each
+    prompt's end) or the task's named positions (``[END]``): one position at a time, the
+    sender's output patched at that token only (a ``pos`` dim in the store)."""
 
     def __post_init__(self) -> None:
+        _set(self, "positions", _positions("grid.positions", self.positions))
         receivers = _patterns("grid.receivers", self.receivers, "receiver")
         if receivers is None:
             raise ConfigError(
@@ -303,6 +308,9 @@ INTERNAL = {"internal": True}
 """Field metadata: filled by the spec itself, not a config key (``sweep.config`` skips it)."""
 
 
+RANK_ORDERS = ("abs", "signed")
+
+
 @dataclass(frozen=True, slots=True)
 class CircuitGridSpec(Spec):
     """``grid=circuit``: the clean prompts with every edge outside a circuit ablated, per
@@ -312,13 +320,23 @@ class CircuitGridSpec(Spec):
     KIND = "circuit"
 
     scores: str | None = None
-    """A finished edge store (a directory or URL) whose edges rank, by |mean effect|:
+    """A finished edge store (a directory or URL) whose edges rank, by their mean effect:
     exact (grid=edges) or estimated (intervention=eap)."""
     file: str | None = None
     """Or a text file of edges, one per line, best first: ``a0.h1 -> a1.h0.k``."""
-    sizes: tuple[int, ...] | None = None
-    """Circuit sizes, in edges (null: 1, 3, 10, 30... below the ranking's length); 0 (every
-    edge ablated) and the whole graph are always added."""
+    sizes: tuple[float, ...] | None = None
+    """Circuit sizes: edge counts (10, 30), or fractions of the graph's edges (0.01, 0.1);
+    null: 1, 3, 10, 30... below the ranking's length. 0 (every edge ablated), the whole
+    graph and a file's whole list are always added. Sizes given later add to a store."""
+    thresholds: tuple[float, ...] | None = None
+    """Circuits of the edges whose score reaches each threshold (|mean effect| on the rank
+    metric, in its units; ``rank_by=signed``: the effect signed toward the behaviour)."""
+    rank_by: str = "abs"
+    """``abs``: edges by |mean effect|; ``signed``: those that carry the behaviour most
+    first (EAP-IG's ``absolute=False``), so edges working against it come last."""
+    prune: bool = True
+    """Leave out the edges of a top K that lie on no path from embed to the logits
+    through it (they cannot move the metric); the store counts them per size."""
     rank_metric: str | None = None
     """The scores store's metric that ranks (null: its first)."""
     ranking: Any = field(default=None, metadata=INTERNAL)
@@ -334,17 +352,24 @@ class CircuitGridSpec(Spec):
                 "grid.scores, grid.file: give one: grid.scores=STORE (an edge store whose "
                 "scores rank the edges) or grid.file=FILE (edges one per line, best first)"
             )
+        one_of("grid.rank_by", self.rank_by, RANK_ORDERS)
         if self.sizes is not None:
             if not len(self.sizes):
                 raise ConfigError("grid.sizes: empty; leave it out for the default sizes")
-            sizes = _indices("grid.sizes", self.sizes)
-            assert sizes is not None
-            if min(sizes) < 1:
+            sizes = tuple(float(v) for v in self.sizes)
+            if min(sizes) <= 0:
                 raise ConfigError(
-                    f"grid.sizes: {list(sizes)} holds 0; the empty circuit is always stored, "
-                    "give sizes of 1 edge or more"
+                    f"grid.sizes: {[_plain(v) for v in sizes]} holds 0; the empty circuit is "
+                    "always stored, give sizes of 1 edge or more (or fractions such as 0.01)"
                 )
-            _set(self, "sizes", tuple(sorted(sizes)))
+            _set(self, "sizes", tuple(sorted(set(sizes))))
+        if self.thresholds is not None:
+            _set(self, "thresholds", tuple(float(t) for t in self.thresholds))
+        if self.file is not None and (self.rank_by != "abs" or self.thresholds):
+            raise ConfigError(
+                "grid.rank_by, grid.thresholds: a file's edges have no scores; its lines are "
+                "the ranking (best first): use grid.sizes"
+            )
         if self.ranking is not None:
             return  # a copy (dataclasses.replace): already read
         if self.file is not None:
@@ -357,17 +382,23 @@ class CircuitGridSpec(Spec):
 
         if "://" not in str(self.scores):  # a local store, however it is spelled
             _set(self, "scores", str(Path(str(self.scores)).expanduser().resolve()))
-        ranking, made_on, graph = store_ranking(str(self.scores), self.rank_metric)
+        ranking, made_on, graph = store_ranking(str(self.scores), self.rank_metric, self.rank_by)
         from sweep.edges.circuit import circuit_sizes
         from sweep.edges.graph import edges as graph_edges
 
-        circuit_sizes(self.sizes, len(ranking.edges), len(graph_edges(graph)), "grid.sizes")
+        total = len(graph_edges(graph))
+        circuit_sizes(self.sizes, ranking, total, "grid.sizes", self.thresholds or ())
         _set(self, "ranking", ranking)
         _set(self, "made_on", made_on)
 
     def identity(self) -> dict[str, Any]:
-        """The sizes and the ranking's order: not where it was read from."""
-        return {"sizes": self.sizes, "ranking": self.ranking.digest()}
+        """The ranking's order and the pruning: not where it was read from, nor the sizes
+        (a store adds the sizes a later run asks for)."""
+        return {"ranking": self.ranking.digest(), "prune": self.prune}
+
+
+def _plain(v: float) -> float | int:
+    return int(v) if v == int(v) else v
 
 
 GraphGrid = (EdgeGridSpec, PathGridSpec, CircuitGridSpec)

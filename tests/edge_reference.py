@@ -128,22 +128,69 @@ def edge_logit_diffs(
     return out
 
 
+def sender_hooks(model: Any) -> list[str]:
+    """The hooks senders' outputs are made of: the embedding, every z and MLP output."""
+    out = ["blocks.0.hook_resid_pre"]
+    for i in range(int(model.cfg.n_layers)):
+        out.append(f"blocks.{i}.attn.hook_z")
+        if not getattr(model.cfg, "attn_only", False):
+            out.append(f"blocks.{i}.hook_mlp_out")
+    return out
+
+
+def position_means(model: Any, task: Any) -> dict[str, torch.Tensor]:
+    """Each sender hook's mean over the task's clean prompts at each position (a prompt
+    counts at the positions it reaches), [pos, ...]: what mean ablation replaces with."""
+    hooks = sender_hooks(model)
+    sums: dict[str, torch.Tensor] = {}
+    counts = torch.zeros(int(task.lengths.max()))
+    with torch.no_grad():
+        for p in range(task.n_prompts):
+            n = int(task.lengths[p])
+            _, cache = model.run_with_cache(task.rows(np.array([p]))[0][:, :n])
+            counts[:n] += 1
+            for h in hooks:
+                act = cache[h][0]
+                if h not in sums:
+                    sums[h] = torch.zeros(len(counts), *act.shape[1:])
+                sums[h][:n] += act
+    return {h: v / counts.view(-1, *[1] * (v.dim() - 1)) for h, v in sums.items()}
+
+
+def ablated_cache(model: Any, n: int, ablation: str, means: dict | None) -> dict[str, Any]:
+    """The sender hooks' ablated values for one prompt of ``n`` tokens, [1, n, ...]."""
+    assert means is not None
+    cut = {h: v[:n][None] for h, v in means.items()}
+    return cut if ablation == "mean" else {h: torch.zeros_like(v) for h, v in cut.items()}
+
+
 def eap_logit_diffs(
-    model: Any, task: Any, edges: list[tuple[Node, Node]], base_run: str, steps: int = 1
+    model: Any,
+    task: Any,
+    edges: list[tuple[Node, Node]],
+    base_run: str,
+    steps: int = 1,
+    ablation: str = "patch",
 ) -> Any:
     """[edge, prompt] EAP(-IG) scores of the logit difference by autograd through the
     hooked reference: d/de of the logit difference when only the receiver reads ``e`` times
     the sender's change, at e = 0, averaged over runs from the base input moved k/steps of
     the way to the source input (k = 0 .. steps - 1); one unpadded forward pair and one
-    backward per edge, prompt and step."""
+    backward per edge, prompt and step. ``ablation`` ``zero`` or ``mean``: the source is
+    the clean run's senders ablated (their mean at each position over the clean prompts),
+    its input the ablated embedding."""
     embed = "blocks.0.hook_resid_pre"
+    means = position_means(model, task) if ablation != "patch" else None
     out = np.zeros((len(edges), task.n_prompts))
     for p in range(task.n_prompts):
         clean, corrupted = (t[:, : int(task.lengths[p])] for t in task.rows(np.array([p])))
         base, source = (corrupted, clean) if base_run == "corrupted" else (clean, corrupted)
         with torch.no_grad():
             _, base_cache = model.run_with_cache(base)
-            _, source_cache = model.run_with_cache(source)
+            if ablation == "patch":
+                _, source_cache = model.run_with_cache(source)
+            else:
+                source_cache = ablated_cache(model, base.shape[1], ablation, means)
             change = {s.name: sender_output(model, source, source_cache, s)
                       - sender_output(model, base, base_cache, s) for s, _ in edges}  # fmt: skip
         answer, wrong = int(task.answer[p]), int(task.wrong[p])
@@ -164,12 +211,19 @@ def eap_logit_diffs(
 
 
 def path_forward(
-    model: Any, base: Any, source: Any, layer: int, head: int, receivers: list[Node]
+    model: Any,
+    base: Any,
+    source: Any,
+    layer: int,
+    head: int,
+    receivers: list[Node],
+    position: int | None = None,
 ) -> torch.Tensor:
     """Logits [batch, vocab] of the IOI paper's path patching, in two hooked runs: the
-    sender head's z from the source run and every other head's frozen at the base run's
-    (MLPs and norms recompute), recording the receivers' q, k or v; then the base run with
-    only those patched in. The logits receiver (the direct path) reads pass one's output."""
+    sender head's z from the source run (at token ``position`` only, when given) and every
+    other head's frozen at the base run's (MLPs and norms recompute), recording the
+    receivers' q, k or v; then the base run with only those patched in. The logits
+    receiver (the direct path) reads pass one's output."""
     base_tokens, base_cache = base
     source_cache = source
     n_layers = model.cfg.n_layers
@@ -178,8 +232,9 @@ def path_forward(
     def freeze(i: int) -> Any:
         def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
             out = base_cache[f"blocks.{i}.attn.hook_z"].clone()
+            at = slice(None) if position is None else slice(position, position + 1)
             if i == layer:
-                out[:, :, head] = source_cache[f"blocks.{i}.attn.hook_z"][:, :, head]
+                out[:, at, head] = source_cache[f"blocks.{i}.attn.hook_z"][:, at, head]
             return out
 
         return hook
@@ -210,10 +265,17 @@ def path_forward(
 
 
 def path_logit_diffs(
-    model: Any, task: Any, senders: list[tuple[int, int]], receivers: list[Node], base_run: str
+    model: Any,
+    task: Any,
+    senders: list[tuple[int, int]],
+    receivers: list[Node],
+    base_run: str,
+    position: int | None = None,
 ) -> Any:
     """[sender, prompt] logit difference of each sender head (layer, head) path-patched
-    into ``receivers``, one pair of unpadded hooked runs per sender and prompt."""
+    into ``receivers``, one pair of unpadded hooked runs per sender and prompt; with
+    ``position`` (negative: from each prompt's end), the sender at that token only (NaN
+    where a prompt has none)."""
     out = np.zeros((len(senders), task.n_prompts))
     with torch.no_grad():
         for p in range(task.n_prompts):
@@ -222,9 +284,14 @@ def path_logit_diffs(
             _, base_cache = model.run_with_cache(base)
             _, source_cache = model.run_with_cache(source)
             answer, wrong = int(task.answer[p]), int(task.wrong[p])
+            n = base.shape[1]
+            at = None if position is None else position % n if -n <= position < n else -1
+            if at == -1:
+                out[:, p] = np.nan
+                continue
             for j, (layer, head) in enumerate(senders):
                 logits = path_forward(
-                    model, (base, base_cache), source_cache, layer, head, receivers
+                    model, (base, base_cache), source_cache, layer, head, receivers, at
                 )[0]
                 out[j, p] = float(logits[answer] - logits[wrong])
     return out

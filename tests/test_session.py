@@ -71,18 +71,26 @@ def test_a_loaded_model_serves_every_sweep_without_another_load(
     assert loads == ["native"]  # without model=, the worker loads one
 
 
-def test_a_model_without_model_keys_is_named_by_its_own_name(
+def test_a_model_without_model_keys_is_named_by_how_it_was_loaded(
     tmp_path: Path, gpt2_dir: Path, loads: list[str]
 ) -> None:
+    """Without model keys, a Sweep names a model by the keys load_model loaded it with (the
+    default model too); a model made otherwise, by its own name, if it has one."""
+    from transformer_lens.model_bridge import TransformerBridge
+
     model = sweep.load_model(["model=hf", f"model.name={gpt2_dir}"])
     s = sweep.Sweep([*OVER, "store.plots=true", f"store.path={tmp_path / 's.zarr'}"], model=model)
     ds = s.run()
-    assert loads == [] and ds.attrs["model"] == model.cfg.model_name
+    assert loads == [] and ds.attrs["model"] == str(gpt2_dir) == model.cfg.model_name
     assert s.pictures is not None and (s.pictures / "index.html").is_file()
     np.testing.assert_array_equal(ds["layer"].values, [1])
-    native = sweep.load_model(["model=native"])
+    default = sweep.load_model([])  # the shipped model, as python -m sweep runs it
+    d = sweep.Sweep([*OVER[2:], f"store.path={tmp_path / 'd.zarr'}"], model=default).run()
+    assert loads == [] and d.attrs["model"] == "induction"
+    cfg = dict(n_layers=1, d_model=16, n_ctx=16, d_head=4, n_heads=4, d_vocab=50, act_fn="relu")
+    by_hand = TransformerBridge.boot_native(cfg)
     with pytest.raises(ConfigError, match=r"^model: the given model does not say which it is"):
-        sweep.Sweep(OVER, model=native)
+        sweep.Sweep(OVER, model=by_hand)
 
 
 def test_a_bad_key_raises_the_one_line_error_before_anything_loads(loads: list[str]) -> None:

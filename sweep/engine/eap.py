@@ -31,6 +31,7 @@ from sweep.edges.graph import Node
 from sweep.engine.forward.suffix import Rows, SuffixForward
 
 if TYPE_CHECKING:
+    from sweep.engine.edges import Deltas
     from sweep.engine.runs import BlockRuns
 
 Metric = Callable[[torch.Tensor], torch.Tensor]
@@ -110,9 +111,19 @@ def per_copy_qkv(
     """q, k and v [T, heads, d_head] of block ``i`` where each head reads its own copy of
     the residual: ``copies`` [q heads + k heads + v heads, T, d_model], in that order; or,
     with ``which`` [q heads + k heads + v heads], copy ``which[j]`` of fewer (shared)."""
-    out = fw.qkv(i, copies.flatten(0, 1))  # each [copies * T, heads, d_head]
     if which is None:
         which = torch.arange(sum(counts), device=copies.device)
+    p = fw.projections(i)
+    if p is not None:  # each head from its own copy, through its own rows only
+        normed = p.norm(copies)  # [copies, T, d_model]
+        first, result = 0, []
+        for count, (w, b) in zip(counts, p.weights, strict=True):
+            x = normed.index_select(0, which[first : first + count])  # [head, T, d_model]
+            y = torch.einsum("htd,hed->the", x, w.to(x.dtype))
+            result.append(y if b is None else y + b.to(y.dtype))
+            first += count
+        return result
+    out = fw.qkv(i, copies.flatten(0, 1))  # each [copies * T, heads, d_head]
     first, result = 0, []
     for count, full in zip(counts, out, strict=True):
         full = full.view(len(copies), -1, *full.shape[1:])
@@ -205,27 +216,37 @@ def _unpack(g: torch.Tensor | None, rows: Rows, n: int, seq: int) -> torch.Tenso
 
 def edge_scores(
     grads: Gradients,
-    delta: dict[str, torch.Tensor],
+    delta: Deltas,
     edges: Sequence[tuple[Node, Node]],
     last: torch.Tensor,
 ) -> torch.Tensor:
     """[metric, edge, prompt, pos] each edge's first-order change of the metric, per
-    position of its sender's change (their sum over ``pos``: the edge at every position)."""
-    n, seq = next(iter(delta.values())).shape[:2]
+    position of its sender's change (their sum over ``pos``: the edge at every position).
+    Every sender against every receiver in one batched product per prompt and position
+    (the senders' changes are one tensor, ``Deltas.stacked``)."""
+    stacked = delta.stacked.float()  # [prompt, pos, sender, d]
+    n, seq = stacked.shape[:2]
     n_metrics = len(grads.logits)
     out = torch.zeros(n_metrics, len(edges), n, seq, device=last.device)
     at_last = (torch.arange(seq, device=last.device)[None, :] == last[:, None]).float()
     by_receiver: dict[Node, list[int]] = {}
     for j, (_, r) in enumerate(edges):
         by_receiver.setdefault(r, []).append(j)
-    for r, idx in by_receiver.items():
-        changes = torch.stack([delta[edges[j][0].name] for j in idx]).float()  # [e, p, pos, d]
-        for m in range(n_metrics):
-            g = grads.of(m, r).float()
-            if r.kind == "logits":  # the logits read the final residual at the last position
-                out[m, idx] = torch.einsum("epsd,pd->eps", changes, g) * at_last
-            else:
-                out[m, idx] = torch.einsum("epsd,psd->eps", changes, g)
+    inside = [r for r in by_receiver if r.kind != "logits"]
+    for m in range(n_metrics):
+        if inside:  # [prompt, pos, d, receiver] against [prompt, pos, sender, d]
+            g = torch.stack([grads.of(m, r) for r in inside], -1).float()
+            every = torch.matmul(stacked, g)  # [prompt, pos, sender, receiver]
+            for k, r in enumerate(inside):
+                idx = by_receiver[r]
+                cols = [delta.column[edges[j][0].name] for j in idx]
+                out[m, idx] = every[:, :, cols, k].permute(2, 0, 1)
+        for r in by_receiver.keys() - set(inside):  # the logits: the last position only
+            idx = by_receiver[r]
+            cols = [delta.column[edges[j][0].name] for j in idx]
+            g = grads.of(m, r).float()  # [prompt, d]
+            every = torch.einsum("pxsd,pd->spx", stacked[:, :, cols], g)
+            out[m, idx] = every * at_last
     return out
 
 

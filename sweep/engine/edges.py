@@ -51,22 +51,35 @@ def sender_outputs(forward: SuffixForward, cache: dict[str, torch.Tensor], n: No
     return forward.head_write(n.layer, n.head, cache[f"blocks.{n.layer}.attn.hook_z"][:, :, n.head])
 
 
+class Deltas(dict[str, torch.Tensor]):
+    """Each sender's change by name, [prompt, pos, d_model]: views of one tensor
+    ``stacked`` [prompt, pos, sender, d_model] (``column``: each sender's place in it), so
+    that EAP scores every sender against a receiver's gradient in one product."""
+
+    stacked: torch.Tensor
+    column: dict[str, int]
+
+
 def deltas(
     forward: SuffixForward,
     block: BlockRuns,
     senders: Sequence[Node],
     source: dict[str, torch.Tensor] | None = None,
-) -> dict[str, torch.Tensor]:
+) -> Deltas:
     """Each sender's change, source minus base, [prompt, pos, d_model]; zero past each
     prompt's end (padding is never read). ``source``: the activations the sources are made
     of (default: the other run's, ``block.source``)."""
     seq = block.clean_tokens.shape[1]
     inside = torch.arange(seq, device=block.last.device)[None, :] <= block.last[:, None]
     source = block.source if source is None else source
-    out = {}
-    for s in senders:
+    out = Deltas()
+    first = sender_outputs(forward, block.base, senders[0])
+    stacked = first.new_zeros(first.shape[0], first.shape[1], len(senders), first.shape[2])
+    for k, s in enumerate(senders):
         d = sender_outputs(forward, source, s) - sender_outputs(forward, block.base, s)
-        out[s.name] = d * inside[..., None].to(d.dtype)
+        stacked[:, :, k] = d * inside[..., None].to(d.dtype)
+        out[s.name] = stacked[:, :, k]
+    out.stacked, out.column = stacked, {s.name: k for k, s in enumerate(senders)}
     return out
 
 

@@ -14,6 +14,11 @@ The effect of a sender head on the model's output *through* a set of receivers o
 Both passes start at the sender's layer (pass two at the first receiver after it) and at
 the first position where the sender's output changes, from the cached base run; one
 batched forward holds many heads of one sender layer.
+
+One position at a time (``grid.positions``), the sender's output is the source run's at
+that token only. In pass one every other head is frozen, so nothing mixes positions: the
+receivers' inputs change at that token alone, which is the paper's "into the receivers at
+END" as well as "from the sender at END".
 """
 
 from __future__ import annotations
@@ -38,21 +43,26 @@ def path_hooks(n_layers: int, first: int) -> set[str]:
     return {f"blocks.{i}.attn.hook_z" for i in range(first, n_layers)}
 
 
-def sender_rows(block: BlockRuns, layer: int, heads: Sequence[int]) -> Rows:
+def sender_rows(
+    block: BlockRuns, layer: int, heads: Sequence[int], at: torch.Tensor | None = None
+) -> Rows:
     """Rows head-major (``len(heads)`` copies of the block's prompts), each starting at the
     first position where its head's z differs between the runs (the last position where
-    it never does)."""
+    it never does); or, with ``at`` [prompt] (one token per prompt, -1: none), there."""
     z = f"blocks.{layer}.attn.hook_z"
+    n = block.n
+    prompt = torch.arange(n, device=block.last.device).repeat(len(heads))
+    last = block.last[prompt]
+    if at is not None:
+        start = torch.where(at[prompt] >= 0, at[prompt], last)
+        return Rows.make(prompt, torch.minimum(start, last), last)
     change = (block.source[z] - block.base[z]).abs().amax(-1)  # [prompt, pos, head]
     seq = change.shape[1]
     inside = torch.arange(seq, device=change.device)[None, :] <= block.last[:, None]
     moved = (change > 0) & inside[..., None]
     first = torch.where(moved, torch.arange(seq, device=change.device)[None, :, None], seq)
     first = first.amin(1)  # [prompt, head]
-    n = block.n
-    prompt = torch.arange(n, device=change.device).repeat(len(heads))
     head = torch.tensor(list(heads), device=change.device).repeat_interleave(n)
-    last = block.last[prompt]
     return Rows.make(prompt, torch.minimum(first[prompt, head], last), last)
 
 
@@ -64,27 +74,32 @@ class PathForward:
         self.receivers = tuple(receivers)
         self.direct = all(r.kind == "logits" for r in receivers)
 
-    def logits(self, layer: int, heads: Sequence[int], block: BlockRuns) -> torch.Tensor:
+    def logits(
+        self, layer: int, heads: Sequence[int], block: BlockRuns, at: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """[rows, vocab] at each row's last position, rows head-major: each head of
-        ``layer`` patched along the paths into the receivers."""
+        ``layer`` patched along the paths into the receivers (at the token ``at`` [prompt]
+        of each prompt only, when given)."""
         fw = self.fw
-        rows = sender_rows(block, layer, heads)
+        rows = sender_rows(block, layer, heads, at)
         sender = torch.tensor(list(heads), device=rows.prompt.device)[rows.tok_row // block.n]
+        # Which packed tokens take the sender's source output: all, or the chosen token.
+        patched = None if at is None else rows.tok_pos == at[rows.tok_prompt]
         later = [r for r in self.receivers if r.layer > layer]
         assert later, f"no receiver after layer {layer} (the plan never sends such senders)"
         stop = fw.n_layers if self.direct else max(r.layer for r in later)
         recorded: dict[tuple[int, str], torch.Tensor] = {}
         x = self._start(layer, rows, block)
         for i in range(layer, stop + (0 if self.direct else 1)):
-            at = self._pass_one(i, layer, rows, sender, block, recorded)
-            x = fw.block(i, x, rows, *self._kv(i, block), at, False)
+            trace = self._pass_one(i, layer, rows, sender, block, recorded, patched)
+            x = fw.block(i, x, rows, *self._kv(i, block), trace, False)
         if self.direct:
             return fw.final_logits(x[rows.final])
         first = min(r.layer for r in later)
         x = self._start(first, rows, block)
         for i in range(first, fw.n_layers):
-            at = self._pass_two(i, later, recorded)
-            x = fw.block(i, x, rows, *self._kv(i, block), at, False)
+            trace = self._pass_two(i, later, recorded)
+            x = fw.block(i, x, rows, *self._kv(i, block), trace, False)
         return fw.final_logits(x[rows.final])
 
     def _start(self, layer: int, rows: Rows, block: BlockRuns) -> torch.Tensor:
@@ -95,10 +110,11 @@ class PathForward:
 
     def _pass_one(
         self, i: int, layer: int, rows: Rows, sender: torch.Tensor, block: BlockRuns,
-        recorded: dict[tuple[int, str], torch.Tensor],
+        recorded: dict[tuple[int, str], torch.Tensor], patched: torch.Tensor | None,
     ) -> Trace:  # fmt: skip
         """Every head's z frozen at the base run's, but the row's sender (at ``layer``)
-        at the source run's; the receivers' q, k and v recorded."""
+        at the source run's (at the ``patched`` tokens only, when given); the receivers'
+        q, k and v recorded."""
         z = f"blocks.{i}.attn.hook_z"
         base_z = block.base[z][rows.tok_prompt, rows.tok_pos]
         kinds = {r.kind for r in self.receivers if r.layer == i}
@@ -108,8 +124,10 @@ class PathForward:
                 act = base_z.to(act.dtype).clone()
                 if i == layer:
                     tok = torch.arange(len(sender), device=act.device)
+                    if patched is not None:
+                        tok = tok[patched]
                     source = block.source[z][rows.tok_prompt, rows.tok_pos]
-                    act[tok, sender] = source[tok, sender].to(act.dtype)
+                    act[tok, sender[tok]] = source[tok, sender[tok]].to(act.dtype)
             elif name in kinds:
                 recorded[(i, name)] = act
             return act
@@ -139,14 +157,19 @@ def path_values(
     heads: Sequence[int],
     metrics: tuple[str, ...],
     per_forward: int = 64,
+    at: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """[metric, head, prompt] the metric with each sender head of ``layer`` path-patched
-    into ``receivers``, ``per_forward`` heads per batched forward."""
+    into ``receivers``, ``per_forward`` heads per batched forward; with ``at`` [prompt],
+    at that token of each prompt only (NaN for a prompt without one)."""
     run = PathForward(forward, receivers)
     parts = []
     with torch.inference_mode():
         for a in range(0, len(heads), per_forward):
             part = list(heads[a : a + per_forward])
-            values = block.evaluate(metrics, run.logits(layer, part, block))
+            values = block.evaluate(metrics, run.logits(layer, part, block, at))
             parts.append(values.reshape(len(metrics), len(part), block.n))
-    return torch.cat(parts, dim=1)
+    out = torch.cat(parts, dim=1)
+    if at is not None:
+        out[:, :, at < 0] = float("nan")
+    return out

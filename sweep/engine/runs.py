@@ -190,6 +190,13 @@ class BlockCache:
         self.blocks[key] = block
         return block
 
+    def adopt(self, start: int, stop: int, block: BlockRuns) -> None:
+        """Keep a block built elsewhere (the start-up probe's, when its prompts are a
+        block's) as if ``get`` had built it, if it fits."""
+        if (start, stop) not in self.blocks and self.held + block.nbytes <= self.budget:
+            self.blocks[(start, stop)] = block
+            self.builds += 1
+
     @property
     def held(self) -> int:
         return sum(b.nbytes for b in self.blocks.values())

@@ -20,13 +20,13 @@ import torch
 
 from sweep import __version__
 from sweep.components import COMPONENTS, Component
-from sweep.edges.circuit import edge_indices
+from sweep.edges.circuit import edge_indices, members
 from sweep.edges.graph import Node, edges, receivers, senders
 from sweep.engine.budget import CACHE_SHARE, cells_per_forward, warn_if_below_one_cell
 from sweep.engine.cells import Cell, gather_cells, make_batch
 from sweep.engine.circuit import CircuitGraph, circuit_logits
 from sweep.engine.eap import EMBED_HOOK, block_metric, edge_scores, integrated_gradients
-from sweep.engine.edges import deltas, edge_hooks, edge_values, sender_outputs
+from sweep.engine.edges import Deltas, deltas, edge_hooks, edge_values, sender_outputs
 from sweep.engine.forward import FAMILIES, Forward, HookedForward, choose_forward, fallback
 from sweep.engine.forward.suffix import SuffixForward
 from sweep.engine.paths import path_hooks, path_values
@@ -119,7 +119,12 @@ class Worker:
         )
         self.cache = BlockCache(self._build, int(CACHE_SHARE * self.memory))
         probe = self._probe()
+        forward = self.forward
         self._check_forward(probe)
+        # The probe's prompts are a block's when they are the first ones (a task of PROBE
+        # prompts or fewer): kept, that block is not built twice (EAP's gradients with it).
+        if self.forward is forward and np.array_equal(probe.prompts, np.arange(probe.n)):
+            self.cache.adopt(0, probe.n, probe)
         self.block_bytes = probe.nbytes / probe.n
         """Bytes one prompt of a block takes (the longest prompts: an upper bound)."""
         row = self.forward.row_bytes(self.task.seq_len)
@@ -146,7 +151,7 @@ class Worker:
             return build_block(self.model, self.task, prompts, run, base, senders)
         grid_hooks = {c.hook_name(layer) for c, layer in self.grid}
         base = self.forward.base_hooks(self.axes.layers)
-        reads_base = self.intervention.READS == "base"
+        reads_base = self.intervention.reads() == "base"
         block = build_block(
             self.model,
             self.task,
@@ -172,7 +177,8 @@ class Worker:
             block.extras["deltas"] = [deltas(self.forward, block, self._senders, src)
                                       for src in samples]  # fmt: skip
         if isinstance(iv, EAP):  # every receiver's gradient, from the inputs' path
-            base, source = (block.base[EMBED_HOOK], block.source[EMBED_HOOK])
+            # The source input: the other run's embedding, or the embedding's ablation.
+            base, source = block.base[EMBED_HOOK], samples[0][EMBED_HOOK]
             metric = block_metric(block, self.metrics)
             block.extras["eap"] = integrated_gradients(
                 self.forward, block, base, source, metric, iv.steps, len(self.metrics)
@@ -191,7 +197,7 @@ class Worker:
         run's when patching; zero, the task's mean or other prompts' when ablating)."""
         iv = self.intervention
         outputs = edge_hooks(self.shape.n_layers, self.shape.mlp)
-        other = outputs if iv.READS == "other" else set()
+        other = outputs if iv.reads() == "other" else set()
         block = build_block(self.model, self.task, prompts, iv.base_run, start | outputs, other)
         iv.prepare_block(block)
         with torch.inference_mode():
@@ -218,16 +224,19 @@ class Worker:
 
     def _circuit_values(self, unit: WorkUnit, block: BlockRuns) -> np.ndarray:
         """[metric, size, prompt] of a circuit unit: the metric with every edge outside
-        the top ``size`` of the ranking ablated, averaged over the ablation's samples."""
-        assert isinstance(self.forward, SuffixForward)
+        the top ``size`` of the ranking (less those that dangle, when pruning) ablated,
+        averaged over the ablation's samples."""
+        assert isinstance(self.forward, SuffixForward) and self.axes.ranking is not None
         if self.circuit_graph is None:
             self.circuit_graph = CircuitGraph.of(self.forward, edges(self.shape.graph))
         graph, embed = self.circuit_graph, block.base[EMBED_HOOK]
         out = []
         with torch.inference_mode():
             for size in unit.layers:
-                keep = np.full(len(graph.edges), size >= len(graph.edges))
-                keep[list(self.ranked[:size])] = True
+                keep = np.full(len(graph.edges), size >= len(graph.edges))  # the full model
+                if size < len(graph.edges):
+                    kept = members(self.axes.ranking, size, self.shape.graph, self.axes.prune)
+                    keep[[self.ranked[i] for i in kept]] = True
                 per_sample = [
                     block.evaluate(
                         self.metrics,
@@ -323,10 +332,10 @@ class Worker:
         per_sample = []  # values are averaged over the intervention's samples
         masks = self._position_masks(unit, block)
         for sample in block.extras["deltas"]:
-            delta = {k: v for k, v in sample.items() if k in used}
             if "eap" in block.extras:
-                per_pos = self._estimated_edges(pairs, block, delta, masks)
+                per_pos = self._estimated_edges(pairs, block, sample, masks)
             else:
+                delta = {k: v for k, v in sample.items() if k in used}
                 per_pos = [self._edges_at(pairs, block, delta, mask) for mask in masks]
             per_sample.append(torch.stack(per_pos, dim=2))
         values = torch.stack(per_sample).mean(0).cpu().numpy().astype(np.float32)
@@ -351,7 +360,7 @@ class Worker:
         return values
 
     def _estimated_edges(
-        self, pairs: list, block: BlockRuns, delta: dict, masks: list[Any]
+        self, pairs: list, block: BlockRuns, delta: Deltas, masks: list[Any]
     ) -> list[torch.Tensor]:
         """EAP: per position mask, [metric, edge, prompt] the base run's metric plus each
         edge's first-order change (over the mask's positions; NaN where it is empty)."""
@@ -382,17 +391,27 @@ class Worker:
 
     def _path_values(self, unit: WorkUnit, block: BlockRuns) -> np.ndarray:
         """[metric, layer, head, prompt] of a path unit: the metric with each sender head
-        path-patched into the sweep's receivers."""
+        path-patched into the sweep's receivers; one position at a time, [metric, layer,
+        pos, head, prompt]."""
         assert isinstance(self.forward, SuffixForward)
         by_name = {r.name: r for r in receivers(self.shape.graph)}
         into = [by_name[n] for n in self.axes.receivers]
-        heads = unit.grid[0][1]
+        grid = dict(unit.grid)
+        heads, k = grid["head"], self.cells_per_forward(block)
+        if "pos" not in grid:
+            per_layer = [
+                path_values(self.forward, block, into, layer, heads, self.metrics, k)
+                for layer in unit.layers
+            ]
+            return torch.stack(per_layer, dim=1).cpu().numpy().astype(np.float32)
+        named = block.named.cpu().numpy() if block.named is not None else np.zeros((block.n, 0))
+        index = resolve_positions(np.array(grid["pos"]), block.lengths.cpu().numpy(), named)
+        at = torch.from_numpy(index).to(block.last.device)  # [prompt, pos] token, -1: none
         per_layer = [
-            path_values(
-                self.forward, block, into, layer, heads, self.metrics, self.cells_per_forward(block)
-            )  # fmt: skip
+            torch.stack([path_values(self.forward, block, into, layer, heads, self.metrics, k,
+                                     at[:, j]) for j in range(at.shape[1])], dim=1)
             for layer in unit.layers
-        ]
+        ]  # fmt: skip
         return torch.stack(per_layer, dim=1).cpu().numpy().astype(np.float32)
 
     def _data(self, block: BlockRuns) -> BlockData:

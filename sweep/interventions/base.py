@@ -55,6 +55,10 @@ class Intervention(ABC):
     def __init__(self, spec: InterventionSpec) -> None:
         self.spec = spec
 
+    def reads(self) -> str:
+        """``READS``, or what an intervention that wraps another reads (EAP's ablations)."""
+        return self.READS
+
     @property
     def base_run(self) -> str:
         """The run being changed: ``clean`` or ``corrupted``."""

@@ -33,10 +33,16 @@ class PatchsweepAccessor:
         return heatmaps(self._ds, **kw)
 
     def top_cells(self, k: int = 10, **kw: Any) -> pd.DataFrame:
-        """``sweep.analysis.top_cells`` of this store."""
+        """``sweep.analysis.top_cells`` of this store (an edge store: ``top_edges``)."""
         from sweep.results.analysis import top_cells
 
         return top_cells(self._ds, k, **kw)
+
+    def top_edges(self, k: int = 10, **kw: Any) -> pd.DataFrame:
+        """``sweep.analysis.top_edges`` of an edge store."""
+        from sweep.results.analysis import top_edges
+
+        return top_edges(self._ds, k, **kw)
 
     def faithfulness(self, metric: str | None = None) -> xr.DataArray:
         """A circuit store's faithfulness per size (``sweep.analysis.faithfulness``)."""
@@ -44,9 +50,27 @@ class PatchsweepAccessor:
 
         return faithfulness(self._ds, metric)
 
-    def circuit(self, size: int) -> pd.DataFrame:
-        """A circuit store's top ``size`` edges: sender, receiver, score."""
-        from sweep.results.circuit import check_circuit, circuit_edges
+    def curve_scores(self, metric: str | None = None, **kw: Any) -> Any:
+        """A circuit store's CPR and CMD with bootstrap intervals (``curve_scores``)."""
+        from sweep.results.circuit import curve_scores
 
-        check_circuit(self._ds)
+        return curve_scores(self._ds, metric, **kw)
+
+    def circuit(self, size: int) -> pd.DataFrame:
+        """A circuit store's circuit of ``size``: its edges (less those that dangle, when
+        the store prunes), each with its rank, sender, receiver and scores."""
+        from sweep.results.circuit import circuit_edges
+
         return circuit_edges(self._ds, size)
+
+    def overlap(self, other: xr.Dataset) -> pd.DataFrame:
+        """Per size both circuit stores hold: shared edges and IoU (``circuit_overlap``)."""
+        from sweep.results.circuit import overlap
+
+        return overlap(self._ds, other)
+
+    def export(self, path: str, size: int | None = None) -> str:
+        """Write a circuit to ``path``: ``.json`` (EAP-IG's format) or an edge file."""
+        from sweep.results.circuit import write_circuit
+
+        return write_circuit(self._ds, path, size)

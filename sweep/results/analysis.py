@@ -138,10 +138,33 @@ def scale(ds: xr.Dataset) -> Scale:
         steps = int(keys.get("steps", 1) or 1)
         if kind == "eap" and steps > 1:
             what = f"EAP-IG ({steps} steps)"
-        name = f"{what} {keys.get('direction', 'denoise')}"
+        name = f"{what} {keys.get('direction') or 'denoise'}"
+        if keys.get("ablation", "patch") != "patch":  # EAP's scores of an ablation's change
+            name = f"{what} with {keys['ablation']} ablation"
     else:
         name = f"{kind} ablation"
     return Scale("restored" if base_run(ds) == "corrupted" else "destroyed", name)
+
+
+def method_of(ds: xr.Dataset) -> str:
+    """What computed a store's values: ``exact`` (patched), or the estimator (``AtP``,
+    ``EAP``, ``EAP-IG (5 steps)``)."""
+    if not is_estimate(ds):
+        return "exact"
+    return scale(ds).intervention.split(" with ")[0].removesuffix(" noise").removesuffix(" denoise")
+
+
+def ablation_of(ds: xr.Dataset) -> str:
+    """What replaced a store's cells or senders, as one word pair: ``patch denoise``,
+    ``patch noise`` (the other run's activations), ``zero``, ``mean`` or ``resample``
+    (EAP's and AtP's scores: what their estimate patches)."""
+    keys = _intervention_keys(ds)
+    kind = str(keys.get("kind", ds.attrs.get("intervention", "patch")))
+    if kind == "eap" and keys.get("ablation", "patch") != "patch":
+        return str(keys["ablation"])
+    if kind in ("patch", "atp", "eap"):
+        return f"patch {keys.get('direction') or 'denoise'}"
+    return kind
 
 
 def scaled(
@@ -292,6 +315,8 @@ def top_cells(
     metric = check_metric(ds, metric)
     need = default_min_prompts(ds) if min_prompts is None else int(min_prompts)
     names = names or components(ds)
+    if not names:
+        raise ValueError(_no_cells(ds))
     dims = [d for d in DIMS if any(d in ds[n].dims for n in names)]
     frames, left_out = [], 0
     for name in names:
@@ -309,6 +334,16 @@ def top_cells(
     top = _largest(table, "effect", k)
     top.attrs.update(min_prompts=need, left_out=left_out, n_prompts=int(ds.sizes["prompt"]))
     return top
+
+
+def _no_cells(ds: xr.Dataset) -> str:
+    """Why a store has no cells to rank, and what reads it instead."""
+    if edge_variables(ds):
+        return "this store holds edges, not cells: use top_edges (ds.patchsweep.top_edges())"
+    if "circuit" in ds.data_vars:
+        return ("this store holds circuits, not cells: use faithfulness and circuit_edges "
+                "(ds.patchsweep.faithfulness(), ds.patchsweep.circuit(K))")  # fmt: skip
+    return "this store holds no components"
 
 
 def _means(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,13 @@ from sweep.results.circuit import (
     FAITHFUL,
     ablation,
     check_circuit,
+    circuit_edges,
     circuit_lines,
-    faithful_size,
+    drawn_size,
     faithfulness,
+    label,
     method,
+    scored,
 )
 
 DASHES = ("solid", "dash", "dot", "dashdot")
@@ -51,36 +55,54 @@ def _open(sources: Source | Sequence[Source]) -> list[xr.Dataset]:
 
 
 def curves(sources: Source | Sequence[Source], metric: str | None = None) -> list[dict[str, Any]]:
-    """Per store: its method, sizes (the empty circuit left out: 0 by definition, and not
-    on a log axis) and faithfulness, for the figures."""
+    """Per store: its label (ranking and ablation), sizes (the empty circuit left out: 0
+    by definition, and not on a log axis), faithfulness and the edges each circuit holds,
+    for the figures."""
     out = []
     datasets = _open(sources)
-    names = [method(ds) for ds in datasets]
+    names = [label(ds) for ds in datasets]
     for k, ds in enumerate(datasets):
         f = faithfulness(ds, metric)
         name = names[k] if names.count(names[k]) == 1 else f"{names[k]} ({k + 1})"
         sizes = f["size"].values
         keep = sizes > 0
+        held = ds["size_edges"].values if "size_edges" in ds.coords else sizes
         out.append({
             "name": name, "sizes": sizes[keep].tolist(), "values": f.values[keep].tolist(),
+            "held": [int(h) for h in np.asarray(held)[keep]],
             "n": int(ds.sizes["prompt"]), "metric": check_metric(ds, metric),
             "ablation": ablation(ds), "total": int(sizes[-1]),
+            "empty": f.attrs["empty"], "full": f.attrs["full"],
         })  # fmt: skip
     return out
 
 
 def title(lines: list[dict[str, Any]]) -> str:
-    first = lines[0]
+    """What every line shares (the metric, the prompts, the ablation when one), and a
+    note when their empty or full circuits differ (each line is relative to its own)."""
     n = sorted({c["n"] for c in lines})
-    return (
-        f"faithfulness on {first['metric']} of the top-K edge circuits: (circuit - empty) / "
-        f"(full - empty), means over all {'/'.join(map(str, n))} prompts; edges outside "
-        f"carry {first['ablation']}"
+    metrics = sorted({c["metric"] for c in lines})
+    ablations = sorted({c["ablation"] for c in lines})
+    carry = (f"edges outside carry {ablations[0]}" if len(ablations) == 1
+             else "each line's ablation in its legend")  # fmt: skip
+    text = (
+        f"faithfulness on {'/'.join(metrics)} of the top-K edge circuits: (circuit - empty) / "
+        f"(full - empty), means over all {'/'.join(map(str, n))} prompts; {carry}"
     )
+    ends = [(c["empty"], c["full"]) for c in lines]
+    scale = max(1.0, *(abs(v) for e in ends for v in e))
+    spread = max(abs(a - b) for e in ends for a, b in zip(e, ends[0], strict=True))
+    if len(lines) > 1 and spread > 1e-3 * scale:
+        listed = "; ".join(f"{c['name'].split(';')[0]}: {c['empty']:.2f} / {c['full']:.2f}"
+                           for c in lines)  # fmt: skip
+        text += (f". Note: the lines' empty / full means differ ({listed}): each is relative "
+                 "to its own ends")  # fmt: skip
+    return text
 
 
 def faithfulness_figure(sources: Source | Sequence[Source], metric: str | None = None) -> Any:
-    """A plotly Figure: faithfulness against circuit size (log axis), one line per store."""
+    """A plotly Figure: faithfulness against circuit size (log axis, ticks at the stored
+    sizes), one line per store, named by its ranking and ablation."""
     import plotly.graph_objects as go
 
     lines = curves(sources, metric)
@@ -88,15 +110,19 @@ def faithfulness_figure(sources: Source | Sequence[Source], metric: str | None =
     for k, c in enumerate(lines):
         fig.add_trace(go.Scatter(
             x=c["sizes"], y=[None if np.isnan(v) else round(v, 4) for v in c["values"]],
-            mode="lines+markers", name=c["name"], line={"dash": DASHES[k % len(DASHES)]},
-            hovertemplate=f"{c['name']}<br>%{{x}} edges<br>faithfulness %{{y:.3f}}<extra></extra>",
+            customdata=c["held"], mode="lines+markers", name=c["name"],
+            line={"dash": DASHES[k % len(DASHES)]},
+            hovertemplate=f"{html.escape(c['name'])}<br>top %{{x}} edges (%{{customdata}} in "
+            "the circuit)<br>faithfulness %{y:.3f}<extra></extra>",
         ))  # fmt: skip
     fig.add_hline(y=FAITHFUL, line_dash="dot", line_color="#888")
+    sizes = sorted({x for c in lines for x in c["sizes"]})
     fig.update_layout(
-        title={"text": title(lines), "font": {"size": 13}},
-        xaxis={"title": {"text": "circuit size (edges kept, log scale)"}, "type": "log"},
+        title={"text": "<br>".join(textwrap.wrap(title(lines), 110)), "font": {"size": 13}},
+        xaxis={"title": {"text": "circuit size K (the top K edges; log scale)"}, "type": "log",
+               "tickmode": "array", "tickvals": sizes, "ticktext": [str(x) for x in sizes]},
         yaxis={"title": {"text": "faithfulness (0 = every edge ablated, 1 = full model)"}},
-        template="plotly_white", legend={"title": {"text": "edges ranked by"}},
+        template="plotly_white", legend={"title": {"text": "edges ranked by; ablated"}},
     )  # fmt: skip
     return fig
 
@@ -105,8 +131,6 @@ def faithfulness_png(
     sources: Source | Sequence[Source], path: Path, metric: str | None = None
 ) -> None:
     """The same curve with matplotlib, for a PNG."""
-    import textwrap
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,34 +148,57 @@ def faithfulness_png(
     sizes = sorted({x for c in lines for x in c["sizes"]})
     ax.set_xticks(sizes, [str(x) for x in sizes], fontsize=8)
     ax.minorticks_off()
-    ax.set_xlabel("circuit size (edges kept, log scale)")
+    ax.set_xlabel("circuit size K (the top K edges; log scale)")
     ax.set_ylabel("faithfulness (0 = every edge ablated, 1 = full model)")
     ax.set_title("\n".join(textwrap.wrap(title(lines), 90)), fontsize=9)
-    ax.legend(title="edges ranked by", fontsize=8)
+    ax.legend(title="edges ranked by; ablated", fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def drawn_size(ds: xr.Dataset, metric: str | None = None) -> tuple[int, str]:
-    """The circuit to draw: the smallest stored size whose faithfulness reaches
-    ``FAITHFUL`` (else the largest ranked size), at most ``MAX_DRAWN`` edges; and why."""
+def caption(ds: xr.Dataset, metric: str | None = None) -> tuple[int, str]:
+    """The circuit to draw (``drawn_size``, at most ``MAX_DRAWN`` edges) and its caption."""
+    size, why = drawn_size(ds, metric)
     f = faithfulness(ds, metric)
-    size = faithful_size(ds, metric)
-    if size is None:
-        ranked = [int(s) for s in f["size"].values if 0 < s <= ds.sizes["rank"]]
-        size = max(ranked) if ranked else 0
-        why = f"no stored size reaches faithfulness {FAITHFUL}; the largest ranked circuit"
-    else:
-        why = f"the smallest stored circuit with faithfulness >= {FAITHFUL}"
     value = float(f.sel(size=size)) if size in f["size"].values else float("nan")
-    drawn = min(size, MAX_DRAWN)
-    top = f"; its top {drawn} edges drawn" if drawn < size else ""
-    return drawn, (
-        f"{size} edges by {method(ds)} scores, faithfulness {value:.2f} ({why}{top}); "
-        "widths: |score|, blue positive, red negative"
+    held = len(circuit_edges(ds, size))
+    drawn = min(held, MAX_DRAWN)
+    top = f"; its top {drawn} edges drawn" if drawn < held else ""
+    kept = f" ({held} in the circuit)" if held != size else ""
+    return size, (
+        f"top {size} edges{kept} by {label(ds).split(';')[0]} scores, faithfulness "
+        f"{value:.2f} ({why}{top}); {edge_legend(ds)}"
     )
+
+
+def edge_legend(ds: xr.Dataset) -> str:
+    """How the drawn edges read, as the edge store's graph: labels and widths on the scores
+    store's own scale, blue where the edge carries the behaviour."""
+    if method(ds) == "file":
+        return "a file's edges carry no score: drawn alike"
+    kind = "restored" if scored(ds) == "patch denoise" else "destroyed"
+    return (f"labels and widths: the score as the fraction of the clean behaviour {kind} "
+            "(the scores store's scale), blue positive, red negative")  # fmt: skip
+
+
+def overlap_lines(loaded: list[tuple[str, xr.Dataset]]) -> list[list[str]]:
+    """Each further store's circuits against the first's: the edges they share and their
+    IoU at every size both hold."""
+    from sweep.results.circuit import overlap
+
+    out = []
+    (a_name, a), rest = loaded[0], loaded[1:]
+    for b_name, b in rest:
+        table = overlap(a, b)
+        lines = [f"overlap of {b_name} with {a_name} (edges in both / in either, IoU):"]
+        lines += [f"  {int(r.size):>6}: {int(r.shared)} shared of {int(r.edges_a)} and "
+                  f"{int(r.edges_b)}, IoU {r.iou:.2f}" for r in table.itertuples()]  # fmt: skip
+        if table.empty:
+            lines.append("  no size below the whole graph in both stores")
+        out.append(lines)
+    return out
 
 
 def render_circuits(stores: list[str], out_dir: Path, metric: str | None = None) -> Path:
@@ -166,9 +213,9 @@ def render_circuits(stores: list[str], out_dir: Path, metric: str | None = None)
     datasets = [ds for _, ds in loaded]
     faithfulness_png(datasets, out_dir / "faithfulness.png", metric)
     first = datasets[0]
-    size, caption = drawn_size(first, metric)
+    size, text = caption(first, metric)
     try:
-        svg = render_graph(circuit_graph(first, size, caption), str(out_dir / "circuit_graph"))
+        svg = render_graph(circuit_graph(first, size, text), str(out_dir / "circuit_graph"))
         graph = f'<div id="circuit-graph">{svg}</div>'
     except SweepError as e:
         graph = f'<p class="missing">{html.escape(str(e))}</p>'
@@ -177,9 +224,10 @@ def render_circuits(stores: list[str], out_dir: Path, metric: str | None = None)
         config={"displaylogo": False, "responsive": True},
     )  # fmt: skip
     reports = "\n\n".join(f"{s}\n" + "\n".join(circuit_lines(ds)) for s, ds in loaded)
+    reports += "".join("\n\n" + "\n".join(lines) for lines in overlap_lines(loaded))
     (out_dir / "index.html").write_text(_PAGE.format(
         stores=html.escape(", ".join(stores)), plotly=get_plotlyjs(), curve=curve,
-        caption=html.escape(caption), graph=graph, report=html.escape(reports),
+        caption=html.escape(text), graph=graph, report=html.escape(reports),
         config=html.escape(str(first.attrs.get("config", "(not recorded)"))),
     ), encoding="utf-8")  # fmt: skip
     return out_dir

@@ -5,7 +5,8 @@ a grouped-query model's key/value heads ``a5.g0``), each MLP (``m2``) and ``logi
 ranked bottom to top by block order (a layer's heads, then its MLP). An edge into a head's
 query, key or value input is labelled ``q``, ``k`` or ``v``; its colour is the sign of its
 effect on the intervention's own scale (blue: positive), its width the size, and its label
-the scaled value. A circuit store's circuit is drawn alike, by its ranking's scores.
+the scaled value. A circuit store's circuit is drawn alike, by its ranking's scaled scores
+(one scale and one colour rule for both pictures).
 Torch-free; needs the ``graphviz`` package and Graphviz's ``dot`` program (``make
 graphviz``, or the system's package).
 """
@@ -83,13 +84,14 @@ def draw(rows: list[tuple[str, str, float, str]], n_layers: int, title: str):  #
     return g
 
 
-def circuit_graph(ds: xr.Dataset, size: int, title: str):  # -> graphviz.Digraph
-    """A circuit store's top ``size`` edges, widths by their score (the scores store's
-    mean effect, or none for a file's edges)."""
+def circuit_graph(ds: xr.Dataset, size: int, title: str, most: int = 100):  # -> Digraph
+    """The circuit of ``size`` of a circuit store (its best ``most`` edges at most), drawn as
+    the edge store's graph is: labels, widths and colours by the score on the scores
+    store's own scale (a file's edges carry none)."""
     from sweep.results.circuit import circuit_edges
 
-    table = circuit_edges(ds, size)
-    rows = [(r.sender, r.receiver, float(r.score), "") for r in table.itertuples()]
+    table = circuit_edges(ds, size).head(most)
+    rows = [(r.sender, r.receiver, float(r.scaled), "") for r in table.itertuples()]
     return draw(rows, int(ds.attrs["graph"]["n_layers"]), title)
 
 

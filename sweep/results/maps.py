@@ -58,6 +58,9 @@ class Heatmap:
     """Each row in words (``layer 1, head 3``); the row labels when empty."""
     col_hover: list[str] = field(default_factory=list)
     """Each column in words, a position with its clean and corrupted token."""
+    subject: str = ""
+    """The variable as titles name it (path patching: ``paths into a1.h1.k, ...``); ''
+    for its name."""
 
     @property
     def title(self) -> str:
@@ -74,7 +77,7 @@ class Heatmap:
         else:
             what = f"value with {self.scale.intervention}"
         estimate = " (estimate)" if self.scale.intervention.startswith(("AtP", "EAP")) else ""
-        return f"{self.component}: {self.metric}, {what}{estimate}"
+        return f"{self.subject or self.component}: {self.metric}, {what}{estimate}"
 
     @property
     def base(self) -> str:
@@ -126,7 +129,14 @@ def check_prompt(ds: xr.Dataset, prompt: int | None) -> int | None:
 
 
 def check_finished(ds: xr.Dataset, store: str = "the store") -> None:
-    """One line when no cell of the store has a value yet (nothing to draw)."""
+    """One line when no cell of the store has a value yet (nothing to draw), or when it
+    holds circuits (drawn as faithfulness curves)."""
+    if "circuit" in ds.data_vars and "size" in ds["circuit"].dims:
+        raise ValueError(
+            "a circuit store is drawn as a faithfulness curve, not a heatmap: "
+            "sweep.figures.faithfulness(STORE) or ds.patchsweep.faithfulness(); python -m "
+            "sweep.plot STORE draws the curve and the circuit"
+        )
     if not any(bool(ds[n].notnull().any()) for n in variables(ds)):
         raise ValueError(
             f"{store} has no finished cells yet: run (or resume) its sweep, and see "
@@ -170,8 +180,9 @@ def heatmap(
     else:
         view = f"prompt {prompt}"
     common: dict[str, Any] = dict(
-        blank=blank, scale=scale(ds), warning=gap_warning(ds, metric), view=view, unit=unit
-    )
+        blank=blank, scale=scale(ds), warning=gap_warning(ds, metric), view=view, unit=unit,
+        subject=subject(ds, name),
+    )  # fmt: skip
     if "receiver" in values.dims:  # an edge sweep: pairs that are not edges stay blank
         rows, cols = ([str(x) for x in ds[d].values] for d in ("receiver", "sender"))
         col_title, col_hover = "sender", [f"sender {c}" for c in cols]
@@ -204,6 +215,14 @@ def heatmap(
     return Heatmap(name, metric, grid, [f"L{la}" for la in layers], cols, "layer", col_title,
                    **common, row_hover=[f"layer {la}" for la in layers],
                    col_hover=col_hover)  # fmt: skip
+
+
+def subject(ds: xr.Dataset, name: str) -> str:
+    """How titles name a variable: a path sweep's by its receivers."""
+    receivers = ds.attrs.get("path_receivers") or []
+    if name == "paths" and receivers:
+        return f"paths into {', '.join(map(str, receivers))}"
+    return name
 
 
 def _values(

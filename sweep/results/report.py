@@ -54,6 +54,12 @@ def results_lines(ds: xr.Dataset, top: int = 5, min_prompts: int | None = None) 
     if edge_variables(ds):
         return lines + _edge_lines(ds, top, metric, min_prompts)
     base, sc, estimate = base_run(ds), scale(ds), is_estimate(ds)
+    receivers = ds.attrs.get("path_receivers") or []
+    if receivers:
+        lines.append(
+            f"path patching into {', '.join(map(str, receivers))}: each sender head's "
+            "effect through these receivers only (every other head frozen at the base run)"
+        )
     cells = top_cells(ds, top, metric, min_prompts=min_prompts)
     need, left_out = cells.attrs["min_prompts"], cells.attrs["left_out"]
     what = "AtP's estimated effect" if estimate else "effect"

@@ -30,11 +30,13 @@ from sweep.plan import (
     NAMED,
     PROMPT_IDS,
     PROMPT_TEXTS,
+    SIZE_COORDS,
     BlockData,
     Plan,
     TaskInfo,
     WorkUnit,
     resolve_positions,
+    size_coords,
 )
 from sweep.results import accessor  # noqa: F401  (registers ds.patchsweep)
 from sweep.results.backends import Backend, backend_for
@@ -160,6 +162,9 @@ def check_same(backend: Backend, want: dict[str, Any]) -> None:
             f"store.path: {backend} is a patchsweep store whose creation never finished; "
             "pass store.overwrite=true to replace it, or choose another store.path"
         )
+    grid = have.get("grid")
+    if isinstance(grid, dict) and "ranking" in grid:
+        grid.pop("sizes", None)  # circuit stores made before sizes could be added
     diffs = _diff(have, want)
     if diffs:
         listed = "; ".join(_differs(k, a, b) for k, a, b in diffs)
@@ -249,8 +254,9 @@ def create(
         lease.adopt()
 
 
-RANK_COORDS = ("circuit_sender", "circuit_receiver", "circuit_score")
-"""A circuit store's ranking along ``rank``: each edge, best first, and its score."""
+RANK_COORDS = ("circuit_sender", "circuit_receiver", "circuit_score", "circuit_scaled")
+"""A circuit store's ranking along ``rank``: each edge, best first, its score (the mean
+effect on the rank metric) and that score on the scores store's own scale."""
 
 PER_POSITION = (
     ("clean_token", str, ""),
@@ -298,7 +304,8 @@ def _populate(target: str, plan: Plan, info: TaskInfo, meta: StoreMeta) -> None:
     members += [*PROMPT_TEXTS, *PROMPT_IDS]
     group.attrs["coordinates"] = " ".join(
         ["prompt_length", *(name for name, _, _ in PER_POSITION), *PROMPT_TEXTS, *PROMPT_IDS,
-         *_node_coords(plan), *(RANK_COORDS if plan.axes.ranking is not None else ())]
+         *_node_coords(plan),
+         *((*RANK_COORDS, *SIZE_COORDS) if plan.axes.ranking is not None else ())]
     )  # fmt: skip
     for c in plan.components:
         dims = ["metric", c.lead, *c.dims, "prompt"]
@@ -316,26 +323,66 @@ def _populate(target: str, plan: Plan, info: TaskInfo, meta: StoreMeta) -> None:
     m.create_array("verified", shape=(1,), chunks=(1,), dtype="int32", fill_value=0)
     table = m.create_array("units", shape=(units, 5), chunks=(units, 5), dtype="int32",
                            fill_value=0)  # fmt: skip
-    names = [c.name for c in plan.components]
-    table[:] = np.array(
-        [
-            (names.index(u.component), u.layer_start, u.layer_start + len(u.layers))
-            + (u.prompt_start, u.prompt_stop)
-            for u in plan.units
-        ],
-        dtype=np.int32,
-    ).reshape(units, 5)
+    table[:] = _unit_rows(plan)
     m.attrs["runs"] = []
     group.attrs["patchsweep_members"] = sorted(set(members))
+
+
+def _unit_rows(plan: Plan) -> np.ndarray:
+    """[unit, 5] each unit's variable, lead-dim range and prompt range (``sweep.status``)."""
+    names = [c.name for c in plan.components]
+    rows = [
+        (names.index(u.component), u.layer_start, u.layer_start + len(u.layers))
+        + (u.prompt_start, u.prompt_stop)
+        for u in plan.units
+    ]
+    return np.array(rows, dtype=np.int32).reshape(len(plan.units), 5)
+
+
+def _consolidate(target: str) -> None:
+    with warnings.catch_warnings():
+        # Consolidated metadata is not in the zarr v3 spec yet; xarray reads it quietly.
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(target)
+
+
+def store_sizes(backend: Backend) -> tuple[int, ...]:
+    """A circuit store's sizes, in its order (others: none)."""
+    group = zarr.open_group(backend.location, mode="r")
+    return tuple(int(x) for x in np.asarray(array(group, "size")[:])) if "size" in group else ()
+
+
+def grow(backend: Backend, plan: Plan, config_yaml: str) -> bool:
+    """Add the sizes a circuit plan has beyond the store's (which come first, in its
+    order): the circuit variable, its ``size`` coordinates, the done and unit tables grow
+    at their ends. Readers see the store through its consolidated metadata, written last,
+    so they see it before or after, never half grown; a crash before that is finished by
+    the next run, which grows it again to the same shapes."""
+    sizes = plan.axes.coords["size"]
+    if len(sizes) == len(store_sizes(backend)):
+        return False
+    group = zarr.open_group(backend.location, mode="r+", use_consolidated=False)
+    for c in plan.components:
+        array(group, c.name).resize(plan.shape(c))
+    for name, values in {"size": np.array(sizes, dtype=np.int64),
+                         **size_coords(plan.axes)}.items():  # fmt: skip
+        arr = array(group, name)
+        arr.resize((len(sizes),))
+        arr[:] = values
+    meta = zarr.open_group(backend.location, path=META, mode="r+", use_consolidated=False)
+    array(meta, "done").resize((len(plan.units),))
+    table = array(meta, "units")
+    table.resize((len(plan.units), 5))
+    table[:] = _unit_rows(plan)
+    group.attrs["config"] = config_yaml  # what the store now holds was asked for by this run
+    _consolidate(backend.location)
+    return True
 
 
 def _finish(target: str, meta: StoreMeta) -> None:
     group = zarr.open_group(target, mode="r+")
     group.attrs[FINGERPRINT] = json.dumps(meta.fingerprint, sort_keys=True)  # last: complete
-    with warnings.catch_warnings():
-        # Consolidated metadata is not in the zarr v3 spec yet; xarray reads it quietly.
-        warnings.simplefilter("ignore")
-        zarr.consolidate_metadata(target)
+    _consolidate(target)
 
 
 def _labels(plan: Plan, dim: str) -> np.ndarray:
@@ -380,13 +427,16 @@ def _coordinates(plan: Plan, info: TaskInfo, meta: StoreMeta) -> xr.Dataset:
         ds.attrs["path_receivers"] = list(plan.axes.receivers)
     if plan.axes.ranking is not None:  # a circuit sweep's edges, best first
         r = plan.axes.ranking
-        columns = ([e[0] for e in r.edges], [e[1] for e in r.edges], list(r.scores))
-        types = (object, object, np.float64)
+        scaled = list(r.scaled) if r.scaled else [np.nan] * len(r.edges)
+        columns = ([e[0] for e in r.edges], [e[1] for e in r.edges], list(r.scores), scaled)
+        types = (object, object, np.float64, np.float64)
         ds = ds.assign_coords({
             name: ("rank", np.array(values, dtype=t))
             for name, values, t in zip(RANK_COORDS, columns, types, strict=True)
-        })  # fmt: skip
-        ds.attrs["circuit"] = {"method": r.method, "source": r.source, "metric": r.metric}
+        } | {name: ("size", v) for name, v in size_coords(plan.axes).items()})  # fmt: skip
+        ds.attrs["circuit"] = {"method": r.method, "source": r.source, "metric": r.metric,
+                               "scored": r.scored, "order": r.order,
+                               "prune": plan.axes.prune}  # fmt: skip
     ds.attrs.update(
         config=meta.config_yaml,
         model=meta.model,
@@ -506,6 +556,14 @@ class ResultStore:
             where = tuple(index[d].index(cell[d]) for d in dims)
             arr[(slice(None), *where, prompts)] = values[:, i]  # type: ignore[index]
 
+    def record(self, name: str, value: Any) -> None:
+        """A root attribute summarising finished results (a circuit store's curve scores),
+        consolidated so that readers see it."""
+        self.lease.check()
+        group = zarr.open_group(self.backend.location, mode="r+", use_consolidated=False)
+        group.attrs[name] = value
+        _consolidate(self.backend.location)
+
     def verified(self) -> int:
         """The run that stored the exact values of AtP's top cells (0: not yet)."""
         return int(np.asarray(array(self.meta, "verified")[:])[0])
@@ -570,6 +628,8 @@ def open_results(path: str | os.PathLike[str]) -> xr.Dataset:
     # indexed numpy (``ds["clean_token"].sel(prompt=0, pos=3).item()`` reads one chunk).
     for name, var in ds.data_vars.items():
         ds[name] = var.chunk(dict(zip(var.dims, var.encoding["chunks"], strict=True)))
+    if "size" in ds.dims and not (np.diff(ds["size"].values) > 0).all():
+        ds = ds.sortby("size")  # a circuit store's sizes added later sit at its end
     return ds
 
 

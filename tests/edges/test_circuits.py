@@ -170,29 +170,6 @@ def _cli(tmp_path: Path, module: str, *args: str) -> subprocess.CompletedProcess
                           capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def induction(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The shipped induction model's edges, exactly and by EAP and EAP-IG (noising: the
-    direction a circuit ablates in), and each one's circuits."""
-    root = tmp_path_factory.mktemp("induction")
-    common = ["grid=edges", "intervention.direction=noise", "store.plots=false",
-              "runner.progress=false"]  # fmt: skip
-    stores = {
-        "exact": [],
-        "eap": ["intervention=eap"],
-        "eapig": ["intervention=eap", "intervention.steps=5"],
-    }
-    out = {}
-    for name, extra in stores.items():
-        sweep.run([*common, *extra, f"store.path={root / name}.zarr"])
-        out[name] = root / f"{name}.zarr"
-    for name in stores:
-        circuit_main([str(out[name]), "--sizes", "10,20,30", "store.plots=false",
-                      "runner.progress=false"])  # fmt: skip
-        out[f"{name}_circuit"] = root / f"{name}.circuit.zarr"
-    return out
-
-
 def test_induction_circuit_holds_its_mechanism(induction: dict[str, Path]) -> None:
     ds = open_results(induction["exact_circuit"]).load()
     assert list(ds["size"].values) == [0, 10, 20, 30, 81]
@@ -218,17 +195,23 @@ def test_faithfulness_curves_one_line_per_method(
 
     stores = [str(induction[f"{m}_circuit"]) for m in ("exact", "eap", "eapig")]
     fig = sf.faithfulness(stores)
-    assert [t.name for t in fig.data] == ["exact (patch noise)", "EAP", "EAP-IG (5 steps)"]
+    assert [t.name for t in fig.data] == [
+        f"{m} of patch noise; ablated: patch noise" for m in ("exact", "EAP", "EAP-IG (5 steps)")
+    ]
     for trace, store in zip(fig.data, stores, strict=True):
         f = faithfulness(open_results(store))
         assert list(trace.x) == [10, 20, 30, 81]  # the empty circuit: 0 by definition
         np.testing.assert_allclose(trace.y, f.values[1:], atol=1e-3)
+    # A log axis labels its ticks at the stored sizes, in full (not 2 and 3 for 20 and 30).
+    assert list(fig.layout.xaxis.ticktext) == ["10", "20", "30", "81"]
+    assert "edges outside carry the corrupted run's sender output" in fig.layout.title.text
     out = tmp_path / "curves"
     done = _cli(tmp_path, "sweep.plot", *stores, "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert (out / "faithfulness.png").stat().st_size > 10_000
     page = (out / "index.html").read_text()
     assert "EAP-IG (5 steps)" in page and "faithfulness" in page
+    assert "IoU" in page and "CPR" in page  # each store's curve scores, overlaps with the first
     if (out / "circuit_graph.svg").exists():  # with Graphviz's dot
         svg = (out / "circuit_graph.svg").read_text()
         assert "a0.h3" in svg and "a1.h1" in svg

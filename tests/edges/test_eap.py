@@ -31,16 +31,18 @@ def _scores(ds: xr.Dataset) -> np.ndarray:
     return (ds["edges"] - ds[f"{base}_baseline"]).sel(metric="logit_diff").values
 
 
-@pytest.mark.parametrize(("which", "direction", "steps"),
-                         [("native", "denoise", 1), ("native", "noise", 3),
-                          ("gpt2", "denoise", 1), ("gpt2", "denoise", 2)])  # fmt: skip
+@pytest.mark.parametrize(("which", "direction", "steps", "ablation"),
+                         [("native", "denoise", 1, "patch"), ("native", "noise", 3, "patch"),
+                          ("gpt2", "denoise", 1, "patch"), ("gpt2", "denoise", 2, "patch"),
+                          ("native", "noise", 1, "mean"), ("native", "noise", 2, "zero"),
+                          ("gpt2", "noise", 2, "mean")])  # fmt: skip
 def test_eap_equals_autograd_through_the_hooked_model(
-    tmp_path: Path, gpt2_dir: Path, which: str, direction: str, steps: int
+    tmp_path: Path, gpt2_dir: Path, which: str, direction: str, steps: int, ablation: str
 ) -> None:
     model = _model(which, tmp_path, gpt2_dir)
     over = [*model, "grid=edges", "intervention=eap", f"intervention.direction={direction}",
-            f"intervention.steps={steps}", "runner.progress=false",
-            "store.plots=false"]  # fmt: skip
+            f"intervention.steps={steps}", f"intervention.ablation={ablation}",
+            "runner.progress=false", "store.plots=false"]  # fmt: skip
     ds = sweep.open_results(sweep.run([*over, f"store.path={tmp_path / 's.zarr'}"])).load()
     got = _scores(ds)
     w = worker([*model, "grid.components=[resid_pre]", "runner.engine=fast"])
@@ -51,7 +53,7 @@ def test_eap_equals_autograd_through_the_hooked_model(
     edges = [(senders[str(ds["sender"].values[j])], receivers[str(ds["receiver"].values[i])])
              for i, j in pairs]  # fmt: skip
     base_run = "corrupted" if direction == "denoise" else "clean"
-    want = eap_logit_diffs(w.model, w.task, edges, base_run, steps)
+    want = eap_logit_diffs(w.model, w.task, edges, base_run, steps, ablation)
     have = np.stack([got[i, j] for i, j in pairs])
     np.testing.assert_allclose(have, want, atol=1e-4 * max(1.0, np.abs(want).max()))
     assert len({r.kind for _, r in edges}) == 5 and np.abs(want).max() > 1e-2
@@ -76,14 +78,17 @@ def test_one_step_of_eap_ig_is_eap_and_more_steps_differ(tmp_path: Path) -> None
     assert np.nanmax(np.abs(a - c)) > 1e-3
 
 
-def test_verify_top_k_patches_the_top_edges_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ablation", ["patch", "mean"])
+def test_verify_top_k_patches_the_top_edges_exactly(tmp_path: Path, ablation: str) -> None:
     """The K edges EAP ranks highest, patched by the exact edge forward into edges_exact:
-    equal to an exact edge sweep's values for those edges, and said beside the estimates."""
+    equal to an exact edge sweep's values for those edges (under the same ablation), and
+    said beside the estimates."""
     base = ["grid=edges", "runner.progress=false", "store.plots=false"]
-    exact = xr.open_zarr(sweep.run([*base, f"store.path={tmp_path / 'x.zarr'}"])).load()
+    iv = [] if ablation == "patch" else [f"intervention={ablation}"]
+    exact = xr.open_zarr(sweep.run([*base, *iv, f"store.path={tmp_path / 'x.zarr'}"])).load()
     out = subprocess.run(
         [sys.executable, "-m", "sweep", *base, "intervention=eap", "intervention.verify_top_k=6",
-         f"store.path={tmp_path / 'e.zarr'}"],
+         f"intervention.ablation={ablation}", f"store.path={tmp_path / 'e.zarr'}"],
         capture_output=True, text=True, cwd=tmp_path, check=True,
     ).stdout  # fmt: skip
     ds = sweep.open_results(tmp_path / "e.zarr").load()
@@ -112,6 +117,11 @@ def test_verify_top_k_patches_the_top_edges_exactly(tmp_path: Path) -> None:
          "intervention=eap: scores the edges of an edge sweep; add grid=edges"),
         (["grid=paths", "grid.receivers=[logits]", "intervention=eap"],
          "intervention=eap: grid=paths patches"),
+        (["grid=edges", "intervention=eap", "intervention.ablation=mean",
+          "intervention.direction=denoise"],
+         "intervention.direction: denoise with intervention.ablation=mean"),
+        (["grid=edges", "intervention=eap", "intervention.ablation=resample"],
+         "intervention.ablation: 'resample' is not one of patch, zero, mean"),
     ],
 )  # fmt: skip
 def test_bad_eap_settings_are_one_line(tmp_path: Path, over: list[str], says: str) -> None:

@@ -65,6 +65,61 @@ def test_paths_equal_the_two_pass_hook_reference(
     assert np.abs(want - want.mean(0)).max() > 1e-3  # senders differ: not a constant
 
 
+@pytest.mark.parametrize("which", ["native", "llama"])
+def test_paths_one_position_at_a_time_equal_the_reference(
+    tmp_path: Path, gpt2_dir: Path, family_dir, which: str
+) -> None:
+    """grid.positions: the sender's output at one token of each prompt at a time (negative:
+    from each prompt's own end; NaN where a prompt is too short), noising by default as
+    the paper's recipe."""
+    task = write_task(tmp_path / "t.jsonl", mixed_rows())  # prompts of three lengths
+    over = model_overrides(which, task, gpt2_dir, family_dir)
+    into = "[a2.*.q,a2.h1.v]" if which == "native" else "[a1.*.q,a1.g1.k]"
+    w = worker([*over, "grid.components=[resid_pre]"])
+    short = int(w.task.lengths.min())  # a token the shortest prompts do not have
+    path = sweep.run([*over, "grid=paths", f"grid.receivers={into}",
+                      f"grid.positions=[-1,{short}]", "store.prompt_block=2",
+                      "runner.progress=false", "store.plots=false",
+                      f"store.path={tmp_path / 'p.zarr'}"])  # fmt: skip
+    ds = sweep.open_results(path).load()
+    assert ds.attrs["base_run"] == "clean"  # noising: the sender's corrupted output
+    assert ds["paths"].dims == ("metric", "layer", "pos", "head", "prompt")
+    cfg = w.model.cfg
+    shape = GraphShape(cfg.n_layers, cfg.n_heads, getattr(cfg, "n_key_value_heads", 0) or 0)
+    by_name = {r.name: r for r in receivers(shape)}
+    chosen = [by_name[n] for n in ds.attrs["path_receivers"]]
+    senders = [(layer, h) for layer in ds["layer"].values for h in range(cfg.n_heads)]
+    for pos in (-1, short):
+        want = path_logit_diffs(w.model, w.task, senders, chosen, "clean", pos)
+        got = ds["paths"].sel(metric="logit_diff", pos=pos).stack(s=("layer", "head"))
+        np.testing.assert_allclose(got.transpose("s", ...).values, want, atol=1e-4)
+    assert np.isnan(ds["paths"].sel(pos=short).values).any()  # the shortest prompts lack it
+    assert np.abs(ds["paths"].sel(pos=-1) - ds["clean_baseline"]).max() > 1e-3
+
+
+def test_paths_at_named_positions_name_their_receivers(tmp_path: Path) -> None:
+    """IOI's named positions (END: each prompt's last token) label the store's pos axis,
+    and the receivers are named in the pictures' titles and the report."""
+    from sweep.cli import report
+    from sweep.driver import run_config
+    from sweep.results.maps import heatmap
+
+    over = ["model=native", "model.native.n_layers=3", "task=ioi", "task.n_prompts=4",
+            "grid=paths", "grid.receivers=[a2.h1.q,a2.h3.q]", "grid.positions=[S2,END]",
+            "runner.progress=false", "store.plots=false",
+            f"store.path={tmp_path / 'p.zarr'}"]  # fmt: skip
+    summary = run_config(sweep.compose_config(over))
+    ds = sweep.open_results(summary.path).load()
+    assert list(ds["pos"].values) == ["S2", "END"]
+    end = ds["paths"].sel(pos="END")
+    last = sweep.open_results(sweep.run([*over[:-1], "grid.positions=[-1]",
+                                         f"store.path={tmp_path / 'q.zarr'}"]))  # fmt: skip
+    np.testing.assert_allclose(end.values, last["paths"].sel(pos=-1).values, atol=1e-6)
+    title = heatmap(ds, "paths").title
+    assert "paths into a2.h1.q, a2.h3.q" in title
+    assert "path patching into a2.h1.q, a2.h3.q" in report(summary)
+
+
 def test_the_previous_token_head_reaches_the_induction_keys() -> None:
     """On the shipped model, path patching each layer-0 head into every layer-1 key input:
     the head that attends one token back (found by its pattern) restores the most."""

@@ -17,7 +17,16 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from sweep.engine.forward.suffix import Rows, SuffixForward, Trace
+from sweep.engine.forward.suffix import Projections, Rows, SuffixForward, Trace
+
+
+def by_head(
+    weight: torch.Tensor, bias: torch.Tensor | None, heads: int, d_head: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A linear layer's [heads * d_head, d_model] weight (and bias) as [heads, d_head,
+    d_model] (and [heads, d_head])."""
+    w = weight.detach().view(heads, d_head, -1)
+    return w, None if bias is None else bias.detach().view(heads, d_head)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -48,6 +57,7 @@ class DecoderForward(SuffixForward):
         self.final_cap = getattr(self.config, "final_logit_softcapping", None)
         self._cos_sin: dict[tuple[int, Any], tuple[torch.Tensor, torch.Tensor]] = {}
         self._w_o: dict[int, torch.Tensor] = {}
+        self._projections: dict[int, Projections] = {}
 
     @classmethod
     def unsupported(cls, model: Any) -> str | None:
@@ -76,6 +86,20 @@ class DecoderForward(SuffixForward):
         k = attn.k_proj(h).view(-1, self.n_kv, self.d_head)
         v = attn.v_proj(h).view(-1, self.n_kv, self.d_head)
         return q, k, v
+
+    def projections(self, i: int) -> Projections | None:
+        """Llama, Mistral and Qwen2: the input norm and q_proj, k_proj, v_proj by head."""
+        attn = self.attn(i)
+        if not all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj")):
+            return None
+        if i not in self._projections:
+            heads = (self.n_heads, self.n_kv, self.n_kv)
+            mods = (attn.q_proj, attn.k_proj, attn.v_proj)
+            self._projections[i] = Projections(self.layers[i].input_layernorm, tuple(
+                by_head(m.weight, m.bias, n, self.d_head) for m, n in zip(mods, heads,
+                                                                          strict=True)
+            ))  # fmt: skip
+        return self._projections[i]
 
     def attn_out(self, i: int, z: torch.Tensor) -> torch.Tensor:
         return self.attn(i).o_proj(z.flatten(1))

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from sweep.engine.forward.suffix import Rows, SuffixForward, Trace, attend
+from sweep.engine.forward.suffix import Projections, Rows, SuffixForward, Trace, attend
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class GPT2Forward(SuffixForward):
                 )
                 for i in range(self.n_layers)
             ]
+        self._projections: dict[int, Projections] = {}
 
     @staticmethod
     def unsupported(model: Any) -> str | None:
@@ -104,6 +105,17 @@ class GPT2Forward(SuffixForward):
         w = self.layers[i]
         qkv = w.ln1(x.unsqueeze(0))[0] @ w.w_qkv + w.b_qkv
         return tuple(t.reshape(-1, self.n_heads, self.d_head) for t in qkv.chunk(3, -1))
+
+    def projections(self, i: int) -> Projections:
+        if i not in self._projections:
+            w, d = self.layers[i], self.n_heads * self.d_head
+            heads = [
+                (w.w_qkv[:, k * d : (k + 1) * d].T.reshape(self.n_heads, self.d_head, -1)
+                 .contiguous(), w.b_qkv[k * d : (k + 1) * d].view(self.n_heads, self.d_head))
+                for k in range(3)
+            ]  # fmt: skip
+            self._projections[i] = Projections(w.ln1, tuple(heads))
+        return self._projections[i]
 
     def mlp(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """The MLP's output [T, d_model] of the residual ``x`` it reads."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from sweep.engine.forward.decoder import DecoderForward
+from sweep.engine.forward.decoder import DecoderForward, by_head
+from sweep.engine.forward.suffix import Projections
 
 
 def rotate_every_two(x: torch.Tensor) -> torch.Tensor:
@@ -24,6 +25,14 @@ class GPTJForward(DecoderForward):
         h = layer.ln_1(x.unsqueeze(0))[0]
         shape = (-1, self.n_heads, self.d_head)
         return attn.q_proj(h).view(shape), attn.k_proj(h).view(shape), attn.v_proj(h).view(shape)
+
+    def projections(self, i: int) -> Projections:
+        if i not in self._projections:
+            attn, h, dh = self.attn(i), self.n_heads, self.d_head
+            mods = (attn.q_proj, attn.k_proj, attn.v_proj)
+            parts = tuple(by_head(m.weight, m.bias, h, dh) for m in mods)
+            self._projections[i] = Projections(self.layers[i].ln_1, parts)
+        return self._projections[i]
 
     def attn_out(self, i: int, z: torch.Tensor) -> torch.Tensor:
         return self.attn(i).out_proj(z.flatten(1))

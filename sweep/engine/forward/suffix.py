@@ -89,6 +89,17 @@ class Rows:
         return self.offset + self.last - self.start
 
 
+@dataclass(frozen=True)
+class Projections:
+    """How a block turns the residual into q, k and v, head by head: ``norm`` of the
+    residual (any leading dims), then each head's weights [heads, d_head, d_model] and
+    bias [heads, d_head] (or None) for q, k and v (k and v per key/value head); as ``qkv``
+    computes them, before any rotary embedding."""
+
+    norm: Callable[[torch.Tensor], torch.Tensor]
+    weights: tuple[tuple[torch.Tensor, torch.Tensor | None], ...]
+
+
 class SuffixForward(Forward):
     """The model's blocks, run on packed suffix tokens with cached keys and values."""
 
@@ -124,6 +135,13 @@ class SuffixForward(Forward):
     def qkv(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """q [T, heads, d_head], k and v [T, key/value heads, d_head] of the residual
         ``x`` [T, d_model], as block ``i``'s q, k and v stages see them."""
+
+    def projections(self, i: int) -> Projections | None:
+        """Block ``i``'s q, k and v as its norm and each head's own rows of the projections
+        (``Projections``), so that inputs read head by head cost one projection, not one
+        per head (EAP's and circuits' copies of the residual); None: not said, every copy
+        computes every head (``sweep.engine.eap.per_copy_qkv``)."""
+        return None
 
     @abstractmethod
     def mlp(self, i: int, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,101 @@
+"""Every code block of the README runs as written, in order, in an empty directory: the
+bash blocks' commands as processes (``python`` is this interpreter), the python blocks in
+one namespace, as a notebook runs them. What a reader brings is provided here (a task
+file, a circuit file; a local checkpoint stands for a hub id, which cannot download
+offline), and the lines this machine cannot run are listed with the reason."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ioi_rows, save_gpt2, write_task
+
+ROOT = Path(__file__).resolve().parents[1]
+FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
+
+NOT_HERE = {
+    "make test": "the test suite itself",
+    "runner.address=auto": "joins a running Ray cluster (tests/runners/test_cluster.py does)",
+}
+"""Lines that need what this test cannot have, by a part of the line, and why."""
+MAKE = {"make demo": "python -m sweep"}
+"""Make targets, as the Makefile runs them (after setting up .venv)."""
+
+
+def blocks() -> list[tuple[str, str]]:
+    """(language, text) of every fenced block of the README, in order."""
+    return [(m.group(1), m.group(2)) for m in FENCE.finditer((ROOT / "README.md").read_text())]
+
+
+def commands(text: str) -> list[list[str]]:
+    """A bash block's commands: continued lines joined, comments dropped, shell-split."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    out = []
+    for line in joined.splitlines():
+        if any(part in line for part in NOT_HERE):
+            continue
+        for target, command in MAKE.items():
+            line = line.replace(target, command)
+        words = shlex.split(line, comments=True)
+        if words:
+            out.append(words)
+    return out
+
+
+def provide(cwd: Path, gpt2_dir: Path) -> dict[str, str]:
+    """The files a reader brings; and what stands for a hub id (a 3-layer, 8-head GPT-2
+    checkpoint with the tests' tokenizer: the README's grids need layer 2 and head 5)."""
+    write_task(cwd / "my_task.jsonl", ioi_rows())  # for the GPT-2 checkpoint's commands
+    (cwd / "my tasks").mkdir()  # for the shipped model (letters): a repeated sequence
+    rows = [{"clean": " M Y N B I M Y N B", "corrupted": " M Y N B I Q P Z X",
+             "answer": " I", "wrong": " Q"}]  # fmt: skip
+    write_task(cwd / "my tasks" / "ioi.jsonl", rows)
+    (cwd / "my_circuit.txt").write_text("embed -> a0.h3.v\na0.h3 -> a1.h1.k\na1.h1 -> logits\n")
+    model = cwd.parent / "checkpoint"
+    shutil.copytree(gpt2_dir, model)
+    save_gpt2(model, _vocab(model), 0, n_embd=64, n_layer=3, n_head=8, initializer_range=0.2)
+    return {"model.name=gpt2": f"model.name={model}", "/models/my-checkpoint": str(model)}
+
+
+def _vocab(model: Path) -> int:
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(model))
+
+
+def substitute(text: str, table: dict[str, str]) -> str:
+    for a, b in table.items():
+        text = text.replace(a, b)
+    return text
+
+
+@pytest.mark.slow
+def test_every_readme_block_runs(
+    tmp_path: Path, gpt2_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cwd = tmp_path / "reader"
+    cwd.mkdir()
+    table = provide(cwd, gpt2_dir)
+    monkeypatch.chdir(cwd)
+    namespace: dict[str, object] = {}
+    ran = {"bash": 0, "python": 0}
+    for k, (language, text) in enumerate(blocks()):
+        text = substitute(text, table)
+        if language == "python":
+            exec(compile(text, f"README.md python block {k}", "exec"), namespace)  # noqa: S102
+            ran["python"] += 1
+        elif language == "bash":
+            for words in commands(text):
+                assert words[0] == "python", f"README runs {words[0]!r}: add it to MAKE or NOT_HERE"
+                done = subprocess.run([sys.executable, *words[1:]], cwd=cwd, capture_output=True,
+                                      text=True, timeout=600)  # fmt: skip
+                assert done.returncode == 0, f"{shlex.join(words)}\n{done.stderr[-3000:]}"
+                ran["bash"] += 1
+    assert ran["python"] >= 7 and ran["bash"] >= 25, ran
