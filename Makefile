@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint browser graphviz slurm image-tools clean
+.PHONY: setup demo test lint browser graphviz slurm image-tools autocircuit clean
 
 setup: $(VENV)/.installed
 
@@ -52,5 +52,17 @@ image-tools:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	  buildah debootstrap)
 
+# auto-circuit for bench/autocircuit_speed.py, in a venv of its own (.bench-ac): it needs
+# transformer-lens 2, which cannot sit beside patchsweep's 4. torch pinned as in setup.
+AC_VENV ?= .bench-ac
+autocircuit: $(AC_VENV)/.installed
+
+$(AC_VENV)/.installed:
+	$(PYTHON) -m venv $(AC_VENV)
+	$(AC_VENV)/bin/pip install -q "$(TORCH)"
+	$(AC_VENV)/bin/pip install -q "$(TORCH)" auto-circuit==1.0.1 "transformer-lens==2.18.0" \
+	  "numpy<2" "pyarrow<20"
+	touch $@
+
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(AC_VENV) outputs .pytest_cache .mypy_cache .ruff_cache

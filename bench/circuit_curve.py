@@ -100,6 +100,8 @@ def plain_forward_s(model_dir: Path, task: Path, repeats: int = 5) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--prompts", type=int, default=8)
+    p.add_argument("--pictures", default=None, help="copy the curves' and the circuit's PNGs "
+                   "here (docs/)")  # fmt: skip
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="circuits-"))
     print(f"CPU threads {os.cpu_count()}")  # noqa: T201
@@ -109,6 +111,12 @@ def main() -> None:
     print("| --- | --- |" + " --- |" * (len(SIZES.split(",")) + 2))  # noqa: T201
     for row in induction(tmp):
         print(row)  # noqa: T201
+    if a.pictures:  # the README's pictures: the three rankings' curves, the exact circuit
+        stores = [str(tmp / f"induction-{i}.circuit.zarr") for i in range(len(METHODS))]
+        run("sweep.plot", *stores, "--out", str(tmp / "plots"))
+        out = Path(a.pictures)
+        for name in ("faithfulness.png", "circuit_graph.png"):
+            (out / name).write_bytes((tmp / "plots" / name).read_bytes())
     full = checkpoint(tmp / "gpt2-small-shape")
     task = task_file(tmp / "task12.jsonl", a.prompts, full)
     model = ["model=hf", f"model.name={full}", "task=prompts", f"task.path={task}"]

@@ -25,7 +25,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from sweep.errors import SweepError
+from sweep.errors import ConfigError, SweepError
 from sweep.interrupts import Signalled, catching
 
 ABLATIONS = ("patch", "zero", "mean", "resample")
@@ -152,7 +152,9 @@ def circuit_config(
         if any(key == g or key.startswith(g + ".") for g in given):
             continue
         try:
-            OmegaConf.update(cfg, key, value, merge=False)
+            # A native model's config is a free dict: keys added with + are kept too.
+            free = key.startswith("model.native.")
+            OmegaConf.update(cfg, key, value, merge=False, force_add=free)
         except Exception:  # OmegaConf's own errors: a key or value this schema refuses
             raise SweepError(
                 f"STORE: {store} was made with {key}={value!r}, which this patchsweep "
@@ -176,7 +178,12 @@ def compose_circuit(overrides: list[str]) -> tuple[DictConfig, list[str]]:
     for o in overrides:
         key = o.split("=", 1)[0]
         if key in ("grid", "grid.scores", "grid.file", "intervention") and "=" in o:
-            picked[key] = str(parser.parse_override(o).value())
+            try:
+                picked[key] = str(parser.parse_override(o).value())
+            except Exception:  # Hydra's grammar errors: the value needs quotes
+                from sweep.cli import _unparsed
+
+                raise ConfigError(_unparsed(o, ValueError(o))) from None
         else:
             rest.append(o)
     ablation = picked.get("intervention")

@@ -158,6 +158,11 @@ def hydra_message(e: BaseException) -> str:
         return f"{key}: no such key; see every key with: python -m sweep --cfg job"
     if key:
         msg = getattr(cause, "msg", text).strip().splitlines()[0]
+        if "is not a ListConfig, list or tuple" in msg:
+            return (
+                f"{key}: takes a list in brackets, even of one value: '{key}=[...]' (quoted "
+                "for the shell, as in 'grid.receivers=[a1.*.k]')"
+            )
         return f"{key}: {msg}"
     lines = [x.strip() for x in str(e).splitlines() if x.strip()]
     missing = re.search(r"Could not find '([\w/]+)'", str(e))

@@ -29,6 +29,7 @@ from sweep.results.store import (
     StoreMeta,
     check_only_store,
     check_same,
+    check_units,
     create,
     grow,
     is_store,
@@ -210,13 +211,15 @@ def _sweep(
     start: float,
 ) -> SweepSummary:
     info = runner.describe()
-    resume = exists and not replace
-    block = _prompt_block(spec, info, backend if resume else None)
-    plan = make_plan(
-        spec.grid, info.shape, info.seq_len, info.n_prompts, spec.metrics,
-        spec.store.chunk_bytes, block, info.position_names,
-        store_sizes(backend) if resume else (),
-    )  # fmt: skip
+    plan = _plan(spec, info, backend, exists and not replace)
+    if exists and not replace and plan.axes.ranking is None:
+        try:
+            check_units(backend, plan)
+        except StoreMismatchError:
+            if not spec.store.overwrite:
+                raise
+            check_only_store(backend)
+            replace, plan = True, _plan(spec, info, backend, False)
     iv = spec.intervention
     meta = StoreMeta(
         config_yaml,
@@ -293,9 +296,20 @@ def _record_curve(store: ResultStore, plan: Plan) -> None:
     (``sweep.analysis.curve_scores`` computes them from the values any time)."""
     from sweep.results.circuit import curve_scores
 
-    ds = open_results(store.path)
+    ds = open_results(store.path, in_memory=True)  # [metric, size, prompt]: small
     scores = {m: curve_scores(ds, m) for m in plan.metrics}
     store.record("curve_scores", {m: s.as_dict() for m, s in scores.items() if s is not None})
+
+
+def _plan(spec: SweepSpec, info: TaskInfo, backend: Any, resume: bool) -> Plan:
+    """The work units: on a store's prompt blocks (and a circuit store's sizes, first)
+    when resuming it."""
+    block = _prompt_block(spec, info, backend if resume else None)
+    return make_plan(
+        spec.grid, info.shape, info.seq_len, info.n_prompts, spec.metrics,
+        spec.store.chunk_bytes, block, info.position_names,
+        store_sizes(backend) if resume else (), spec.intervention.kind == "eap",
+    )  # fmt: skip
 
 
 def _keys(spec: Any) -> dict[str, Any]:

@@ -398,11 +398,14 @@ def make_plan(
     prompt_block: int | None = None,
     position_names: tuple[str, ...] = (),
     sizes: tuple[int, ...] = (),
+    estimate: bool = False,
 ) -> Plan:
     """Split each component's grid into chunks: blocks of ``prompt_block`` prompts (default:
     all prompts in one block) times blocks of layers, grouped up to ``chunk_bytes`` and
-    ``UNIT_ROWS``. An edge sweep: blocks of receivers x every sender. A circuit sweep: one
-    unit per size and prompt block, ``sizes`` (a store's, in its order) first."""
+    ``UNIT_ROWS``. An edge sweep: blocks of receivers x every sender; estimated (EAP:
+    ``estimate``), up to ``chunk_bytes`` only, as a block's gradients score every edge at
+    once. A circuit sweep: one unit per size and prompt block, ``sizes`` (a store's, in
+    its order) first."""
     components: tuple[Variable, ...]
     if isinstance(grid, EdgeGridSpec):
         axes = edge_axes(grid, shape, seq_len, position_names)
@@ -423,7 +426,8 @@ def make_plan(
         cells, lead = axes.of(c), axes.lead(c)
         rows = math.prod(len(v) for _, v in cells) * block  # patched rows of one layer
         by_size = math.ceil(chunk_bytes / (len(metrics) * rows * BYTES_PER_VALUE))
-        per_chunk = min(len(lead), max(1, min(by_size, UNIT_ROWS // rows)))
+        by_rows = by_size if estimate and isinstance(grid, EdgeGridSpec) else UNIT_ROWS // rows
+        per_chunk = min(len(lead), max(1, min(by_size, by_rows)))
         if c is CIRCUIT_VARIABLE:
             per_chunk = 1  # a forward per size: units spread over workers
         for start in range(0, len(lead), per_chunk):

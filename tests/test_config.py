@@ -115,6 +115,7 @@ print(heavy)
         ("store.lease_timeout_s=0", r"store.lease_timeout_s: must be a positive number"),
         ("runner.memory_mb=-1", r"runner.memory_mb: must be a positive number"),
         ("grid.positions=[1,1]", r"grid.positions: repeated entries"),
+        ("grid.layers=1", r"^grid.layers: takes a list in brackets, even of one value"),
     ],
 )
 def test_spec_checks_name_the_key(override: str, message: str) -> None:
@@ -122,3 +123,11 @@ def test_spec_checks_name_the_key(override: str, message: str) -> None:
 
     with pytest.raises(ConfigError, match=message):
         spec_of([override])
+
+
+def test_a_list_key_given_one_bare_value_says_to_use_brackets() -> None:
+    from sweep.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^grid.receivers: takes a list in brackets") as e:
+        spec_of(["grid=edges", "grid.receivers=a1.*.k"])
+    assert "'grid.receivers=[...]'" in str(e.value) and "\n" not in str(e.value)

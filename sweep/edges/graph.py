@@ -14,6 +14,7 @@ Pure: names and layers from the model's shape, no torch.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from dataclasses import dataclass
 
@@ -53,16 +54,26 @@ class GraphShape:
 
 def senders(shape: GraphShape) -> list[Node]:
     """In block order: the embedding, then each layer's heads, then its MLP."""
+    return list(_senders(shape))
+
+
+def receivers(shape: GraphShape) -> list[Node]:
+    """In block order: each layer's q, k and v inputs per head, then its MLP; the logits."""
+    return list(_receivers(shape))
+
+
+@functools.cache
+def _senders(shape: GraphShape) -> tuple[Node, ...]:
     out = [Node(EMBED, -1, "embed")]
     for layer in range(shape.n_layers):
         out += [Node(f"a{layer}.h{h}", layer, "head", h) for h in range(shape.n_heads)]
         if shape.mlp:
             out.append(Node(f"m{layer}", layer, "mlp"))
-    return out
+    return tuple(out)
 
 
-def receivers(shape: GraphShape) -> list[Node]:
-    """In block order: each layer's q, k and v inputs per head, then its MLP; the logits."""
+@functools.cache
+def _receivers(shape: GraphShape) -> tuple[Node, ...]:
     grouped = shape.kv_heads != shape.n_heads
     out = []
     for layer in range(shape.n_layers):
@@ -74,7 +85,7 @@ def receivers(shape: GraphShape) -> list[Node]:
                 out.append(Node(name, layer, kind, h))
         if shape.mlp:
             out.append(Node(f"m{layer}", layer, "mlp"))
-    return out + [Node(LOGITS, shape.n_layers, "logits")]
+    return (*out, Node(LOGITS, shape.n_layers, "logits"))
 
 
 def connects(sender: Node, receiver: Node, shape: GraphShape) -> bool:
@@ -87,7 +98,13 @@ def connects(sender: Node, receiver: Node, shape: GraphShape) -> bool:
 
 def edges(shape: GraphShape) -> list[tuple[Node, Node]]:
     """Every (sender, receiver) pair that ``connects``, receiver-major in block order."""
-    return [(s, r) for r in receivers(shape) for s in senders(shape) if connects(s, r, shape)]
+    return list(_edges(shape))
+
+
+@functools.cache
+def _edges(shape: GraphShape) -> tuple[tuple[Node, Node], ...]:
+    out = _senders(shape)
+    return tuple((s, r) for r in _receivers(shape) for s in out if connects(s, r, shape))
 
 
 SENDER_NAME = re.compile(r"embed|a\d+\.h\d+|m\d+")

@@ -53,7 +53,7 @@ def store_ranking(
     from sweep.results.store import fingerprint_of, open_results
 
     try:
-        ds = open_results(path)
+        ds = open_results(path, in_memory=True)  # one variable of edges x prompts: small
     except SweepError as e:
         raise ConfigError(f"{key}: {str(e).removeprefix('STORE: ')}") from None
     if not edge_variables(ds):
@@ -79,7 +79,7 @@ def store_ranking(
         metric = check_metric(ds, metric)
     except ValueError as e:
         raise ConfigError(f"grid.rank_metric: {e}") from None
-    table = top_edges(ds.load(), int(ds["edges"].isel(metric=0).notnull().any("prompt").sum()),
+    table = top_edges(ds, int(ds["edges"].isel(metric=0).notnull().any("prompt").sum()),
                       metric, min_prompts=1)  # fmt: skip
     scores, scaled = table["effect"].to_numpy(float), table["scaled"].to_numpy(float)
     names = tuple(zip(table["sender"].astype(str), table["receiver"].astype(str), strict=True))

@@ -13,6 +13,8 @@ graphviz``, or the system's package).
 
 from __future__ import annotations
 
+import textwrap
+
 import xarray as xr
 
 from sweep.errors import SweepError
@@ -62,7 +64,8 @@ def draw(rows: list[tuple[str, str, float, str]], n_layers: int, title: str):  #
     import graphviz
 
     g = graphviz.Digraph("edges", graph_attr={
-        "rankdir": "BT", "label": title, "labelloc": "t", "fontsize": "12",
+        "rankdir": "BT", "label": "\n".join(textwrap.wrap(title, 110)), "labelloc": "t",
+        "fontsize": "12",
     }, node_attr={"shape": "box", "style": "rounded", "fontsize": "11"})  # fmt: skip
     largest = max([abs(v) for _, _, v, _ in rows if v == v] + [1e-9])
     nodes: dict[str, int] = {}

@@ -346,6 +346,20 @@ def _consolidate(target: str) -> None:
         zarr.consolidate_metadata(target)
 
 
+def check_units(backend: Backend, plan: Plan) -> None:
+    """Refuse to resume a store whose work units another planner laid out (its chunks are
+    other blocks than this run's units would write)."""
+    meta = zarr.open_group(backend.location, path=META, mode="r", use_consolidated=False)
+    have = np.asarray(array(meta, "units")[:])
+    if have.shape != (len(plan.units), 5) or not (have == _unit_rows(plan)).all():
+        raise StoreMismatchError(
+            f"store.path: {backend} was laid out in other work units than this version of "
+            "patchsweep plans for the same config (another version made it); resume it with "
+            "that version, choose another store.path, or pass store.overwrite=true to "
+            "replace it"
+        )
+
+
 def store_sizes(backend: Backend) -> tuple[int, ...]:
     """A circuit store's sizes, in its order (others: none)."""
     group = zarr.open_group(backend.location, mode="r")
@@ -611,11 +625,12 @@ def chunk_key(plan: Plan, unit: WorkUnit) -> str:
     return "c/" + "/".join(map(str, index))
 
 
-def open_results(path: str | os.PathLike[str]) -> xr.Dataset:
+def open_results(path: str | os.PathLike[str], *, in_memory: bool = False) -> xr.Dataset:
     """The store at ``path`` (a local path or fsspec URL) as an xarray Dataset of dask
     arrays, one dask chunk per zarr chunk: nothing is read until values are used, and
     reductions (``mean("prompt")``, ``top_cells``) run chunk by chunk, so a store larger
-    than memory can be summarised. Cells not yet computed are NaN."""
+    than memory can be summarised. Cells not yet computed are NaN. ``in_memory``: read
+    it all now, as numpy (a small store, without dask's costs)."""
     backend = backend_for(str(path))
     backend.check_reachable()
     if not is_store(backend, key="STORE"):
@@ -626,8 +641,11 @@ def open_results(path: str | os.PathLike[str]) -> xr.Dataset:
         raise StoreDamagedError(f"{path}: the store cannot be opened ({_first_line(e)})") from None
     # Data variables as dask arrays, one dask chunk per zarr chunk; coordinates stay lazily
     # indexed numpy (``ds["clean_token"].sel(prompt=0, pos=3).item()`` reads one chunk).
-    for name, var in ds.data_vars.items():
-        ds[name] = var.chunk(dict(zip(var.dims, var.encoding["chunks"], strict=True)))
+    if in_memory:
+        ds = ds.load()
+    else:
+        for name, var in ds.data_vars.items():
+            ds[name] = var.chunk(dict(zip(var.dims, var.encoding["chunks"], strict=True)))
     if "size" in ds.dims and not (np.diff(ds["size"].values) > 0).all():
         ds = ds.sortby("size")  # a circuit store's sizes added later sit at its end
     return ds

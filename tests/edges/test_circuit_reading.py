@@ -101,6 +101,14 @@ def test_the_circuit_ablates_as_its_scores_were_made(
     done = _cli(tmp_path, "sweep.circuit", str(denoise), "--sizes", "10", *QUIET)
     assert done.returncode == 0 and "scores edges by denoising" in done.stderr
     assert "rank by noising scores to match" in done.stdout
+    import sweep.figures as sf
+
+    fig = sf.faithfulness([induction["exact_circuit"], tmp_path / "mean.circuit-mean.zarr"])
+    assert [t.name for t in fig.data] == ["exact of patch noise; ablated: patch noise",
+                                          "exact of mean; ablated: mean"]  # fmt: skip
+    title = fig.layout.title.text.replace("<br>", " ")
+    assert "each line's ablation in its legend" in title
+    assert "Note: the lines' empty / full means differ" in title
 
 
 def test_python_m_sweep_grid_circuit_is_the_circuit_command(

@@ -335,7 +335,8 @@ def test_held_out_prompts_and_nested_keys(induction: dict[str, Path], tmp_path: 
     assert held.sizes["prompt"] == 8 and "8 prompts" in done.stdout
     nodes = tmp_path / "native.zarr"
     sweep.run(["model=native", "model.native.n_layers=2", "model.native.d_mlp=128",
-               "store.plots=false", "runner.progress=false", f"store.path={nodes}"])  # fmt: skip
+               "+model.native.d_vocab=800", "store.plots=false", "runner.progress=false",
+               f"store.path={nodes}"])  # fmt: skip
     chain = tmp_path / "chain.txt"
     chain.write_text(CHAIN)
     done = _cli(tmp_path, "sweep.circuit", str(nodes), "--file", str(chain),
@@ -345,6 +346,7 @@ def test_held_out_prompts_and_nested_keys(induction: dict[str, Path], tmp_path: 
     ds = open_results(tmp_path / "native.circuit-file.zarr")
     assert ds.attrs["graph"]["n_layers"] == 3
     assert "d_mlp: 128" in ds.attrs["config"] and "n_layers: 3" in ds.attrs["config"]
+    assert "d_vocab: 800" in ds.attrs["config"]  # a key the store's config added with +
 
 
 @pytest.mark.parametrize("path", [r"a\b.zarr", "it's.zarr", "dir\\", "s3://b/x.zarr", "a b/x"])
