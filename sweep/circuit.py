@@ -189,7 +189,9 @@ def compose_circuit(overrides: list[str]) -> tuple[DictConfig, list[str]]:
     ablation = picked.get("intervention")
     if "grid.scores" in picked:
         file = picked.get("grid.file")
-        return circuit_config(picked["grid.scores"], None, ablation, file, rest)
+        flags = {"signed": "grid.rank_by=signed" in rest,
+                 "no_prune": any(o.lower() == "grid.prune=false" for o in rest)}  # fmt: skip
+        return circuit_config(picked["grid.scores"], None, ablation, file, rest, flags)
     base = ["grid=circuit", *(f"grid.file={quoted(picked['grid.file'])}"
                               for _ in [0] if "grid.file" in picked)]  # fmt: skip
     base.append(f"intervention={ablation or 'patch'}")
@@ -223,7 +225,7 @@ def sizes_arg(text: str | None) -> str | None:
         return text
     from sweep.edges.circuit import MIB_FRACTIONS
 
-    return ",".join(f"{f:g}" for f in MIB_FRACTIONS)
+    return ",".join(f"{f:g}" for f in MIB_FRACTIONS if f < 1)  # 1: the whole graph, always
 
 
 def export(store: str, out: str, size: int | None) -> str:

@@ -49,6 +49,8 @@ class ModelShape:
     """Blocks have an MLP (attention-only models do not)."""
     parallel: bool = False
     """Attention and MLP read the same residual (Pythia, GPT-J)."""
+    d_model: int = 0
+    """The residual stream's width (0: not said)."""
 
     def __post_init__(self) -> None:
         if not self.n_kv_heads:

@@ -358,8 +358,9 @@ class CircuitGridSpec(Spec):
                 raise ConfigError("grid.sizes: empty; leave it out for the default sizes")
             sizes = tuple(float(v) for v in self.sizes)
             if min(sizes) <= 0:
+                why = "holds 0" if 0 in sizes else "holds a negative size"
                 raise ConfigError(
-                    f"grid.sizes: {[_plain(v) for v in sizes]} holds 0; the empty circuit is "
+                    f"grid.sizes: {[_plain(v) for v in sizes]} {why}; the empty circuit is "
                     "always stored, give sizes of 1 edge or more (or fractions such as 0.01)"
                 )
             _set(self, "sizes", tuple(sorted(set(sizes))))

@@ -173,15 +173,21 @@ class BlockCache:
         self.budget = budget
         self.blocks: OrderedDict[tuple[int, int], BlockRuns] = OrderedDict()
         self.builds = 0
+        """Blocks built for units (the probe's block counts when a unit uses it)."""
+        self.adopted: set[tuple[int, int]] = set()
 
     def get(self, start: int, stop: int) -> BlockRuns:
         key = (start, stop)
         if key in self.blocks:
+            if key in self.adopted:  # built by the probe: counted once it serves a unit
+                self.adopted.discard(key)
+                self.builds += 1
             self.blocks.move_to_end(key)
             return self.blocks[key]
         evicted = False
         while self.blocks and self.held + self._guess(stop - start) > self.budget:
-            self.blocks.popitem(last=False)
+            gone, _ = self.blocks.popitem(last=False)
+            self.adopted.discard(gone)
             evicted = True
         if evicted:
             release_freed_memory()
@@ -195,7 +201,7 @@ class BlockCache:
         block's) as if ``get`` had built it, if it fits."""
         if (start, stop) not in self.blocks and self.held + block.nbytes <= self.budget:
             self.blocks[(start, stop)] = block
-            self.builds += 1
+            self.adopted.add((start, stop))
 
     @property
     def held(self) -> int:

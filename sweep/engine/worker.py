@@ -89,7 +89,9 @@ class Worker:
             self.axes = edge_axes(
                 spec.grid, self.shape, self.task.seq_len, self.task.position_names
             )
-            self.grid = sender_grid(self._senders)  # what an ablation's sources replace
+            # What an ablation's sources replace; EAP-IG also moves the input (the embedding).
+            embed = senders(self.shape.graph)[:1] if spec.intervention.kind == "eap" else []
+            self.grid = sender_grid([*self._senders, *embed])
         elif isinstance(spec.grid, CircuitGridSpec):
             self.forward = edge_forward(self.model, "grid=circuit")
             self.shape = replace(self.shape, parallel=self.forward.PARALLEL)
@@ -560,6 +562,7 @@ def model_shape(model: Any) -> ModelShape:
         int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads),
         mlp=not bool(getattr(cfg, "attn_only", False)),
         parallel=bool(getattr(cfg, "parallel_attn_mlp", False)),
+        d_model=int(cfg.d_model),
     )
 
 

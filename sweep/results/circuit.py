@@ -407,8 +407,9 @@ def _size_notes(ds: xr.Dataset, size: int, held: int, dangling: int, total: int)
     top = min(size, int(ds.sizes["rank"]))
     on_path = top - dangling
     if on_path == 0:
-        return (f"; none of its {top} edges lies on a path from embed to the logits, so it is "
-                "the empty circuit")  # fmt: skip
+        what = ("so it is the empty circuit" if info(ds).get("prune")
+                else "kept: --no-prune")  # fmt: skip
+        return f"; none of its {top} edges lies on a path from embed to the logits ({what})"
     if not dangling:
         return ""
     if info(ds).get("prune"):
@@ -446,9 +447,9 @@ def circuit_json(ds: xr.Dataset, size: int) -> dict[str, Any]:
     for s, rcv in edges(g):
         node, _, kind = rcv.name.rpartition(".") if rcv.kind in "qkv" else (rcv.name, "", "")
         name = f"{eap_ig_name(s.name)}->{node}{f'<{kind}>' if kind else ''}"
-        entry: dict[str, Any] = {"in_graph": (s.name, rcv.name) in kept}
-        if (s.name, rcv.name) in score:
-            entry["score"] = score[(s.name, rcv.name)]
+        # EAP-IG reads a score for every edge: an unranked one (a file's) scores 0.
+        entry = {"score": score.get((s.name, rcv.name), 0.0),
+                 "in_graph": (s.name, rcv.name) in kept}  # fmt: skip
         out_edges[name] = entry
         if entry["in_graph"]:
             used |= {eap_ig_name(s.name), node}

@@ -162,9 +162,6 @@ def check_same(backend: Backend, want: dict[str, Any]) -> None:
             f"store.path: {backend} is a patchsweep store whose creation never finished; "
             "pass store.overwrite=true to replace it, or choose another store.path"
         )
-    grid = have.get("grid")
-    if isinstance(grid, dict) and "ranking" in grid:
-        grid.pop("sizes", None)  # circuit stores made before sizes could be added
     diffs = _diff(have, want)
     if diffs:
         listed = "; ".join(_differs(k, a, b) for k, a, b in diffs)
@@ -373,13 +370,20 @@ def grow(backend: Backend, plan: Plan, config_yaml: str) -> bool:
     so they see it before or after, never half grown; a crash before that is finished by
     the next run, which grows it again to the same shapes."""
     sizes = plan.axes.coords["size"]
-    if len(sizes) == len(store_sizes(backend)):
-        return False
     group = zarr.open_group(backend.location, mode="r+", use_consolidated=False)
+    have = np.asarray(array(group, "size")[:])
+    if len(sizes) == len(have):
+        if not _metadata(backend, "zarr.json").get("consolidated_metadata"):
+            _consolidate(backend.location)  # a run that grew it was killed before this
+        return False
+    stored = np.asarray(array(group, "size_threshold")[:])
     for c in plan.components:
         array(group, c.name).resize(plan.shape(c))
-    for name, values in {"size": np.array(sizes, dtype=np.int64),
-                         **size_coords(plan.axes)}.items():  # fmt: skip
+    coords = size_coords(plan.axes)
+    # Thresholds that picked sizes in earlier runs keep their labels.
+    old = coords["size_threshold"][: len(stored)]
+    coords["size_threshold"][: len(stored)] = np.where(np.isnan(old), stored, old)
+    for name, values in {"size": np.array(sizes, dtype=np.int64), **coords}.items():
         arr = array(group, name)
         arr.resize((len(sizes),))
         arr[:] = values
@@ -437,6 +441,8 @@ def _coordinates(plan: Plan, info: TaskInfo, meta: StoreMeta) -> xr.Dataset:
     )
     if plan.axes.graph is not None:
         ds.attrs["graph"] = dataclasses.asdict(plan.axes.graph)
+        if info.shape.d_model:
+            ds.attrs["d_model"] = info.shape.d_model
     if plan.axes.receivers:
         ds.attrs["path_receivers"] = list(plan.axes.receivers)
     if plan.axes.ranking is not None:  # a circuit sweep's edges, best first

@@ -193,7 +193,11 @@ def test_signed_ranking_thresholds_and_fractions(
     )
     from sweep.circuit import sizes_arg
 
-    assert sizes_arg("mib") == ",".join(f"{f:g}" for f in MIB_FRACTIONS)
+    assert sizes_arg("mib") == ",".join(f"{f:g}" for f in MIB_FRACTIONS[:-1])
+    mib = tmp_path / "mib.zarr"
+    circuit_main([str(induction["exact"]), "--sizes", "mib", *QUIET, f"store.path={mib}"])
+    want = sorted({0, *(max(1, int(f * 81)) for f in MIB_FRACTIONS)})  # 1.0: the whole graph
+    assert list(open_results(mib)["size"].values) == want
 
 
 def test_a_file_circuit_is_measured_whole_and_says_why_it_is_empty(
@@ -233,9 +237,14 @@ def test_sizes_asked_later_add_to_the_store(induction: dict[str, Path], tmp_path
     np.testing.assert_allclose(ds["circuit"].sel(size=5).values, want, atol=1e-6)
     status = _cli(tmp_path, "sweep.status", str(store), "--verify")
     assert "circuit: 6 of 6 units done" in status.stdout, status.stdout
+    # A threshold's size, then another size: the threshold's label stays.
+    circuit_main([str(induction["exact"]), "--threshold", "0.5", *QUIET, f"store.path={store}"])
+    circuit_main([str(induction["exact"]), "--sizes", "7", *QUIET, f"store.path={store}"])
+    labels = open_results(store)["size_threshold"]
+    assert int(np.isfinite(labels.values).sum()) == 1 and float(labels.max()) == 0.5
     again = _cli(tmp_path, "sweep.circuit", str(induction["exact"]), "--sizes", "5", *QUIET,
                  f"store.path={store}")  # fmt: skip
-    assert "units: 0 computed this run, 6 in the sweep" in again.stdout
+    assert "units: 0 computed this run" in again.stdout
 
 
 def test_curve_scores_overlap_and_exports(induction: dict[str, Path], tmp_path: Path) -> None:
@@ -266,8 +275,9 @@ def test_curve_scores_overlap_and_exports(induction: dict[str, Path], tmp_path: 
                 str(out), "--size", "20")  # fmt: skip
     assert done.returncode == 0, done.stderr
     graph = json.loads(out.read_text())
-    assert graph["cfg"] == {"n_layers": 2, "n_heads": 4, "parallel_attn_mlp": False}
-    assert len(graph["edges"]) == 81
+    cfg = {"n_layers": 2, "n_heads": 4, "parallel_attn_mlp": False, "d_model": 64}
+    assert graph["cfg"] == cfg  # what EAP-IG's Graph.from_json reads
+    assert len(graph["edges"]) == 81 and all("score" in e for e in graph["edges"].values())
     kept = circuit_edges(ds, 20)
     assert sum(e["in_graph"] for e in graph["edges"].values()) == len(kept)
     assert graph["edges"]["a0.h3->a1.h1<k>"]["in_graph"] and graph["nodes"]["input"]["in_graph"]

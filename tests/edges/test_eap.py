@@ -67,6 +67,23 @@ def w_nodes(w, role: str) -> list:
     return senders(shape) if role == "sender" else receivers(shape)
 
 
+@pytest.mark.parametrize("ablation", ["patch", "mean"])
+def test_eap_of_some_senders_equals_those_senders_of_every_edge(
+    tmp_path: Path, ablation: str
+) -> None:
+    """EAP-IG moves the input toward the source's even when the embedding is not a chosen
+    sender: scores of grid.senders=[a0.*] equal those senders' scores in a full sweep."""
+    base = ["grid=edges", "intervention=eap", "intervention.steps=2",
+            f"intervention.ablation={ablation}", "intervention.direction=noise",
+            "runner.progress=false", "store.plots=false"]  # fmt: skip
+    full = xr.open_zarr(sweep.run([*base, f"store.path={tmp_path / 'a.zarr'}"])).load()
+    some = xr.open_zarr(sweep.run([*base, "grid.senders=[a0.*]",
+                                   f"store.path={tmp_path / 'b.zarr'}"])).load()  # fmt: skip
+    senders = list(some["sender"].values)
+    np.testing.assert_allclose(some["edges"].values, full["edges"].sel(sender=senders).values,
+                               atol=1e-5)  # fmt: skip
+
+
 def test_one_step_of_eap_ig_is_eap_and_more_steps_differ(tmp_path: Path) -> None:
     """On the shipped induction model: steps=1 stores EAP's values; 5 steps move them."""
     base = ["grid=edges", "intervention=eap", "runner.progress=false", "store.plots=false"]

@@ -25,8 +25,8 @@ def by_head(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A linear layer's [heads * d_head, d_model] weight (and bias) as [heads, d_head,
     d_model] (and [heads, d_head])."""
-    w = weight.detach().view(heads, d_head, -1)
-    return w, None if bias is None else bias.detach().view(heads, d_head)
+    w = weight.detach().reshape(heads, d_head, -1)
+    return w, None if bias is None else bias.detach().reshape(heads, d_head)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
