@@ -71,13 +71,9 @@ def stored_config(store: str) -> DictConfig:
 def scored_by(cfg: DictConfig) -> str:
     """What a scores store's values patched, from its config: ``patch noise``, ``patch
     denoise``, ``zero``, ``mean`` or ``resample`` (EAP's: its source)."""
-    iv = cfg.get("intervention") or {}
-    kind = str(iv.get("kind", "patch"))
-    if kind == "eap" and str(iv.get("ablation", "patch")) != "patch":
-        return str(iv.get("ablation"))
-    if kind in ("patch", "atp", "eap"):
-        return f"patch {iv.get('direction') or 'denoise'}"
-    return kind
+    from sweep.results.analysis import ablation_in
+
+    return ablation_in(cfg.get("intervention") or {})
 
 
 def fitting(scored: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -145,13 +146,7 @@ def _run_with_lease(
     try:
         if exists:
             lease.acquire()  # before the model loads: a second driver fails at once
-            try:
-                check_same(backend, want)
-            except StoreMismatchError:
-                if not spec.store.overwrite:
-                    raise
-                check_only_store(backend)
-                replace = True
+            replace = _replaced(spec, backend, lambda: check_same(backend, want))
         runner = make_runner(spec, make_worker)
         try:
             return _sweep(spec, config_yaml, want, backend, lease, runner, exists, replace,
@@ -160,6 +155,19 @@ def _run_with_lease(
             runner.close()
     finally:
         lease.release()
+
+
+def _replaced(spec: SweepSpec, backend: Any, check: Callable[[], None]) -> bool:
+    """Whether a store that ``check`` finds of another config (or layout) is to be
+    replaced: only with ``store.overwrite``, and only a store of patchsweep's alone."""
+    try:
+        check()
+    except StoreMismatchError:
+        if not spec.store.overwrite:
+            raise
+        check_only_store(backend)
+        return True
+    return False
 
 
 @dataclass
@@ -213,12 +221,7 @@ def _sweep(
     info = runner.describe()
     plan = _plan(spec, info, backend, exists and not replace)
     if exists and not replace and plan.axes.ranking is None:
-        try:
-            check_units(backend, plan)
-        except StoreMismatchError:
-            if not spec.store.overwrite:
-                raise
-            check_only_store(backend)
+        if _replaced(spec, backend, lambda: check_units(backend, plan)):
             replace, plan = True, _plan(spec, info, backend, False)
     iv = spec.intervention
     meta = StoreMeta(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -159,8 +160,13 @@ def ablation_of(ds: xr.Dataset) -> str:
     ``patch noise`` (the other run's activations), ``zero``, ``mean`` or ``resample``
     (EAP's and AtP's scores: what their estimate patches)."""
     keys = _intervention_keys(ds)
-    kind = str(keys.get("kind", ds.attrs.get("intervention", "patch")))
-    if kind == "eap" and keys.get("ablation", "patch") != "patch":
+    return ablation_in({"kind": ds.attrs.get("intervention", "patch"), **keys})
+
+
+def ablation_in(keys: Any) -> str:
+    """``ablation_of`` from an intervention's keys (a store's attrs, or its config)."""
+    kind = str(keys.get("kind", "patch"))
+    if kind == "eap" and str(keys.get("ablation", "patch")) != "patch":
         return str(keys["ablation"])
     if kind in ("patch", "atp", "eap"):
         return f"patch {keys.get('direction') or 'denoise'}"
@@ -260,7 +266,7 @@ def bootstrap_ci(
             cols = np.flatnonzero(pattern)
             if cols.size:
                 cells = np.flatnonzero(group.ravel() == g)
-                means = flat[np.ix_(cells, cols)] @ _draw_counts(cols.size, n_boot, seed)
+                means = flat[np.ix_(cells, cols)] @ draw_counts(cols.size, n_boot, seed)
                 out[cells] = np.quantile(means / cols.size, quantiles, axis=-1).T
         return out.reshape(*data.shape[:-1], 2)
 
@@ -274,7 +280,7 @@ def bootstrap_ci(
     return bounds.isel(bound=0, drop=True), bounds.isel(bound=1, drop=True)
 
 
-def _draw_counts(m: int, n_boot: int, seed: int) -> np.ndarray:
+def draw_counts(m: int, n_boot: int, seed: int) -> np.ndarray:
     """How often each of ``m`` prompts is drawn in each of ``n_boot`` resamples of ``m``:
     a resample's mean is then one product with these counts, so memory is cells x n_boot,
     not cells x n_boot x prompts. ``[m, n_boot]``."""

@@ -22,13 +22,13 @@ import pandas as pd
 import xarray as xr
 
 from sweep.edges.circuit import ARROW, Ranking, members, ranked
-from sweep.edges.graph import EMBED, GraphShape, edges
+from sweep.edges.graph import EMBED, GraphShape, edges, senders
 from sweep.errors import ConfigError, SweepError
 from sweep.results.analysis import (
     GAP_SHARE,
-    _draw_counts,
     ablation_of,
     check_metric,
+    draw_counts,
     edge_variables,
     method_of,
     top_edges,
@@ -309,7 +309,7 @@ def curve_scores(
     cpr, cmd = (float(a[0]) for a in areas(data.mean(1, keepdims=True)))
     if not np.isfinite(cpr):
         return None
-    boot = data @ _draw_counts(m, n_boot, seed) / m  # [size, n_boot]
+    boot = data @ draw_counts(m, n_boot, seed) / m  # [size, n_boot]
     low_high = [(1 - ci) / 2, (1 + ci) / 2]
     b_cpr, b_cmd = areas(boot)
     q = [tuple(float(t) for t in np.nanquantile(b, low_high)) for b in (b_cpr, b_cmd)]
@@ -454,7 +454,7 @@ def circuit_json(ds: xr.Dataset, size: int) -> dict[str, Any]:
         if entry["in_graph"]:
             used |= {eap_ig_name(s.name), node}
     nodes = {eap_ig_name(s.name): {"in_graph": eap_ig_name(s.name) in used}
-             for s in _senders(g)} | {"logits": {"in_graph": True}}  # fmt: skip
+             for s in senders(g)} | {"logits": {"in_graph": True}}  # fmt: skip
     cfg = {"n_layers": g.n_layers, "n_heads": g.n_heads, "parallel_attn_mlp": g.parallel}
     if "d_model" in ds.attrs:
         cfg["d_model"] = int(ds.attrs["d_model"])
@@ -464,12 +464,6 @@ def circuit_json(ds: xr.Dataset, size: int) -> dict[str, Any]:
         "source": str(info(ds).get("source", "")), "ranking": label(ds), "size": int(size),
         "edges": len(kept), "faithfulness": value if np.isfinite(value) else None,
     }}  # fmt: skip
-
-
-def _senders(g: GraphShape) -> list[Any]:
-    from sweep.edges.graph import senders
-
-    return senders(g)
 
 
 def write_circuit(ds: xr.Dataset, out: str, size: int | None = None) -> str:
@@ -484,6 +478,8 @@ def write_circuit(ds: xr.Dataset, out: str, size: int | None = None) -> str:
         raise SweepError(f"--size: {size} is not a circuit size of this graph (0..{total})")
     table = circuit_edges(ds, int(size))
     path = Path(out)
+    if path.exists():  # never overwrite what patchsweep did not make
+        raise SweepError(f"--export: {out} exists; choose another file name or remove it")
     try:
         if path.suffix == ".json":
             path.write_text(json.dumps(circuit_json(ds, int(size)), indent=1), encoding="utf-8")

@@ -284,6 +284,10 @@ def test_curve_scores_overlap_and_exports(induction: dict[str, Path], tmp_path: 
     at = list(zip(ds["circuit_sender"].values, ds["circuit_receiver"].values, strict=True))
     score = float(ds["circuit_score"][at.index(("embed", "a0.h3.v"))])
     assert graph["edges"]["input->a0.h3<v>"]["score"] == pytest.approx(score)
+    again = _cli(tmp_path, "sweep.circuit", str(induction["exact_circuit"]), "--export",
+                 str(out), "--size", "10")  # fmt: skip
+    assert again.returncode == 2 and f"--export: {out} exists" in again.stderr
+    assert json.loads(out.read_text()) == graph  # the file is as it was
     text = tmp_path / "c.txt"
     circuit_main([str(induction["exact_circuit"]), "--export", str(text), "--size", "20"])
     back = tmp_path / "back.zarr"

@@ -21,7 +21,7 @@ from sweep.circuit import main as circuit_main
 from sweep.edges.graph import GraphShape, Node, edges
 from sweep.results.circuit import circuit_edges, faithfulness
 from sweep.results.store import open_results
-from tests.edge_reference import edge_forward, sender_output
+from tests.edge_reference import edge_forward, position_means, sender_output
 from tests.helpers import file_hashes, mixed_rows, native_prompts, worker, write_task
 
 # A chain and a shortcut: embed -> logits alone (size 1); the embedding into a0.h0's value
@@ -113,25 +113,12 @@ def _mean_ablated_reference(model: Any, task: Any) -> np.ndarray:
     """[prompt] the logit difference with the embedding, every head's z and every MLP's
     output set to its mean at each position over the prompts that reach it (hooks on
     each unpadded prompt): what the empty circuit under mean ablation must equal."""
-    hooks = ["blocks.0.hook_resid_pre"]
-    for i in range(int(model.cfg.n_layers)):
-        hooks += [f"blocks.{i}.attn.hook_z", f"blocks.{i}.hook_mlp_out"]
-    sums: dict[str, torch.Tensor] = {}
-    counts = torch.zeros(int(task.lengths.max()))
-    prompts = []
+    means = position_means(model, task)
+    hooks = list(means)
+    prompts = [
+        task.rows(np.array([p]))[0][:, : int(task.lengths[p])] for p in range(task.n_prompts)
+    ]
     with torch.no_grad():
-        for p in range(task.n_prompts):
-            n = int(task.lengths[p])
-            clean = task.rows(np.array([p]))[0][:, :n]
-            prompts.append(clean)
-            _, cache = model.run_with_cache(clean)
-            counts[:n] += 1
-            for h in hooks:
-                act = cache[h][0]
-                if h not in sums:
-                    sums[h] = torch.zeros(len(counts), *act.shape[1:])
-                sums[h][:n] += act
-        means = {h: v / counts.view(-1, *[1] * (v.dim() - 1)) for h, v in sums.items()}
         out = np.zeros(task.n_prompts)
         for p, clean in enumerate(prompts):
             n = clean.shape[1]
