@@ -131,3 +131,58 @@ def test_a_list_key_given_one_bare_value_says_to_use_brackets() -> None:
     with pytest.raises(ConfigError, match=r"^grid.receivers: takes a list in brackets") as e:
         spec_of(["grid=edges", "grid.receivers=a1.*.k"])
     assert "'grid.receivers=[...]'" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["model=native", "model.native.n_layers=3", "+model.native.d_vocab=300",
+         "task=ioi", "task.n_prompts=8", "grid=edges", "intervention=eap",
+         "intervention.direction=noise", "store.path=/tmp/a.zarr"],
+        ["grid=paths", "grid.receivers=[a1.*.q,a2.*.v]"],
+        ["grid.components=[resid_pre,attn_out]", "grid.layers=[0,2]",
+         "metric.names=[logit_diff,prob]", "runner=ray", "runner.num_workers=2",
+         "intervention=resample", "intervention.samples=3"],
+        ["task=prompts", "task.path=x.jsonl", "store.path=${oc.env:HOME}/s.zarr"],
+        ["~store.plots", "store.path=a.zarr"],  # a deletion: Hydra's own way (refused)
+        ["model=induction", "model=native"],  # a choice given twice: the last wins
+    ],
+)  # fmt: skip
+def test_compose_equals_hydras_own_composition(overrides: list[str]) -> None:
+    """Hydra composes each choice of options once; the key=value overrides applied to a
+    copy must give what Hydra's whole composition gives, values and struct mode alike."""
+    from omegaconf import OmegaConf
+
+    from sweep.config import _hydra_compose, compose, with_grid_defaults
+
+    for _ in range(2):  # composed, then from the cached options
+        try:
+            ours = compose(overrides)
+        except sweep.errors.ConfigError as e:
+            with pytest.raises(sweep.errors.ConfigError) as theirs:
+                _hydra_compose(with_grid_defaults(overrides))
+            assert str(e) == str(theirs.value)
+            return
+        hydras = _hydra_compose(with_grid_defaults(overrides))
+        assert OmegaConf.to_yaml(ours) == OmegaConf.to_yaml(hydras)
+        assert OmegaConf.is_struct(ours) and not OmegaConf.is_readonly(ours)
+        ours.store.path = "changed.zarr"  # a copy: the next call does not see it
+    assert compose(overrides).store.path != "changed.zarr"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("store.nope=1", "store.nope: no such key"),
+        ("model=nope", "model=nope: no such option"),
+        ("task.n_prompts=many", "task.n_prompts: Value 'many' of type 'str' could not be"),
+    ],
+)
+def test_a_bad_override_gets_hydras_message_in_one_line(override: str, message: str) -> None:
+    from sweep.config import compose
+
+    for _ in range(2):
+        with pytest.raises(sweep.errors.ConfigError) as e:
+            compose(["grid=edges", override])
+        assert str(e.value).startswith(message) and "\n" not in str(e.value)

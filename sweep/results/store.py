@@ -12,9 +12,11 @@ Torch-free: opening, checking and reporting on a store need no model.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import socket
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.core.chunk_grids import RegularChunkGrid
 
 from sweep.errors import StoreDamagedError, StoreError, StoreMismatchError
 from sweep.plan import (
@@ -266,63 +269,93 @@ the name of the position in the prompt (IOI's ``S1``, ``IO``...; '' for none), a
 token index in the prompt (-1 where the prompt has no such position)."""
 
 
-def _array(
-    group: zarr.Group, name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dims: list[str]
-) -> None:
-    group.create_array(
-        name, shape=shape, chunks=chunks, dtype="float32", fill_value=np.nan,
-        dimension_names=dims,
-    )  # fmt: skip
+@dataclass(frozen=True)
+class _Node:
+    """An array of a new store: its shape, chunks, dtype, fill and named dims, and the
+    values it starts with (None: only its fill)."""
+
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    dtype: Any
+    fill: Any
+    dims: tuple[str, ...]
+    values: np.ndarray | None = None
+
+
+def _nan_array(shape: tuple[int, ...], chunks: tuple[int, ...], dims: list[str]) -> _Node:
+    return _Node(shape, chunks, "float32", np.nan, tuple(dims))
 
 
 def _populate(target: str, plan: Plan, info: TaskInfo, meta: StoreMeta) -> None:
     coords = _coordinates(plan, info, meta)
-    coords.to_zarr(target, mode="a", consolidated=False, zarr_format=3)
-    group = zarr.open_group(target, mode="r+")
-    members = [str(v) for v in coords.variables]
+    nodes = {str(name): _coordinate(var) for name, var in coords.variables.items()}
     n, block, width = plan.n_prompts, plan.prompt_block, len(plan.axes.coords["pos"])
     metrics = len(plan.metrics)
     for run in ("clean", "corrupted"):
         # Filled block by block as units arrive (BlockData): no pass over every prompt first.
-        _array(group, f"{run}_baseline", (metrics, n), (metrics, block), ["metric", "prompt"])
-        members.append(f"{run}_baseline")
+        nodes[f"{run}_baseline"] = _nan_array((metrics, n), (metrics, block), ["metric", "prompt"])
     for name, dtype, fill in PER_POSITION:
-        group.create_array(
-            name, shape=(n, width), chunks=(block, width), dtype=dtype, fill_value=fill,
-            dimension_names=["prompt", "pos"],
-        )  # fmt: skip
-        members.append(name)
+        nodes[name] = _Node((n, width), (block, width), dtype, fill, ("prompt", "pos"))
     for name in PROMPT_TEXTS:  # the task's own strings, block by block like the tokens
-        group.create_array(name, shape=(n,), chunks=(block,), dtype=str, fill_value="",
-                           dimension_names=["prompt"])  # fmt: skip
+        nodes[name] = _Node((n,), (block,), str, "", ("prompt",))
     for name in PROMPT_IDS:
-        group.create_array(name, shape=(n,), chunks=(block,), dtype="int64", fill_value=-1,
-                           dimension_names=["prompt"])  # fmt: skip
-    members += [*PROMPT_TEXTS, *PROMPT_IDS]
-    group.attrs["coordinates"] = " ".join(
-        ["prompt_length", *(name for name, _, _ in PER_POSITION), *PROMPT_TEXTS, *PROMPT_IDS,
-         *_node_coords(plan),
-         *((*RANK_COORDS, *SIZE_COORDS) if plan.axes.ranking is not None else ())]
-    )  # fmt: skip
+        nodes[name] = _Node((n,), (block,), "int64", -1, ("prompt",))
     for c in plan.components:
         dims = ["metric", c.lead, *c.dims, "prompt"]
-        _array(group, c.name, plan.shape(c), plan.chunks(c), dims)
-        members.append(c.name)
+        nodes[c.name] = _nan_array(plan.shape(c), plan.chunks(c), dims)
         if meta.exact:
-            chunks = (*plan.shape(c)[:-1], block)
-            _array(group, f"{c.name}_exact", plan.shape(c), chunks, dims)
-            members.append(f"{c.name}_exact")
-    m = group.require_group(META)
-    units = len(plan.units)
-    m.create_array("done", shape=(units,), chunks=(units,), dtype="int32", fill_value=0)
-    blocks = len(plan.prompt_blocks)
-    m.create_array("blocks", shape=(blocks,), chunks=(blocks,), dtype="int32", fill_value=0)
-    m.create_array("verified", shape=(1,), chunks=(1,), dtype="int32", fill_value=0)
-    table = m.create_array("units", shape=(units, 5), chunks=(units, 5), dtype="int32",
-                           fill_value=0)  # fmt: skip
-    table[:] = _unit_rows(plan)
-    m.attrs["runs"] = []
-    group.attrs["patchsweep_members"] = sorted(set(members))
+            nodes[f"{c.name}_exact"] = _nan_array(plan.shape(c), (*plan.shape(c)[:-1], block), dims)
+    members = sorted(nodes)
+    units, blocks = len(plan.units), len(plan.prompt_blocks)
+    for name, size in (("done", units), ("blocks", blocks), ("verified", 1)):
+        nodes[f"{META}/{name}"] = _Node((size,), (size,), "int32", 0, ())
+    nodes[f"{META}/units"] = _Node((units, 5), (units, 5), "int32", 0, (), _unit_rows(plan))
+    group = zarr.open_group(target, mode="r+")
+    _create(group, nodes)
+    ranks = (*RANK_COORDS, *SIZE_COORDS) if plan.axes.ranking is not None else ()
+    coordinates = ["prompt_length", *(name for name, _, _ in PER_POSITION), *PROMPT_TEXTS,
+                   *PROMPT_IDS, *_node_coords(plan), *ranks]  # fmt: skip
+    group.update_attributes(
+        {**coords.attrs, "coordinates": " ".join(coordinates), "patchsweep_members": members}
+    )
+    zarr.open_group(target, path=META, mode="r+").update_attributes({"runs": []})
+
+
+def _coordinate(var: xr.Variable) -> _Node:
+    """A coordinate as ``to_zarr`` writes it: one chunk; strings filled with '', integers
+    with 0, floats with NaN."""
+    values = var.values
+    kind = values.dtype.kind
+    dtype, fill = (str, "") if kind in "OUS" else (values.dtype, np.nan if kind == "f" else 0)
+    chunks = tuple(max(1, n) for n in values.shape)
+    return _Node(values.shape, chunks, dtype, fill, tuple(map(str, var.dims)), values)
+
+
+@functools.cache
+def _template(dtype: Any) -> Any:
+    """Zarr's metadata of a ``dtype`` array with its default codecs, made in memory once."""
+    return zarr.create_array(store={}, shape=(1,), dtype=dtype).metadata
+
+
+def _create(group: zarr.Group, nodes: dict[str, _Node]) -> None:
+    """Every array in one call (zarr then writes their metadata together, where one
+    ``create_array`` each would check and rewrite the parent group every time), then the
+    starting values."""
+    metadata = {
+        name: dataclasses.replace(
+            _template(np.dtype(node.dtype) if node.dtype is not str else str),
+            shape=node.shape,
+            chunk_grid=RegularChunkGrid(chunk_shape=node.chunks),
+            fill_value=node.fill,
+            dimension_names=node.dims or None,
+        )
+        for name, node in nodes.items()
+    }
+    made = dict(group.create_hierarchy(metadata))
+    for name, node in nodes.items():
+        target = made[name]
+        if node.values is not None and node.values.size and isinstance(target, zarr.Array):
+            target[...] = node.values
 
 
 def _unit_rows(plan: Plan) -> np.ndarray:
@@ -650,8 +683,12 @@ def open_results(path: str | os.PathLike[str], *, in_memory: bool = False) -> xr
     if in_memory:
         ds = ds.load()
     else:
+        # Named here: dask would hash every array's metadata to name it (half the cost of
+        # opening a small store); a fresh tag per open keeps two opens' arrays apart.
+        tag = uuid.uuid4().hex
         for name, var in ds.data_vars.items():
-            ds[name] = var.chunk(dict(zip(var.dims, var.encoding["chunks"], strict=True)))
+            chunks = dict(zip(var.dims, var.encoding["chunks"], strict=True))
+            ds[name] = var.variable.chunk(chunks, name=f"{name}-{tag}")
     if "size" in ds.dims and not (np.diff(ds["size"].values) > 0).all():
         ds = ds.sortby("size")  # a circuit store's sizes added later sit at its end
     return ds
