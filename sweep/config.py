@@ -156,16 +156,10 @@ def _is_choice(override: str) -> bool:
 
 
 def _is_structural(override: str) -> bool:
-    """An override that adds, deletes or moves a group, or sets Hydra's own keys."""
+    """An override that adds, deletes or moves a group (Hydra's defaults tree changes)."""
     key = override.split("=", 1)[0]
     bare = key.lstrip("+~")
-    return (
-        (bare in OPTIONS and bare != key)
-        or "/" in key
-        or "@" in key
-        or bare == "hydra"
-        or bare.startswith("hydra.")
-    )
+    return (bare in OPTIONS and bare != key) or "/" in key or "@" in key
 
 
 def _conf_signature() -> tuple[tuple[str, int], ...]:
@@ -198,7 +192,7 @@ def _apply_values(base: DictConfig | None, values: list[str]) -> DictConfig:
         raise ValueError("the options do not compose alone")
     parsed = OverridesParser.create().parse_overrides(values)
     if any(o.is_sweep_override() or o.is_hydra_override() or o.is_delete() for o in parsed):
-        raise ValueError("Hydra's own composition handles these")
+        raise ValueError("Hydra's own composition handles these")  # hydra.*, ~key, a,b
     cfg = copy.deepcopy(base)
     OmegaConf.set_readonly(cfg, None)  # as Hydra leaves it
     ConfigLoaderImpl._apply_overrides_to_config(parsed, cfg)
