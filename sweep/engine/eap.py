@@ -135,37 +135,44 @@ def per_copy_qkv(
 
 @dataclass
 class Gradients:
-    """dM/dx_r of every receiver, per metric."""
+    """dM/dx_r of every receiver but the logits, per metric, as one tensor whose last axis
+    is the receiver: the layout ``edge_scores`` multiplies, built without further copies."""
 
-    qkv: list[torch.Tensor]
-    """[metric] of [layer, copy, prompt, pos, d_model]: the q copies, then k's, then v's."""
-    mlp: list[torch.Tensor]
-    """[metric] of [layer, prompt, pos, d_model] (empty for an attention-only model)."""
+    inputs: list[torch.Tensor]
+    """[metric] of [prompt, pos, d_model, slot]: slot ``layer * copies + copy`` for the
+    q, k and v copies (q heads, then k's, then v's), then ``layers * copies + layer`` for
+    the MLPs (none in an attention-only model)."""
     logits: list[torch.Tensor]
     """[metric] of [prompt, d_model]: the final residual at each prompt's last position."""
     counts: tuple[int, int, int]
     """Copies of the q, k and v inputs per layer (heads; key/value heads for k and v)."""
+    n_layers: int
+
+    def slot(self, r: Node) -> int:
+        """Receiver ``r``'s place on the last axis of ``inputs`` (not the logits)."""
+        q, k, _ = self.counts
+        copies = sum(self.counts)
+        if r.kind == "mlp":
+            return self.n_layers * copies + r.layer
+        return r.layer * copies + {"q": 0, "k": q, "v": q + k}[r.kind] + r.head
 
     def of(self, m: int, r: Node) -> torch.Tensor:
         """Receiver ``r``'s gradient for metric ``m``: [prompt, pos, d] ([prompt, d] for
         the logits)."""
         if r.kind == "logits":
             return self.logits[m]
-        if r.kind == "mlp":
-            return self.mlp[m][r.layer]
-        q, k, _ = self.counts
-        return self.qkv[m][r.layer, {"q": 0, "k": q, "v": q + k}[r.kind] + r.head]
+        return self.inputs[m][..., self.slot(r)]
 
     def __add__(self, other: Gradients) -> Gradients:
         def add(a: list[torch.Tensor], b: list[torch.Tensor]) -> list[torch.Tensor]:
             return [x + y for x, y in zip(a, b, strict=True)]
 
-        return Gradients(add(self.qkv, other.qkv), add(self.mlp, other.mlp),
-                         add(self.logits, other.logits), self.counts)  # fmt: skip
+        return Gradients(add(self.inputs, other.inputs), add(self.logits, other.logits),
+                         self.counts, self.n_layers)  # fmt: skip
 
     def __truediv__(self, k: float) -> Gradients:
-        return Gradients([x / k for x in self.qkv], [x / k for x in self.mlp],
-                         [x / k for x in self.logits], self.counts)  # fmt: skip
+        return Gradients([x / k for x in self.inputs], [x / k for x in self.logits],
+                         self.counts, self.n_layers)  # fmt: skip
 
 
 def receiver_gradients(
@@ -191,12 +198,10 @@ def receiver_gradients(
                                      allow_unused=True) for m in range(n_metrics)]  # fmt: skip
     layers = fw.n_layers
     return Gradients(
-        qkv=[torch.stack([_unpack(t, rows, n, seq) for t in g[:layers]]) for g in grads],
-        mlp=[
-            torch.stack([_unpack(t, rows, n, seq) for t in g[layers : 2 * layers]]) for g in grads
-        ],  # fmt: skip
+        inputs=[_unpack(g[:layers], g[layers : 2 * layers], rows, n, seq) for g in grads],
         logits=[_logits_grad(g[-1], probes.logits) for g in grads],
         counts=(probes.counts[0], probes.counts[1], probes.counts[2]),
+        n_layers=layers,
     )
 
 
@@ -204,13 +209,27 @@ def _logits_grad(g: torch.Tensor | None, probe: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(probe).detach() if g is None else g.detach()
 
 
-def _unpack(g: torch.Tensor | None, rows: Rows, n: int, seq: int) -> torch.Tensor:
-    """Packed tokens [..., T, d] back to [..., prompt, pos, d], zero past each prompt's
-    end; a probe nothing reads (an attention-only model's MLP) has no gradient: empty."""
-    if g is None:
-        return torch.zeros(0)
-    out = g.new_zeros(*g.shape[:-2], n, seq, g.shape[-1])
-    out[..., rows.tok_prompt, rows.tok_pos, :] = g.detach()
+def _unpack(
+    qkv: Sequence[torch.Tensor | None],
+    mlp: Sequence[torch.Tensor | None],
+    rows: Rows,
+    n: int,
+    seq: int,
+) -> torch.Tensor:
+    """Packed tokens (per layer [copies, T, d] and [T, d]) to [prompt, pos, d, slot], zero
+    past each prompt's end; probes nothing reads (an attention-only model's MLPs) left out.
+    Prompts of the full length are packed in that order already: one copy, no scatter."""
+    parts = [g.detach().permute(1, 2, 0) for g in qkv if g is not None]
+    parts += [g.detach().unsqueeze(-1) for g in mlp if g is not None]
+    packed = parts[0].new_empty(*parts[0].shape[:2], sum(p.shape[-1] for p in parts))
+    first = 0
+    for p in parts:  # [T, d, slot]; copied slice by slice (faster than cat on this layout)
+        packed[..., first : first + p.shape[-1]] = p
+        first += p.shape[-1]
+    if len(packed) == n * seq:  # every prompt full length: row after row, position order
+        return packed.view(n, seq, *packed.shape[1:])
+    out = packed.new_zeros(n, seq, *packed.shape[1:])
+    out[rows.tok_prompt, rows.tok_pos] = packed
     return out
 
 
@@ -235,7 +254,11 @@ def edge_scores(
     inside = [r for r in by_receiver if r.kind != "logits"]
     for m in range(n_metrics):
         if inside:  # [prompt, pos, d, receiver] against [prompt, pos, sender, d]
-            g = torch.stack([grads.of(m, r) for r in inside], -1).float()
+            slots = [grads.slot(r) for r in inside]
+            g = grads.inputs[m]
+            if slots != list(range(g.shape[-1])):  # not every receiver, in order
+                g = g[..., slots]
+            g = g.float()
             every = torch.matmul(stacked, g)  # [prompt, pos, sender, receiver]
             for k, r in enumerate(inside):
                 idx = by_receiver[r]

@@ -11,6 +11,7 @@ Torch-free: opening, checking and reporting on a store need no model.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import json
@@ -27,6 +28,7 @@ import numpy as np
 import xarray as xr
 import zarr
 from zarr.core.chunk_grids import RegularChunkGrid
+from zarr.core.sync import sync
 
 from sweep.errors import StoreDamagedError, StoreError, StoreMismatchError
 from sweep.plan import (
@@ -352,10 +354,24 @@ def _create(group: zarr.Group, nodes: dict[str, _Node]) -> None:
         for name, node in nodes.items()
     }
     made = dict(group.create_hierarchy(metadata))
-    for name, node in nodes.items():
-        target = made[name]
-        if node.values is not None and node.values.size and isinstance(target, zarr.Array):
-            target[...] = node.values
+    _write_all([
+        (made[name], ..., node.values)
+        for name, node in nodes.items()
+        if node.values is not None and node.values.size and isinstance(made[name], zarr.Array)
+    ])  # fmt: skip
+
+
+def _write_all(writes: list[tuple[Any, Any, Any]]) -> None:
+    """Regions of several arrays (array, selection, values) written together: one trip to
+    zarr's I/O loop, where each ``array[selection] = values`` makes one of its own (a new
+    store writes some fifteen small coordinates, a prompt block a dozen). Every write has
+    finished when it returns."""
+
+    async def every() -> None:
+        await asyncio.gather(*(a._async_array.setitem(where, v) for a, where, v in writes))
+
+    if writes:
+        sync(every())
 
 
 def _unit_rows(plan: Plan) -> np.ndarray:
@@ -574,27 +590,36 @@ class ResultStore:
             *(slice(None) for _ in unit.grid),
             slice(unit.prompt_start, unit.prompt_stop),
         )
-        self._array(unit.component)[region] = values
+        writes = [(self._array(unit.component), region, values)]
         index = unit.prompt_start // self.prompt_block
         blocks = array(self.meta, "blocks")
-        if not blocks[index]:
-            self._write_block(block, unit.prompt_stop)
+        first = not blocks[index]
+        if first:
+            writes += self._block_writes(block, unit.prompt_stop)
+        _write_all(writes)  # the chunk and the block's labels, then their marks
+        if first:
             blocks[index] = run
         array(self.meta, "done")[unit.index] = run
 
-    def _write_block(self, block: BlockData, stop: int) -> None:
+    def _block_writes(self, block: BlockData, stop: int) -> list[tuple[Any, Any, Any]]:
+        """A prompt block's baselines, tokens and texts: (array, region, values)."""
         prompts = slice(block.prompt_start, stop)
         index = resolve_positions(self.positions, self.lengths[prompts], block.named)
+        out: list[tuple[Any, Any, Any]] = []
         for run in ("clean", "corrupted"):
-            self._array(f"{run}_baseline")[:, prompts] = getattr(block, f"{run}_baseline")
-            self._array(f"{run}_token")[prompts] = _at(getattr(block, f"{run}_str"), index)
+            out.append((self._array(f"{run}_baseline"), (slice(None), prompts),
+                        getattr(block, f"{run}_baseline")))  # fmt: skip
+            out.append((self._array(f"{run}_token"), prompts,
+                        _at(getattr(block, f"{run}_str"), index)))  # fmt: skip
         if "position_name" in self.group:  # stores made before named positions lack it
-            self._array("position_index")[prompts] = index
-            self._array("position_name")[prompts] = _names_at(block.named, index, self.names)
+            out.append((self._array("position_index"), prompts, index))
+            out.append((self._array("position_name"), prompts,
+                        _names_at(block.named, index, self.names)))  # fmt: skip
         for name, values in {**block.texts, **block.ids}.items():
             if name in self.group:  # stores made before the task's texts were kept lack it
                 dtype = object if name in PROMPT_TEXTS else np.int64
-                self._array(name)[prompts] = np.asarray(values, dtype=dtype)
+                out.append((self._array(name), prompts, np.asarray(values, dtype=dtype)))
+        return out
 
     def write_cells(
         self, name: str, cells: list[dict[str, int | str]], values: np.ndarray, prompts: slice

@@ -22,6 +22,8 @@ def _model(which: str, tmp_path: Path, gpt2_dir: Path) -> list[str]:
     task = write_task(tmp_path / "t.jsonl", mixed_rows())  # prompts of three lengths
     if which == "gpt2":
         return ["model=hf", f"model.name={gpt2_dir}", "task=prompts", f"task.path={task}"]
+    if which == "ioi":  # prompts of one length: gradients need no unpadding
+        return ["model=native", "model.native.n_layers=2", "task=ioi", "task.n_prompts=4"]
     return native_prompts(task, 2)
 
 
@@ -35,7 +37,7 @@ def _scores(ds: xr.Dataset) -> np.ndarray:
                          [("native", "denoise", 1, "patch"), ("native", "noise", 3, "patch"),
                           ("gpt2", "denoise", 1, "patch"), ("gpt2", "denoise", 2, "patch"),
                           ("native", "noise", 1, "mean"), ("native", "noise", 2, "zero"),
-                          ("gpt2", "noise", 2, "mean")])  # fmt: skip
+                          ("gpt2", "noise", 2, "mean"), ("ioi", "noise", 2, "patch")])  # fmt: skip
 def test_eap_equals_autograd_through_the_hooked_model(
     tmp_path: Path, gpt2_dir: Path, which: str, direction: str, steps: int, ablation: str
 ) -> None:
