@@ -15,7 +15,7 @@ _EXPORTS = {
     "run": "sweep.driver",
     "run_config": "sweep.driver",
     "compose_config": "sweep.driver",
-    "open_results": "sweep.results.store",
+    "open_results": "sweep.results.dataset",
     "open_multirun": "sweep.results.multirun",
     "Sweep": "sweep.session",
     "load_model": "sweep.session",

@@ -71,7 +71,7 @@ def run_and_report(cfg: DictConfig) -> None:
 def report(s: SweepSummary, top: int = 5, min_prompts: int | None = None) -> str:
     """A short, human summary: what ran, the baselines, the cells with the largest effect."""
     from sweep.results.report import results_lines
-    from sweep.results.store import open_results
+    from sweep.results.store import open_dataset
 
     lost = f" ({s.units_lost} recomputed: chunk files were missing)" if s.units_lost else ""
     rate = s.cells_run / max(s.sweep_seconds, 1e-9)
@@ -85,7 +85,7 @@ def report(s: SweepSummary, top: int = 5, min_prompts: int | None = None) -> str
         f"prompt blocks of {s.prompt_block}; cached runs built per worker: "
         f"{', '.join(map(str, s.cache_builds)) or '-'}",
     ]
-    return "\n".join(lines + results_lines(open_results(s.path), top, min_prompts))
+    return "\n".join(lines + results_lines(open_dataset(s.path), top, min_prompts))
 
 
 def _nodes(s: SweepSummary) -> str:
@@ -163,7 +163,7 @@ def check_overrides(argv: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    from sweep.config import to_spec
+    from sweep.config import to_spec, unparsed
     from sweep.driver import compose_config
 
     overrides = _user_overrides(argv)
@@ -173,7 +173,7 @@ def check_overrides(argv: list[str]) -> None:
         try:
             parser.parse_overrides([o])
         except HydraException as e:
-            raise SweepError(_unparsed(o, e)) from None
+            raise SweepError(unparsed(o, e)) from None
     parsed = parser.parse_overrides(overrides)
     first, variants = [], []
     for p in parsed:
@@ -208,31 +208,6 @@ def _user_overrides(argv: list[str]) -> list[str]:
 
     args, _ = get_args_parser().parse_known_args(argv)
     return [o for o in args.overrides if not o.lstrip("+~").startswith("hydra")]
-
-
-def _unparsed(override: str, e: BaseException) -> str:
-    """An override Hydra's grammar cannot read, as one line saying how to quote it.
-
-    Hydra reads a bare value as a restricted token: letters outside ASCII and most symbols
-    need quotes; a value with spaces that the shell split into two arguments arrives as a
-    second argument without ``=``.
-    """
-    key, eq, value = override.partition("=")
-    if not eq:
-        return (
-            f"{override!r} is not KEY=VALUE; if it is the rest of a value with spaces, "
-            "quote the whole value, e.g. \"store.path='my runs/sweep.zarr'\""
-        )
-    if value[:1] not in "'\"[{":
-        quoted = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-        return (
-            f"{key}: Hydra cannot read {value!r} unquoted (letters outside ASCII, spaces and "
-            f'symbols need quotes); write "{key}={quoted}" (the double quotes are for the '
-            "shell, the single ones for Hydra)"
-        )
-    from sweep.config import hydra_message
-
-    return f"{key}: {hydra_message(e)}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -273,13 +248,26 @@ def _main(argv: list[str]) -> None:
 def _circuit(overrides: list[str]) -> None:
     """``grid=circuit``: as ``python -m sweep.circuit`` runs it (the scores store's model,
     task, metrics and ablation), without Hydra's own run."""
-    from sweep.circuit import compose_circuit, run_notes
+    from sweep.circuit_config import compose_circuit
 
     try:
         cfg, notes = compose_circuit(overrides)
     except SweepError as e:
         fail(str(e))
-    run_notes(cfg, notes)
+    run_with_notes(cfg, notes)
+
+
+def run_with_notes(cfg: DictConfig, notes: list[str]) -> None:
+    """Check the config, say the notes, then run and report as ``python -m sweep`` does."""
+    from sweep.config import to_spec
+
+    try:
+        to_spec(cfg)  # a config that cannot run fails first, without notes
+    except SweepError as e:
+        fail(str(e))
+    for note in notes:
+        print(f"patchsweep: note: {note}", file=sys.stderr)  # noqa: T201
+    run_and_report(cfg)
 
 
 if __name__ == "__main__":

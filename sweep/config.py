@@ -215,6 +215,10 @@ def _hydra_compose(overrides: list[str]) -> DictConfig:
 def to_spec(cfg: DictConfig) -> s.SweepSpec:
     """The frozen, validated specs of a composed config (no model loads)."""
     parts = {g: _group_spec(cfg, g) for g in s.GROUPS}
+    if isinstance(parts["grid"], s.CircuitGridSpec):  # its ranking: a store's or a file's
+        from sweep.results.circuit import with_ranking
+
+        parts["grid"] = with_ranking(parts["grid"])
     return s.SweepSpec(**parts)  # type: ignore[arg-type]
 
 
@@ -242,3 +246,26 @@ def hydra_message(e: BaseException) -> str:
         options = [x for x in listed[: listed.index("Config search path:")] if "base_" not in x]
         return f"{group}={option}: no such option; choose from: {', '.join(options)}"
     return "; ".join(lines) if lines else type(e).__name__
+
+
+def unparsed(override: str, e: BaseException) -> str:
+    """An override Hydra's grammar cannot read, as one line saying how to quote it.
+
+    Hydra reads a bare value as a restricted token: letters outside ASCII and most symbols
+    need quotes; a value with spaces that the shell split into two arguments arrives as a
+    second argument without ``=``.
+    """
+    key, eq, value = override.partition("=")
+    if not eq:
+        return (
+            f"{override!r} is not KEY=VALUE; if it is the rest of a value with spaces, "
+            "quote the whole value, e.g. \"store.path='my runs/sweep.zarr'\""
+        )
+    if value[:1] not in "'\"[{":
+        quoted = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return (
+            f"{key}: Hydra cannot read {value!r} unquoted (letters outside ASCII, spaces and "
+            f'symbols need quotes); write "{key}={quoted}" (the double quotes are for the '
+            "shell, the single ones for Hydra)"
+        )
+    return f"{key}: {hydra_message(e)}"

@@ -34,7 +34,7 @@ from sweep.results.store import (
     create,
     grow,
     is_store,
-    open_results,
+    open_dataset,
     root_attrs,
     store_sizes,
 )
@@ -51,10 +51,10 @@ conf_dir = config.conf_dir
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
     """The config ``python -m sweep OVERRIDES`` would run, without Hydra's run directory.
     A circuit sweep (``grid=circuit``) takes its model, task, metrics and ablation from its
-    scores store, as ``python -m sweep.circuit`` does (``sweep.circuit.compose_circuit``)."""
+    scores store, as ``python -m sweep.circuit`` does (``sweep.circuit_config.compose_circuit``)."""
     overrides = list(overrides or [])
     if "grid=circuit" in overrides:
-        from sweep.circuit import compose_circuit
+        from sweep.circuit_config import compose_circuit
 
         cfg, notes = compose_circuit(overrides)
         for note in notes:
@@ -299,7 +299,7 @@ def _record_curve(store: ResultStore, plan: Plan) -> None:
     (``sweep.analysis.curve_scores`` computes them from the values any time)."""
     from sweep.results.circuit import curve_scores
 
-    ds = open_results(store.path, in_memory=True)  # [metric, size, prompt]: small
+    ds = open_dataset(store.path, in_memory=True)  # [metric, size, prompt]: small
     scores = {m: curve_scores(ds, m) for m in plan.metrics}
     store.record("curve_scores", {m: s.as_dict() for m, s in scores.items() if s is not None})
 
@@ -363,7 +363,7 @@ def _base_run(spec: SweepSpec) -> str:
 def _verify_top_edges(runner: Runner, store: ResultStore, plan: Plan, k: int, run: int) -> None:
     """EAP: patch the K edges with the largest estimated effect exactly (the exact edge
     forward), into ``edges_exact``; one job per prompt block, queued like units."""
-    top = top_edges(open_results(store.path), k)
+    top = top_edges(open_dataset(store.path), k)
     log.info("EAP: verifying the top %d edges by exact edge patching", len(top))
     into = [n.name for n in plan.axes.nodes("receiver")]
     out_of = [n.name for n in plan.axes.nodes("sender")]
@@ -385,7 +385,7 @@ def _verify_top_edges(runner: Runner, store: ResultStore, plan: Plan, k: int, ru
 def _verify_top_cells(runner: Runner, store: ResultStore, plan: Plan, k: int, run: int) -> None:
     """AtP: patch the K cells with the largest estimated effect exactly, into ``*_exact``;
     jobs (one per component, layer and prompt block) are queued on the workers like units."""
-    top = top_cells(open_results(store.path), k)
+    top = top_cells(open_dataset(store.path), k)
     log.info("AtP: verifying the top %d cells by exact patching", len(top))
     cells: dict[tuple[str, int], list[dict[str, int | str]]] = {}
     for _, row in top.iterrows():

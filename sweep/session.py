@@ -82,7 +82,7 @@ class Sweep:
         """Run or resume the sweep; the results as ``sweep.open_results`` gives them. With
         ``store.plots=true`` it also draws the pictures (``self.pictures``)."""
         from sweep.driver import run_spec
-        from sweep.results.store import open_results
+        from sweep.results.dataset import open_results
         from sweep.runners.base import default_worker
 
         make = default_worker if self.model is None else partial(_worker, model=self.model)

@@ -340,13 +340,12 @@ class CircuitGridSpec(Spec):
     rank_metric: str | None = None
     """The scores store's metric that ranks (null: its first)."""
     ranking: Any = field(default=None, metadata=INTERNAL)
-    """The ``Ranking`` read from ``scores`` or ``file`` (set here, not a config key)."""
+    """The ``Ranking`` read from ``scores`` or ``file``: not a config key; the spec reads
+    nothing, ``sweep.results.circuit.with_ranking`` reads it (``sweep.config.to_spec``)."""
     made_on: dict[str, Any] = field(default_factory=dict, metadata=INTERNAL)
     """The scores store's fingerprint: the model and task its scores are of."""
 
     def __post_init__(self) -> None:
-        from sweep.edges.circuit import Ranking, read_edges
-
         if (self.scores is None) == (self.file is None):
             raise ConfigError(
                 "grid.scores, grid.file: give one: grid.scores=STORE (an edge store whose "
@@ -371,26 +370,6 @@ class CircuitGridSpec(Spec):
                 "grid.rank_by, grid.thresholds: a file's edges have no scores; its lines are "
                 "the ranking (best first): use grid.sizes"
             )
-        if self.ranking is not None:
-            return  # a copy (dataclasses.replace): already read
-        if self.file is not None:
-            path = existing_file("grid.file", str(self.file))
-            edges = read_edges("grid.file", path)
-            _set(self, "file", path)
-            _set(self, "ranking", Ranking(edges, (float("nan"),) * len(edges), "file", path))
-            return
-        from sweep.results.circuit import store_ranking
-
-        if "://" not in str(self.scores):  # a local store, however it is spelled
-            _set(self, "scores", str(Path(str(self.scores)).expanduser().resolve()))
-        ranking, made_on, graph = store_ranking(str(self.scores), self.rank_metric, self.rank_by)
-        from sweep.edges.circuit import circuit_sizes
-        from sweep.edges.graph import edges as graph_edges
-
-        total = len(graph_edges(graph))
-        circuit_sizes(self.sizes, ranking, total, "grid.sizes", self.thresholds or ())
-        _set(self, "ranking", ranking)
-        _set(self, "made_on", made_on)
 
     def identity(self) -> dict[str, Any]:
         """The ranking's order and the pruning: not where it was read from, nor the sizes

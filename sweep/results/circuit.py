@@ -12,10 +12,11 @@ prompts: 0 is the empty circuit (every edge ablated), 1 the whole model. Torch-f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,9 @@ GAP = 1e-6
 FAITHFUL = 0.8
 """The faithfulness the drawn circuit reaches (the smallest stored size that does)."""
 
+if TYPE_CHECKING:
+    from sweep.spec import CircuitGridSpec
+
 
 def store_ranking(
     path: str, metric: str | None, order: str = "abs", key: str = "grid.scores"
@@ -50,10 +54,10 @@ def store_ranking(
     scaled effect (those carrying the behaviour first); with the store's fingerprint (the
     model and task it was made on) and its graph. Anything else is refused, naming it."""
     from sweep.results.status import done_marks
-    from sweep.results.store import fingerprint_of, open_results
+    from sweep.results.store import fingerprint_of, open_dataset
 
     try:
-        ds = open_results(path, in_memory=True)  # one variable of edges x prompts: small
+        ds = open_dataset(path, in_memory=True)  # one variable of edges x prompts: small
     except SweepError as e:
         raise ConfigError(f"{key}: {str(e).removeprefix('STORE: ')}") from None
     if not edge_variables(ds):
@@ -98,6 +102,28 @@ def store_ranking(
 
     made_on = fingerprint_of(backend_for(str(path))) or {}
     return ranking, made_on, GraphShape(**ds.attrs["graph"])
+
+
+def with_ranking(grid: CircuitGridSpec) -> CircuitGridSpec:
+    """The circuit grid with its ranking read: ``grid.file``'s edges, or ``grid.scores``'s
+    (a local store's path made absolute), its sizes checked against the graph. Reading
+    a store is the config's job (``sweep.config.to_spec``), not the frozen spec's."""
+    from sweep.edges.circuit import circuit_sizes, read_edges
+    from sweep.spec import existing_file
+
+    if grid.ranking is not None:
+        return grid
+    if grid.file is not None:
+        path = existing_file("grid.file", str(grid.file))
+        listed = read_edges("grid.file", path)
+        ranking = Ranking(listed, (float("nan"),) * len(listed), "file", path)
+        return dataclasses.replace(grid, file=path, ranking=ranking)
+    scores = str(grid.scores)
+    if "://" not in scores:  # a local store, however it is spelled
+        scores = str(Path(scores).expanduser().resolve())
+    ranking, made_on, graph = store_ranking(scores, grid.rank_metric, grid.rank_by)
+    circuit_sizes(grid.sizes, ranking, len(edges(graph)), "grid.sizes", grid.thresholds or ())
+    return dataclasses.replace(grid, scores=scores, ranking=ranking, made_on=made_on)
 
 
 def is_circuit(ds: xr.Dataset) -> bool:

@@ -207,9 +207,9 @@ def render_circuits(stores: list[str], out_dir: Path, metric: str | None = None)
     from plotly.offline import get_plotlyjs
 
     from sweep.results.edge_graph import circuit_graph, render_graph
-    from sweep.results.plot import load
+    from sweep.results.store import open_dataset
 
-    loaded = [(s, load(s)) for s in stores]
+    loaded = [(s, open_dataset(s, in_memory=True)) for s in stores]
     datasets = [ds for _, ds in loaded]
     faithfulness_png(datasets, out_dir / "faithfulness.png", metric)
     first = datasets[0]

@@ -17,7 +17,7 @@ import xarray as xr
 import yaml
 
 from sweep.errors import StoreError
-from sweep.results.store import open_results
+from sweep.results.dataset import open_results
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -26,15 +26,15 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sweep.errors import StoreDamagedError, SweepError
+from sweep.errors import SweepError
 from sweep.results.analysis import check_metric, edge_variables
 from sweep.results.circuit import is_circuit
 from sweep.results.maps import Heatmap, check_finished, check_prompt, heatmap, variables
-from sweep.results.store import open_results
+from sweep.results.store import open_dataset
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Heatmap", "figure", "heatmap", "load", "main", "render"]
+__all__ = ["Heatmap", "figure", "heatmap", "main", "render"]
 
 
 MAX_TICKS = 80
@@ -84,7 +84,7 @@ def render(
     prompts reach (default: half) are blank in the means, and each map says so."""
     from sweep.results.page import page
 
-    ds = load(store)
+    ds = open_dataset(store, in_memory=True)
     out_dir = Path(out) if out is not None else _default_out(store)
     if is_circuit(ds):
         return render_many([store], out_dir, metric)
@@ -111,7 +111,7 @@ def render_many(stores: list[str | Path], out: Path, metric: str | None = None) 
     from sweep.results.circuit_figures import render_circuits
 
     for store in stores:
-        if not is_circuit(open_results(store)):
+        if not is_circuit(open_dataset(store)):
             raise SweepError(
                 f"STORE: {store} is not a circuit store; several stores are drawn together "
                 "only as faithfulness curves of circuit stores (python -m sweep.circuit)"
@@ -135,19 +135,6 @@ def _edge_graph(ds: xr.Dataset, out_dir: Path, metric: str, min_prompts: int | N
         log.warning("%s", e)
         return f'<h2>The top edges as a circuit</h2><p class="missing">{html.escape(str(e))}</p>'
     return f'<h2>The top edges as a circuit</h2><div id="edge-graph">{svg}</div>'
-
-
-def load(store: str | Path) -> xr.Dataset:
-    """The whole store in memory; a chunk whose bytes are damaged is one line, pointing
-    at ``sweep.status --verify``."""
-    ds = open_results(store)
-    try:
-        return ds.load()
-    except Exception as e:  # a codec's own error type: zstd, blosc, ...
-        raise StoreDamagedError(
-            f"STORE: a chunk of {store} cannot be read ({type(e).__name__}); run "
-            f"python -m sweep.status {store} --verify, then the sweep's command to recompute it"
-        ) from None
 
 
 def _default_out(store: str | Path) -> Path:

@@ -43,7 +43,6 @@ from sweep.plan import (
     resolve_positions,
     size_coords,
 )
-from sweep.results import accessor  # noqa: F401  (registers ds.patchsweep)
 from sweep.results.backends import Backend, backend_for
 from sweep.results.lease import LEASE, Lease, read_holder
 
@@ -689,12 +688,15 @@ def chunk_key(plan: Plan, unit: WorkUnit) -> str:
     return "c/" + "/".join(map(str, index))
 
 
-def open_results(path: str | os.PathLike[str], *, in_memory: bool = False) -> xr.Dataset:
+def open_dataset(path: str | os.PathLike[str], *, in_memory: bool = False) -> xr.Dataset:
     """The store at ``path`` (a local path or fsspec URL) as an xarray Dataset of dask
     arrays, one dask chunk per zarr chunk: nothing is read until values are used, and
     reductions (``mean("prompt")``, ``top_cells``) run chunk by chunk, so a store larger
     than memory can be summarised. Cells not yet computed are NaN. ``in_memory``: read
-    it all now, as numpy (a small store, without dask's costs)."""
+    it all now, as numpy (a small store, without dask's costs); a chunk whose bytes are
+    damaged is then one line, pointing at ``sweep.status --verify``. Researchers open a
+    store with ``sweep.open_results`` (``sweep.results.dataset``), which adds
+    ``ds.patchsweep``."""
     backend = backend_for(str(path))
     backend.check_reachable()
     if not is_store(backend, key="STORE"):
@@ -706,7 +708,13 @@ def open_results(path: str | os.PathLike[str], *, in_memory: bool = False) -> xr
     # Data variables as dask arrays, one dask chunk per zarr chunk; coordinates stay lazily
     # indexed numpy (``ds["clean_token"].sel(prompt=0, pos=3).item()`` reads one chunk).
     if in_memory:
-        ds = ds.load()
+        try:
+            ds = ds.load()
+        except Exception as e:  # a codec's own error type: zstd, blosc, ...
+            raise StoreDamagedError(
+                f"STORE: a chunk of {path} cannot be read ({type(e).__name__}); run python "
+                f"-m sweep.status {path} --verify, then the sweep's command to recompute it"
+            ) from None
     else:
         # Named here: dask would hash every array's metadata to name it (half the cost of
         # opening a small store); a fresh tag per open keeps two opens' arrays apart.

@@ -31,7 +31,7 @@ from sweep.results.circuit import (
     gap_warning,
     overlap,
 )
-from sweep.results.store import open_results
+from sweep.results.dataset import open_results
 from tests.helpers import file_hashes
 
 QUIET = ["store.plots=false", "runner.progress=false"]

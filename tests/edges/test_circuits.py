@@ -20,7 +20,7 @@ import sweep
 from sweep.circuit import main as circuit_main
 from sweep.edges.graph import GraphShape, Node, edges
 from sweep.results.circuit import circuit_edges, faithfulness
-from sweep.results.store import open_results
+from sweep.results.dataset import open_results
 from tests.edge_reference import edge_forward, position_means, sender_output
 from tests.helpers import file_hashes, mixed_rows, native_prompts, worker, write_task
 
@@ -340,6 +340,6 @@ def test_held_out_prompts_and_nested_keys(induction: dict[str, Path], tmp_path: 
 def test_paths_reach_hydra_as_they_are(path: str) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from sweep.circuit import quoted
+    from sweep.circuit_config import quoted
 
     assert OverridesParser.create().parse_override(f"k={quoted(path)}").value() == path
