@@ -1,0 +1,116 @@
+"""``grid=nodes`` (the default): components x layers x positions and heads, each cell
+patched or ablated in batched forwards (``sweep.engine.cells``), or estimated (AtP), on
+the fastest forward that reproduces the model, else the hooked one."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from sweep.components import Component
+from sweep.engine.cells import Cell, gather_cells, make_batch
+from sweep.engine.forward import choose_forward
+from sweep.engine.grids.base import Grid
+from sweep.engine.runs import build_block
+from sweep.errors import ConfigError
+from sweep.interventions import Estimator
+from sweep.plan import ExactJob, WorkUnit, make_axes
+from sweep.spec import GridSpec
+
+if TYPE_CHECKING:
+    from sweep.engine.runs import BlockRuns
+    from sweep.engine.worker import Worker
+
+
+class NodeGrid(Grid):
+    NAME = "grid=nodes"
+    STRICT = False
+
+    def __init__(self, w: Worker) -> None:
+        super().__init__(w)
+        grid = w.spec.grid
+        assert isinstance(grid, GridSpec)
+        components = tuple(w.shape.component(c.name) for c in grid.component_list)
+        check_hooks(components, w.model)
+        self.axes = make_axes(grid, w.shape, w.task.seq_len, w.task.position_names)
+        self.hooks = tuple((c, layer) for c in components for layer in self.axes.layers)
+        self.forward = choose_forward(w.model, w.spec.runner.engine)
+
+    def check_layer(self) -> int:
+        return min(self.axes.layers)
+
+    def build(self, prompts: np.ndarray) -> BlockRuns:
+        w, iv = self.w, self.w.intervention
+        grid_hooks = {c.hook_name(layer) for c, layer in self.hooks}
+        base = self.fw.base_hooks(self.axes.layers)
+        reads_base = iv.reads() == "base"
+        block = build_block(
+            w.model,
+            w.task,
+            prompts,
+            iv.base_run,
+            base | grid_hooks if reads_base else base,
+            set() if reads_base else grid_hooks,
+        )
+        iv.prepare_block(block)
+        return block
+
+    def values(self, unit: WorkUnit, block: BlockRuns) -> np.ndarray:
+        c = self.w.shape.component(unit.component)
+        per_layer = [self._values(c, layer, unit.cells, block) for layer in unit.layers]
+        out = torch.stack(per_layer, dim=1).cpu().numpy().astype(np.float32)
+        grid = [len(v) for _, v in unit.grid]
+        return out.reshape(out.shape[0], len(unit.layers), *grid, block.n)
+
+    def exact(self, job: ExactJob, block: BlockRuns) -> torch.Tensor:
+        """AtP's verification: the cells patched in its direction."""
+        return self.patched(self.w.shape.component(job.component), job.layer,
+                            list(job.cells), block)  # fmt: skip
+
+    def _values(self, c: Component, layer: int, cells: list[Cell], block: BlockRuns) -> Any:
+        iv = self.w.intervention
+        if isinstance(iv, Estimator):
+            delta = iv.estimate(c, layer, block)  # [metric, prompt, *dims]
+            base = block.evaluate(self.w.metrics, block.base_logits)  # [metric, prompt]
+            return base[:, None, :] + gather_cells(
+                c, delta, make_batch(c, cells, block.lengths, block.named)
+            )
+        return self.patched(c, layer, cells, block)
+
+    @torch.inference_mode()
+    def patched(
+        self, c: Component, layer: int, cells: list[Cell], block: BlockRuns
+    ) -> torch.Tensor:
+        """[metric, cell, prompt] of one layer's cells, averaged over the source samples;
+        NaN where a cell does not exist for a prompt."""
+        k = self.w.cells_per_forward(block)
+        per_sample = []
+        for src in self.w.intervention.sources(c, layer, block):
+            parts = [
+                self._forward(c, layer, cells[i : i + k], src, block)
+                for i in range(0, len(cells), k)
+            ]
+            per_sample.append(torch.cat(parts, dim=1))
+        return torch.stack(per_sample).mean(0)
+
+    def _forward(
+        self, c: Component, layer: int, cells: list[Cell], src: torch.Tensor, block: BlockRuns
+    ) -> torch.Tensor:
+        """One batched forward over ``len(cells)`` copies of the block: [metric, cell, prompt]."""
+        metrics = self.w.metrics
+        batch = make_batch(c, cells, block.lengths, block.named)
+        logits = self.fw.logits(c, layer, batch, src, block)
+        values = block.evaluate(metrics, logits).masked_fill(~batch.valid, float("nan"))
+        return values.reshape(len(metrics), len(cells), block.n)
+
+
+def check_hooks(components: tuple[Component, ...], model: Any) -> None:
+    """Components the model has no hook for (e.g. mlp_out of an attention-only model)."""
+    missing = [c.name for c in components if c.hook_name(0) not in model.hook_dict]
+    if missing:
+        raise ConfigError(
+            f"grid.components: {missing} do not exist in this model "
+            f"(attention-only: {bool(getattr(model.cfg, 'attn_only', False))}); remove them"
+        )
