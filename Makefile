@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint browser graphviz slurm image-tools autocircuit clean
+.PHONY: setup demo test test-quick lint browser graphviz slurm image-tools autocircuit clean
 
 setup: $(VENV)/.installed
 
@@ -26,7 +26,21 @@ lint: setup
 	$(VENV)/bin/mypy
 
 test: lint
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=60
+
+# The inner loop (about 3 minutes here): lint, the pure planning and config tests, and the
+# checks against independent references (TransformerLens' patching, the hooked EAP and
+# edge references, path patching), without the system tests (subprocesses, Ray, SLURM,
+# S3, resume after kills) that `make test` adds.
+QUICK = tests/test_config.py tests/test_plan.py tests/test_imports.py tests/test_errors.py \
+	tests/test_readme_names.py tests/edges/test_graph.py tests/edges/test_edge_plan.py \
+	tests/edges/test_eap.py tests/edges/test_edge_patching.py tests/edges/test_path_patching.py \
+	tests/edges/test_circuit_forward.py tests/engine/test_cells.py \
+	tests/engine/test_patching_vs_transformerlens.py tests/results/test_analysis.py \
+	tests/results/test_store.py tests/runners/test_contract.py tests/tasks/test_tasks.py \
+	tests/interventions/test_interventions.py tests/interventions/test_atp.py
+test-quick: lint
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" $(QUICK)
 
 # Chromium for the HTML page's screenshot test (it is skipped without): Debian's package.
 browser:
