@@ -32,7 +32,7 @@ test: lint
 # checks against independent references (TransformerLens' patching, the hooked EAP and
 # edge references, path patching), without the system tests (subprocesses, Ray, SLURM,
 # S3, resume after kills) that `make test` adds.
-QUICK = tests/test_config.py tests/test_plan.py tests/test_imports.py tests/test_errors.py \
+QUICK = tests/test_config.py tests/test_plan.py tests/test_imports.py tests/test_packaging.py tests/test_errors.py \
 	tests/test_readme_names.py tests/edges/test_graph.py tests/edges/test_edge_plan.py \
 	tests/edges/test_eap.py tests/edges/test_edge_patching.py tests/edges/test_path_patching.py \
 	tests/edges/test_circuit_forward.py tests/engine/test_cells.py \

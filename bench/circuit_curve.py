@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/
 from prompt_scale import checkpoint, task_file  # noqa: E402
 
 import sweep as ps  # noqa: E402
-from sweep.results.circuit import curve_scores, faithfulness  # noqa: E402
+from sweep.results.faithfulness import curve_scores, faithfulness  # noqa: E402
 
 METHODS = {"exact": [], "EAP": ["intervention=eap"],
            "EAP-IG (5 steps)": ["intervention=eap", "intervention.steps=5"]}  # fmt: skip

@@ -24,7 +24,7 @@ from sweep.results.analysis import (
     verified,
     verified_edges,
 )
-from sweep.results.circuit import (
+from sweep.results.faithfulness import (
     CurveScores,
     circuit_edges,
     circuit_json,
@@ -33,8 +33,8 @@ from sweep.results.circuit import (
     faithfulness,
     write_circuit,
 )
-from sweep.results.circuit import gap_warning as circuit_gap_warning
-from sweep.results.circuit import overlap as circuit_overlap
+from sweep.results.faithfulness import gap_warning as circuit_gap_warning
+from sweep.results.faithfulness import overlap as circuit_overlap
 
 __all__ = [
     "CurveScores",

@@ -31,7 +31,7 @@ def sizes_arg(text: str | None) -> str | None:
     """``--sizes``: edge counts and fractions as given, or ``mib`` for MIB's fractions."""
     if text is None or text.strip().lower() != "mib":
         return text
-    from sweep.edges.circuit import MIB_FRACTIONS
+    from sweep.edges.ranking import MIB_FRACTIONS
 
     return ",".join(f"{f:g}" for f in MIB_FRACTIONS if f < 1)  # 1: the whole graph, always
 
@@ -39,7 +39,7 @@ def sizes_arg(text: str | None) -> str | None:
 def export(store: str, out: str, size: int | None) -> str:
     """Write one circuit of a circuit store to ``out`` (``.json``: EAP-IG's format; else
     the edge-file format ``--file`` reads); what was written, in words."""
-    from sweep.results.circuit import check_circuit, write_circuit
+    from sweep.results.faithfulness import check_circuit, write_circuit
     from sweep.results.store import open_dataset
 
     ds = open_dataset(store)

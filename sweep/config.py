@@ -216,7 +216,7 @@ def to_spec(cfg: DictConfig) -> s.SweepSpec:
     """The frozen, validated specs of a composed config (no model loads)."""
     parts = {g: _group_spec(cfg, g) for g in s.GROUPS}
     if isinstance(parts["grid"], s.CircuitGridSpec):  # its ranking: a store's or a file's
-        from sweep.results.circuit import with_ranking
+        from sweep.results.faithfulness import with_ranking
 
         parts["grid"] = with_ranking(parts["grid"])
     return s.SweepSpec(**parts)  # type: ignore[arg-type]

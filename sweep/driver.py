@@ -297,7 +297,7 @@ def _sweep(
 def _record_curve(store: ResultStore, plan: Plan) -> None:
     """A finished circuit store's CPR and CMD per metric, as ``attrs["curve_scores"]``
     (``sweep.analysis.curve_scores`` computes them from the values any time)."""
-    from sweep.results.circuit import curve_scores
+    from sweep.results.faithfulness import curve_scores
 
     ds = open_dataset(store.path, in_memory=True)  # [metric, size, prompt]: small
     scores = {m: curve_scores(ds, m) for m in plan.metrics}

@@ -5,7 +5,7 @@ sf.heatmap("sweep.zarr", "z")            # or ds.patchsweep.heatmap("z")
 sf.faithfulness(["exact.circuit.zarr", "eap.circuit.zarr"])   # one line per store
 """
 
-from sweep.results.circuit_figures import faithfulness_figure as faithfulness
+from sweep.results.faithfulness_figures import faithfulness_figure as faithfulness
 from sweep.results.figures import UNITS, figure, heatmap, heatmaps
 
 __all__ = ["UNITS", "faithfulness", "figure", "heatmap", "heatmaps"]

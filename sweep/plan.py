@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sweep.components import DIM_TABLE, Component, for_model, get_component
-from sweep.edges.circuit import (
+from sweep.edges.graph import GraphShape, Node, connects, edges, receivers, select, senders
+from sweep.edges.ranking import (
     Ranking,
     circuit_sizes,
     edge_indices,
     members,
     threshold_size,
 )
-from sweep.edges.graph import GraphShape, Node, connects, edges, receivers, select, senders
 from sweep.errors import ConfigError
 from sweep.spec import CircuitGridSpec, EdgeGridSpec, GridSpec, PathGridSpec
 

@@ -314,7 +314,7 @@ RANK_ORDERS = ("abs", "signed")
 @dataclass(frozen=True, slots=True)
 class CircuitGridSpec(Spec):
     """``grid=circuit``: the clean prompts with every edge outside a circuit ablated, per
-    circuit size: the top ``size`` edges of a ranking (``sweep.edges.circuit``)."""
+    circuit size: the top ``size`` edges of a ranking (``sweep.edges.ranking``)."""
 
     GROUP = "grid"
     KIND = "circuit"
@@ -341,7 +341,7 @@ class CircuitGridSpec(Spec):
     """The scores store's metric that ranks (null: its first)."""
     ranking: Any = field(default=None, metadata=INTERNAL)
     """The ``Ranking`` read from ``scores`` or ``file``: not a config key; the spec reads
-    nothing, ``sweep.results.circuit.with_ranking`` reads it (``sweep.config.to_spec``)."""
+    nothing, ``sweep.results.faithfulness.with_ranking`` reads it (``sweep.config.to_spec``)."""
     made_on: dict[str, Any] = field(default_factory=dict, metadata=INTERNAL)
     """The scores store's fingerprint: the model and task its scores are of."""
 

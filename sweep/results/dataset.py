@@ -58,31 +58,31 @@ class PatchsweepAccessor:
 
     def faithfulness(self, metric: str | None = None) -> xr.DataArray:
         """A circuit store's faithfulness per size (``sweep.analysis.faithfulness``)."""
-        from sweep.results.circuit import faithfulness
+        from sweep.results.faithfulness import faithfulness
 
         return faithfulness(self._ds, metric)
 
     def curve_scores(self, metric: str | None = None, **kw: Any) -> Any:
         """A circuit store's CPR and CMD with bootstrap intervals (``curve_scores``)."""
-        from sweep.results.circuit import curve_scores
+        from sweep.results.faithfulness import curve_scores
 
         return curve_scores(self._ds, metric, **kw)
 
     def circuit(self, size: int) -> pd.DataFrame:
         """A circuit store's circuit of ``size``: its edges (less those that dangle, when
         the store prunes), each with its rank, sender, receiver and scores."""
-        from sweep.results.circuit import circuit_edges
+        from sweep.results.faithfulness import circuit_edges
 
         return circuit_edges(self._ds, size)
 
     def overlap(self, other: xr.Dataset) -> pd.DataFrame:
         """Per size both circuit stores hold: shared edges and IoU (``circuit_overlap``)."""
-        from sweep.results.circuit import overlap
+        from sweep.results.faithfulness import overlap
 
         return overlap(self._ds, other)
 
     def export(self, path: str, size: int | None = None) -> str:
         """Write a circuit to ``path``: ``.json`` (EAP-IG's format) or an edge file."""
-        from sweep.results.circuit import write_circuit
+        from sweep.results.faithfulness import write_circuit
 
         return write_circuit(self._ds, path, size)

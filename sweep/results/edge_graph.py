@@ -91,7 +91,7 @@ def circuit_graph(ds: xr.Dataset, size: int, title: str, most: int = 100):  # ->
     """The circuit of ``size`` of a circuit store (its best ``most`` edges at most), drawn as
     the edge store's graph is: labels, widths and colours by the score on the scores
     store's own scale (a file's edges carry none)."""
-    from sweep.results.circuit import circuit_edges
+    from sweep.results.faithfulness import circuit_edges
 
     table = circuit_edges(ds, size).head(most)
     rows = [(r.sender, r.receiver, float(r.scaled), "") for r in table.itertuples()]

@@ -28,7 +28,7 @@ import xarray as xr
 
 from sweep.errors import SweepError
 from sweep.results.analysis import check_metric, edge_variables
-from sweep.results.circuit import is_circuit
+from sweep.results.faithfulness import is_circuit
 from sweep.results.maps import Heatmap, check_finished, check_prompt, heatmap, variables
 from sweep.results.store import open_dataset
 
@@ -107,8 +107,8 @@ def render(
 
 def render_many(stores: list[str | Path], out: Path, metric: str | None = None) -> Path:
     """Circuit stores: one faithfulness picture of them all (a line per store), the first
-    one's circuit drawn, and a page (``sweep.results.circuit_figures``)."""
-    from sweep.results.circuit_figures import render_circuits
+    one's circuit drawn, and a page (``sweep.results.faithfulness_figures``)."""
+    from sweep.results.faithfulness_figures import render_circuits
 
     for store in stores:
         if not is_circuit(open_dataset(store)):

@@ -25,7 +25,7 @@ from sweep.results.analysis import (
     verified,
     verified_edges,
 )
-from sweep.results.circuit import circuit_lines, is_circuit
+from sweep.results.faithfulness import circuit_lines, is_circuit
 
 
 def baseline_lines(ds: xr.Dataset) -> list[str]:

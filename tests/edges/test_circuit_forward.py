@@ -1,7 +1,8 @@
-"""The circuit forward (``sweep.engine.circuit``): every edge kept is the base run, none kept
-is the ablated run, and all but one kept is that one edge patched alone (the exact edge
-forward, itself checked against TransformerLens hooks), on a native model with MLPs and a
-small GPT-2 checkpoint, a Llama (grouped-query) and a GPT-NeoX (parallel blocks) checkpoint."""
+"""The circuit forward (``sweep.engine.circuit_forward``): every edge kept is the base
+run, none kept is the ablated run, and all but one kept is that one edge patched alone
+(the exact edge forward, itself checked against TransformerLens hooks), on a native model
+with MLPs and a small GPT-2 checkpoint, a Llama (grouped-query) and a GPT-NeoX (parallel
+blocks) checkpoint."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from sweep.edges.graph import edges
-from sweep.engine.circuit import circuit_logits
+from sweep.engine.circuit_forward import circuit_logits
 from sweep.engine.eap import EMBED_HOOK
 from sweep.engine.edges import edge_hooks, edge_values, sender_outputs
 from sweep.engine.runs import build_block

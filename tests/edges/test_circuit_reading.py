@@ -20,10 +20,11 @@ import zarr
 
 import sweep
 from sweep.circuit import main as circuit_main
-from sweep.edges.circuit import MIB_FRACTIONS, connected, receiver_nodes
 from sweep.edges.graph import GraphShape, edges
+from sweep.edges.ranking import MIB_FRACTIONS, connected, receiver_nodes
 from sweep.results import analysis
-from sweep.results.circuit import (
+from sweep.results.dataset import open_results
+from sweep.results.faithfulness import (
     circuit_edges,
     circuit_lines,
     curve_scores,
@@ -31,7 +32,6 @@ from sweep.results.circuit import (
     gap_warning,
     overlap,
 )
-from sweep.results.dataset import open_results
 from tests.helpers import file_hashes
 
 QUIET = ["store.plots=false", "runner.progress=false"]

@@ -19,8 +19,8 @@ import zarr
 import sweep
 from sweep.circuit import main as circuit_main
 from sweep.edges.graph import GraphShape, Node, edges
-from sweep.results.circuit import circuit_edges, faithfulness
 from sweep.results.dataset import open_results
+from sweep.results.faithfulness import circuit_edges, faithfulness
 from tests.edge_reference import edge_forward, position_means, sender_output
 from tests.helpers import file_hashes, mixed_rows, native_prompts, worker, write_task
 
@@ -289,7 +289,7 @@ def test_faithfulness_reads_only_what_is_computed(
     """A size computed for some prompts is over those (and says how many); one computed
     for none is "not computed yet"; a full model no different from the empty circuit
     leaves faithfulness undefined, never infinite."""
-    from sweep.results.circuit import circuit_lines, faithful_size
+    from sweep.results.faithfulness import circuit_lines, faithful_size
 
     store = tmp_path / "partial.zarr"
     shutil.copytree(induction["exact_circuit"], store)

@@ -1,6 +1,6 @@
 """``grid=circuit``: the clean prompts with every edge outside a circuit ablated, per
-circuit size: the top edges of a ranking (``sweep.edges.circuit``), run by the forward
-with cut edges (``sweep.engine.circuit``)."""
+circuit size: the top edges of a ranking (``sweep.edges.ranking``), run by the forward
+with cut edges (``sweep.engine.circuit_forward``)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from sweep.edges.circuit import edge_indices, members
 from sweep.edges.graph import edges, senders
-from sweep.engine.circuit import CircuitGraph, circuit_logits
+from sweep.edges.ranking import edge_indices, members
+from sweep.engine.circuit_forward import CircuitGraph, circuit_logits
 from sweep.engine.eap import EMBED_HOOK
 from sweep.engine.edges import sender_outputs
 from sweep.engine.grids.base import Grid, edge_forward, sender_grid, sender_sources

@@ -23,7 +23,7 @@ import xarray as xr
 
 from sweep.errors import SweepError
 from sweep.results.analysis import check_metric
-from sweep.results.circuit import (
+from sweep.results.faithfulness import (
     FAITHFUL,
     ablation,
     check_circuit,
@@ -186,7 +186,7 @@ def edge_legend(ds: xr.Dataset) -> str:
 def overlap_lines(loaded: list[tuple[str, xr.Dataset]]) -> list[list[str]]:
     """Each further store's circuits against the first's: the edges they share and their
     IoU at every size both hold."""
-    from sweep.results.circuit import overlap
+    from sweep.results.faithfulness import overlap
 
     out = []
     (a_name, a), rest = loaded[0], loaded[1:]

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from sweep.edges.circuit import ARROW, Ranking, members, ranked
 from sweep.edges.graph import EMBED, GraphShape, edges, senders
+from sweep.edges.ranking import ARROW, Ranking, members, ranked
 from sweep.errors import ConfigError, SweepError
 from sweep.results.analysis import (
     GAP_SHARE,
@@ -108,7 +108,7 @@ def with_ranking(grid: CircuitGridSpec) -> CircuitGridSpec:
     """The circuit grid with its ranking read: ``grid.file``'s edges, or ``grid.scores``'s
     (a local store's path made absolute), its sizes checked against the graph. Reading
     a store is the config's job (``sweep.config.to_spec``), not the frozen spec's."""
-    from sweep.edges.circuit import circuit_sizes, read_edges
+    from sweep.edges.ranking import circuit_sizes, read_edges
     from sweep.spec import existing_file
 
     if grid.ranking is not None:
