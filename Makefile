@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test test-quick lint browser graphviz slurm image-tools autocircuit clean
+.PHONY: setup demo test test-quick lint docs browser graphviz slurm image-tools autocircuit clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,11 @@ lint: setup
 	$(VENV)/bin/ruff check sweep tests bench
 	$(VENV)/bin/ruff format --check sweep tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mkdocs build --strict -q
+
+# docs/ as a site in site/ (a broken link or anchor is an error); `mkdocs serve` to browse.
+docs: setup
+	$(VENV)/bin/mkdocs build --strict
 
 test: lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=60
@@ -37,7 +42,7 @@ QUICK = tests/test_config.py tests/test_plan.py tests/test_imports.py tests/test
 	tests/edges/test_eap.py tests/edges/test_edge_patching.py tests/edges/test_path_patching.py \
 	tests/edges/test_circuit_forward.py tests/engine/test_cells.py \
 	tests/engine/test_patching_vs_transformerlens.py tests/results/test_analysis.py \
-	tests/results/test_store.py tests/runners/test_contract.py tests/tasks/test_tasks.py \
+	tests/store/test_store.py tests/runners/test_contract.py tests/tasks/test_tasks.py \
 	tests/interventions/test_interventions.py tests/interventions/test_atp.py
 test-quick: lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" $(QUICK)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import sweep
-from sweep.results.status import done_marks
+from sweep.store.status import done_marks
 
 HERE = Path(__file__).resolve().parent
 COMPONENTS = ("z_by_pos", "resid_pre")

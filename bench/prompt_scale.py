@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from sweep.results.status import done_marks
+from sweep.store.status import done_marks
 
 LAYERS = "[0,6,11]"
 TEMPLATE = "When{a} and{b} went to the store,{s} gave a drink to"

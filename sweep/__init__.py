@@ -19,7 +19,7 @@ _EXPORTS = {
     "open_multirun": "sweep.results.multirun",
     "Sweep": "sweep.session",
     "load_model": "sweep.session",
-    "status": "sweep.results.status",
+    "status": "sweep.store.status",
 }
 
 _MODULES = ("analysis", "figures")

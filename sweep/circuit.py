@@ -40,7 +40,7 @@ def export(store: str, out: str, size: int | None) -> str:
     """Write one circuit of a circuit store to ``out`` (``.json``: EAP-IG's format; else
     the edge-file format ``--file`` reads); what was written, in words."""
     from sweep.results.faithfulness import check_circuit, write_circuit
-    from sweep.results.store import open_dataset
+    from sweep.store.read import open_dataset
 
     ds = open_dataset(store)
     try:

@@ -35,8 +35,8 @@ def quoted(value: str) -> str:
 
 def stored_config(store: str) -> DictConfig:
     """The resolved config a patchsweep store was made with."""
-    from sweep.results.backends import backend_for
-    from sweep.results.store import is_store, root_attrs
+    from sweep.store.backends import backend_for
+    from sweep.store.layout import is_store, root_attrs
 
     backend = backend_for(store)
     backend.check_reachable()

@@ -71,7 +71,7 @@ def run_and_report(cfg: DictConfig) -> None:
 def report(s: SweepSummary, top: int = 5, min_prompts: int | None = None) -> str:
     """A short, human summary: what ran, the baselines, the cells with the largest effect."""
     from sweep.results.report import results_lines
-    from sweep.results.store import open_dataset
+    from sweep.store.read import open_dataset
 
     lost = f" ({s.units_lost} recomputed: chunk files were missing)" if s.units_lost else ""
     rate = s.cells_run / max(s.sweep_seconds, 1e-9)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -19,28 +18,17 @@ from tqdm.auto import tqdm
 
 from sweep import config, interrupts
 from sweep.engine.budget import CACHE_SHARE, max_prompt_block, prompt_block
-from sweep.errors import ConfigError, Interrupted, StoreError, StoreMismatchError
+from sweep.errors import ConfigError, Interrupted, StoreError
 from sweep.plan import BYTES_PER_VALUE, ExactJob, Plan, TaskInfo, WorkUnit, make_plan
 from sweep.results.analysis import cell_of, top_cells, top_edges
-from sweep.results.backends import backend_for, object_store_error
-from sweep.results.lease import Lease
-from sweep.results.store import (
-    Location,
-    ResultStore,
-    StoreMeta,
-    check_only_store,
-    check_same,
-    check_units,
-    create,
-    grow,
-    is_store,
-    open_dataset,
-    root_attrs,
-    store_sizes,
-)
 from sweep.runners.base import Runner, WorkerFactory, default_worker
 from sweep.runners.choose import make_runner
 from sweep.spec import SweepSpec, fingerprint
+from sweep.store.backends import object_store_error
+from sweep.store.layout import Location, StoreMeta, root_attrs
+from sweep.store.opening import SweepStore
+from sweep.store.read import open_dataset
+from sweep.store.writer import ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -112,62 +100,24 @@ def run_spec(
     spec: SweepSpec, config_yaml: str, make_worker: WorkerFactory = default_worker
 ) -> SweepSummary:
     start = time.perf_counter()
-    want = fingerprint(spec)
-    backend = backend_for(spec.store.path)
-    backend.check_writable()
-    lease = Lease(backend, spec.store.lease_timeout_s)
     progress = _Progress()
+    door = SweepStore(spec.store.path, spec.store.lease_timeout_s, spec.store.overwrite)
     try:
-        with interrupts.catching():
-            return _run_with_lease(spec, config_yaml, make_worker, want, backend, lease,
-                                   progress, start)  # fmt: skip
+        with interrupts.catching(), door:
+            door.enter(fingerprint(spec))  # before the model loads: a second driver fails at once
+            runner = make_runner(spec, make_worker)
+            try:
+                return _sweep(spec, config_yaml, door, runner, progress, start)
+            finally:
+                runner.close()
     except interrupts.Signalled as e:
         raise Interrupted(progress.message(), e.exit_code) from None
     except Exception as e:  # a full disk; an object store lost mid-sweep (botocore's errors)
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise StoreError(progress.disk_full(str(backend.path))) from None
-        if (message := object_store_error(e, backend.location)) is None:
+            raise StoreError(progress.disk_full(str(door.backend.path))) from None
+        if (message := object_store_error(e, door.backend.location)) is None:
             raise
         raise StoreError(message) from None
-
-
-def _run_with_lease(
-    spec: SweepSpec,
-    config_yaml: str,
-    make_worker: WorkerFactory,
-    want: dict[str, Any],
-    backend: Any,
-    lease: Lease,
-    progress: _Progress,
-    start: float,
-) -> SweepSummary:
-    exists = is_store(backend)
-    replace = False
-    try:
-        if exists:
-            lease.acquire()  # before the model loads: a second driver fails at once
-            replace = _replaced(spec, backend, lambda: check_same(backend, want))
-        runner = make_runner(spec, make_worker)
-        try:
-            return _sweep(spec, config_yaml, want, backend, lease, runner, exists, replace,
-                          progress, start)  # fmt: skip
-        finally:
-            runner.close()
-    finally:
-        lease.release()
-
-
-def _replaced(spec: SweepSpec, backend: Any, check: Callable[[], None]) -> bool:
-    """Whether a store that ``check`` finds of another config (or layout) is to be
-    replaced: only with ``store.overwrite``, and only a store of patchsweep's alone."""
-    try:
-        check()
-    except StoreMismatchError:
-        if not spec.store.overwrite:
-            raise
-        check_only_store(backend)
-        return True
-    return False
 
 
 @dataclass
@@ -209,35 +159,23 @@ def _unit_bytes(unit: WorkUnit, plan: Plan) -> int:
 def _sweep(
     spec: SweepSpec,
     config_yaml: str,
-    want: dict[str, Any],
-    backend: Any,
-    lease: Lease,
+    door: SweepStore,
     runner: Runner,
-    exists: bool,
-    replace: bool,
     progress: _Progress,
     start: float,
 ) -> SweepSummary:
     info = runner.describe()
-    plan = _plan(spec, info, backend, exists and not replace)
-    if exists and not replace and plan.axes.ranking is None:
-        if _replaced(spec, backend, lambda: check_units(backend, plan)):
-            replace, plan = True, _plan(spec, info, backend, False)
     iv = spec.intervention
     meta = StoreMeta(
         config_yaml,
-        want,
+        fingerprint(spec),
         spec.model.name,
         intervention=iv.kind,
         base_run=_base_run(spec),
         exact=getattr(iv, "verify_top_k", 0) > 0,
         intervention_keys=_keys(iv),
     )
-    if not exists or replace:
-        create(backend, plan, info, meta, lease, replace)
-    elif plan.axes.ranking is not None and grow(backend, plan, config_yaml):
-        log.info("added circuit sizes to the store: it holds %s", plan.axes.coords["size"])
-    store = ResultStore(backend, lease)
+    store, plan = door.open(lambda: _plan(spec, info, door), info, meta)
     run_number = store.begin_run()
     todo, lost = store.todo(plan)
     if lost:
@@ -265,7 +203,7 @@ def _sweep(
         bar.update(plan.n_cells(unit) * unit.n_prompts)
     bar.close()
     if plan.axes.ranking is not None and (store.done() > 0).all():
-        if todo or "curve_scores" not in root_attrs(backend):  # else: recorded already
+        if todo or "curve_scores" not in root_attrs(door.backend):  # else: recorded already
             _record_curve(store, plan)
     k = getattr(iv, "verify_top_k", 0)
     if k and store.verified() == 0 and (store.done() > 0).all():
@@ -273,7 +211,7 @@ def _sweep(
         verify(runner, store, plan, k, run_number)
     stats = runner.stats
     return SweepSummary(
-        path=backend.path,
+        path=door.backend.path,
         units_total=len(plan.units),
         units_run=len(todo),
         units_lost=len(lost),
@@ -304,14 +242,13 @@ def _record_curve(store: ResultStore, plan: Plan) -> None:
     store.record("curve_scores", {m: s.as_dict() for m, s in scores.items() if s is not None})
 
 
-def _plan(spec: SweepSpec, info: TaskInfo, backend: Any, resume: bool) -> Plan:
-    """The work units: on a store's prompt blocks (and a circuit store's sizes, first)
-    when resuming it."""
-    block = _prompt_block(spec, info, backend if resume else None)
+def _plan(spec: SweepSpec, info: TaskInfo, door: SweepStore) -> Plan:
+    """The work units: on a resumed store's prompt blocks (and a circuit store's sizes,
+    first)."""
     return make_plan(
         spec.grid, info.shape, info.seq_len, info.n_prompts, spec.metrics,
-        spec.store.chunk_bytes, block, info.position_names,
-        store_sizes(backend) if resume else (), spec.intervention.kind == "eap",
+        spec.store.chunk_bytes, _prompt_block(spec, info, door.prompt_block()), info.position_names,
+        door.sizes(), spec.intervention.kind == "eap",
     )  # fmt: skip
 
 
@@ -325,7 +262,7 @@ def _keys(spec: Any) -> dict[str, Any]:
     return out
 
 
-def _prompt_block(spec: SweepSpec, info: TaskInfo, existing: Any) -> int:
+def _prompt_block(spec: SweepSpec, info: TaskInfo, have: int | None) -> int:
     """Prompts per block: the store's own when resuming, else ``store.prompt_block``, else
     as many as ``runner.memory_mb`` holds. A block that cannot fit is refused."""
     memory = spec.runner.memory_mb
@@ -333,8 +270,7 @@ def _prompt_block(spec: SweepSpec, info: TaskInfo, existing: Any) -> int:
     chosen = spec.store.prompt_block
     if chosen is not None:  # a block larger than the task is the task
         chosen = min(chosen, info.n_prompts)
-    if existing is not None:
-        have = int(root_attrs(existing)["prompt_block"])
+    if have is not None:
         if chosen is not None and chosen != have:
             raise ConfigError(
                 f"store.prompt_block: the store was made with {have} prompts per block, "

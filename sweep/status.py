@@ -1,5 +1,5 @@
 """``python -m sweep.status STORE [--verify]`` and ``sweep.status(path)``: a store's
-progress and health (``sweep.results.status``).
+progress and health (``sweep.store.status``).
 
 The module itself is callable, so ``sweep.status(path)`` works whether ``sweep.status``
 names this module (once imported) or the function.
@@ -8,7 +8,7 @@ names this module (once imported) or the function.
 import sys
 import types
 
-from sweep.results.status import StoreStatus, main, status
+from sweep.store.status import StoreStatus, main, status
 
 __all__ = ["StoreStatus", "main", "status"]
 

@@ -23,7 +23,7 @@ import zarr
 from helpers import file_hashes, ioi_rows
 
 import sweep
-from sweep.results.status import done_marks
+from sweep.store.status import done_marks
 
 BASE = {
     "model": "native",

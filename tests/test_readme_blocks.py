@@ -1,8 +1,10 @@
-"""Every code block of the README runs as written, in order, in an empty directory: the
-bash blocks' commands as processes (``python`` is this interpreter), the python blocks in
-one namespace, as a notebook runs them. What a reader brings is provided here (a task
-file, a circuit file; a local checkpoint stands for a hub id, which cannot download
-offline), and the lines this machine cannot run are listed with the reason."""
+"""Every code block of the README and the docs pages runs as written, in order (the README,
+then the pages in the site's order; the tutorial is a notebook that tests/test_docs.py
+runs), in an empty directory: the bash blocks' commands as processes (``python`` is this
+interpreter), the python blocks in one namespace, as a notebook runs them. What a reader
+brings is provided here (a task file, a circuit file; a local checkpoint stands for a hub
+id, which cannot download offline), and the lines this machine cannot run are listed with
+the reason."""
 
 from __future__ import annotations
 
@@ -29,9 +31,24 @@ MAKE = {"make demo": "python -m sweep"}
 """Make targets, as the Makefile runs them (after setting up .venv)."""
 
 
-def blocks() -> list[tuple[str, str]]:
-    """(language, text) of every fenced block of the README, in order."""
-    return [(m.group(1), m.group(2)) for m in FENCE.finditer((ROOT / "README.md").read_text())]
+def pages() -> list[Path]:
+    """The README, then every docs page in the order of mkdocs.yml's nav."""
+    import yaml
+
+    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"]
+    names = [name for item in nav for name in item.values() if name != "tutorial.md"]
+    return [ROOT / "README.md", *(ROOT / "docs" / name for name in names)]
+
+
+def blocks() -> list[tuple[str, str, str]]:
+    """(page, language, text) of every fenced block, in order."""
+    return [(p.name, m.group(1), m.group(2)) for p in pages()
+            for m in FENCE.finditer(p.read_text())]  # fmt: skip
+
+
+def test_every_docs_page_is_in_the_nav() -> None:
+    listed = {p.name for p in pages()} | {"tutorial.md"}
+    assert {p.name for p in (ROOT / "docs").glob("*.md")} <= listed
 
 
 def commands(text: str) -> list[list[str]]:
@@ -86,16 +103,16 @@ def test_every_readme_block_runs(
     monkeypatch.chdir(cwd)
     namespace: dict[str, object] = {}
     ran = {"bash": 0, "python": 0}
-    for k, (language, text) in enumerate(blocks()):
+    for k, (page, language, text) in enumerate(blocks()):
         text = substitute(text, table)
         if language == "python":
-            exec(compile(text, f"README.md python block {k}", "exec"), namespace)  # noqa: S102
+            exec(compile(text, f"{page} python block {k}", "exec"), namespace)  # noqa: S102
             ran["python"] += 1
         elif language == "bash":
             for words in commands(text):
                 assert words[0] == "python", f"README runs {words[0]!r}: add it to MAKE or NOT_HERE"
                 done = subprocess.run([sys.executable, *words[1:]], cwd=cwd, capture_output=True,
                                       text=True, timeout=600)  # fmt: skip
-                assert done.returncode == 0, f"{shlex.join(words)}\n{done.stderr[-3000:]}"
+                assert done.returncode == 0, f"{page}: {shlex.join(words)}\n{done.stderr[-3000:]}"
                 ran["bash"] += 1
     assert ran["python"] >= 7 and ran["bash"] >= 25, ran

@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-READMES = [ROOT / "README.md", ROOT / "cluster" / "README.md"]
+READMES = [
+    ROOT / "README.md",
+    ROOT / "cluster" / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+]
 # Not after "/", "." or a word character: "outputs/sweep.zarr" is a file, not a name.
 NAME = re.compile(r"(?<![/\w.])sweep(?:\.[A-Za-z_]\w*)+")
 

@@ -3,7 +3,7 @@ Dataset has ``ds.patchsweep``: the store's figures and tables.
 
 The accessor is registered when this module is imported (``sweep.open_results`` and
 ``Sweep.run`` do), and light: plotly loads only when a figure is drawn. patchsweep's own
-readers open stores with ``sweep.results.store.open_dataset``, which this builds on.
+readers open stores with ``sweep.store.read.open_dataset``, which this builds on.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
-from sweep.results.store import open_dataset
+from sweep.store.read import open_dataset
 
 
 def open_results(path: str | os.PathLike[str], *, in_memory: bool = False) -> xr.Dataset:
     """The store at ``path`` (a local path or fsspec URL) as an xarray Dataset, with
-    ``ds.patchsweep`` (``sweep.results.store.open_dataset``: lazy, one dask chunk per
+    ``ds.patchsweep`` (``sweep.store.read.open_dataset``: lazy, one dask chunk per
     zarr chunk; ``in_memory``: read now, as numpy)."""
     return open_dataset(path, in_memory=in_memory)
 

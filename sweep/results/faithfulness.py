@@ -53,8 +53,9 @@ def store_ranking(
     EAP store's estimates, an exact store's patched values), or ``order="signed"`` by the
     scaled effect (those carrying the behaviour first); with the store's fingerprint (the
     model and task it was made on) and its graph. Anything else is refused, naming it."""
-    from sweep.results.status import done_marks
-    from sweep.results.store import fingerprint_of, open_dataset
+    from sweep.store.layout import fingerprint_of
+    from sweep.store.read import open_dataset
+    from sweep.store.status import done_marks
 
     try:
         ds = open_dataset(path, in_memory=True)  # one variable of edges x prompts: small
@@ -98,7 +99,7 @@ def store_ranking(
         scaled=tuple(float(scaled[i]) for i in at),
         order=order,
     )
-    from sweep.results.backends import backend_for
+    from sweep.store.backends import backend_for
 
     made_on = fingerprint_of(backend_for(str(path))) or {}
     return ranking, made_on, GraphShape(**ds.attrs["graph"])

@@ -207,7 +207,7 @@ def render_circuits(stores: list[str], out_dir: Path, metric: str | None = None)
     from plotly.offline import get_plotlyjs
 
     from sweep.results.edge_graph import circuit_graph, render_graph
-    from sweep.results.store import open_dataset
+    from sweep.store.read import open_dataset
 
     loaded = [(s, open_dataset(s, in_memory=True)) for s in stores]
     datasets = [ds for _, ds in loaded]

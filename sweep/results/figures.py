@@ -30,7 +30,7 @@ def open_source(source: str | os.PathLike[str] | xr.Dataset) -> xr.Dataset:
     """A store path or URL opened with ``open_results``, or a Dataset as it is."""
     if isinstance(source, xr.Dataset):
         return source
-    from sweep.results.store import open_dataset
+    from sweep.store.read import open_dataset
 
     return open_dataset(source)
 

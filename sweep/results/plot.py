@@ -30,7 +30,7 @@ from sweep.errors import SweepError
 from sweep.results.analysis import check_metric, edge_variables
 from sweep.results.faithfulness import is_circuit
 from sweep.results.maps import Heatmap, check_finished, check_prompt, heatmap, variables
-from sweep.results.store import open_dataset
+from sweep.store.read import open_dataset
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import xarray as xr
 import sweep
 from sweep.analysis import top_edges
 from sweep.edges.graph import GraphShape, connects, receivers, senders
-from sweep.results.status import done_marks
+from sweep.store.status import done_marks
 from tests.edge_reference import ablated_edge_logit_diffs, edge_logit_diffs
 from tests.helpers import ioi_rows, mixed_rows, native_prompts, worker, write_task
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 import sweep
-from sweep.results.status import done_marks
+from sweep.store.status import done_marks
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")

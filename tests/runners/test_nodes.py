@@ -20,7 +20,7 @@ import xarray as xr
 from helpers import file_hashes
 
 import sweep
-from sweep.results.status import done_marks
+from sweep.store.status import done_marks
 
 SLOW = [
     "model=native", "model.native.n_layers=4", "task=ioi", "task.n_prompts=8",

@@ -20,8 +20,8 @@ import zarr
 import sweep
 from sweep.config import to_spec
 from sweep.errors import ConfigError
-from sweep.results.status import done_marks
 from sweep.runners.ray import Node, RayRunner, placement, threads_for
+from sweep.store.status import done_marks
 
 SLOW_GRID = [
     "model=native",

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sweep.results.status import done_marks
+from sweep.store.status import done_marks
 from tests.runners.test_ray import SLOW_GRID
 
 ARGS = [*SLOW_GRID, "runner=ray", "runner.num_workers=2", "store.path=s.zarr"]

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import sweep
-from sweep.results.status import done_marks
+from sweep.store.status import done_marks
 
 sys.path.insert(0, str(Path(__file__).parent))
 from slurm_cluster import SlurmCluster, missing  # noqa: E402

@@ -17,7 +17,7 @@ from helpers import ioi_rows, native_prompts, write_task
 
 import sweep
 from sweep.models.native import PREFIX, remove_stale_tokenizers
-from sweep.results.backends import remove_leftovers
+from sweep.store.backends import remove_leftovers
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ import xarray as xr
 import zarr
 
 from sweep.errors import StoreBusyError
-from sweep.results.backends import backend_for
-from sweep.results.lease import LEASE, Lease, read_holder
-from sweep.results.status import done_marks
+from sweep.store.backends import backend_for
+from sweep.store.lease import LEASE, Lease, read_holder
+from sweep.store.status import done_marks
 
 SLOW = [
     "model=native",

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 
 from sweep.errors import StoreBusyError
 from sweep.pids import pid_alive
-from sweep.results.backends import Backend
+from sweep.store.backends import Backend
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ import zarr
 
 from sweep.edges.graph import GraphShape, connects, receivers, senders
 from sweep.errors import StoreBusyError, SweepError
-from sweep.results.backends import backend_for
-from sweep.results.lease import Lease, read_holder
-from sweep.results.store import META, array, check_format, is_store, root_attrs
+from sweep.store.backends import backend_for
+from sweep.store.layout import META, array, check_format, is_store, root_attrs
+from sweep.store.lease import Lease, read_holder
 
 KEY_LINES = ("model.name", "task.kind", "task.path", "task.n_prompts", "grid.components",
              "grid.receivers", "grid.senders", "grid.scores", "grid.file", "grid.sizes",

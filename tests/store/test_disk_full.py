@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from sweep.results.status import done_marks
+from sweep.store.status import done_marks
 
 ARGS = [
     "model=native",

@@ -28,9 +28,9 @@ import xarray as xr
 import sweep
 import sweep.errors
 from sweep.errors import StoreBusyError
-from sweep.results.backends import backend_for
-from sweep.results.lease import LEASE, Lease, read_holder
-from sweep.results.status import done_marks
+from sweep.store.backends import backend_for
+from sweep.store.lease import LEASE, Lease, read_holder
+from sweep.store.status import done_marks
 
 pytest.importorskip("s3fs", reason="needs s3fs (pip install -e '.[dev]')")
 pytest.importorskip("moto.server", reason="needs moto[server] (pip install -e '.[dev]')")

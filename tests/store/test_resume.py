@@ -14,7 +14,7 @@ import pytest
 import xarray as xr
 
 import sweep
-from sweep.results.status import done_marks
+from sweep.store.status import done_marks
 
 OVERRIDES = [
     "model=native",
