@@ -20,7 +20,7 @@ from sweep.interrupts import Signalled, catching
 if TYPE_CHECKING:
     from sweep.driver import SweepSummary
 
-GROUPS = ("model", "task", "grid", "intervention", "metric", "runner", "store", "analysis")
+GROUPS = ("model", "task", "grid", "intervention", "metric", "runner", "store", "analysis", "sae")
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -31,6 +31,11 @@ HEADS = Layout("heads", ("pos", "head", "d_head"), "pos", ("pos",))
 PATTERN = Layout("pattern", ("head", "q", "k"), "q", ("q", "k"))
 KV_HEADS = Layout("kv_heads", ("pos", "kv_head", "d_head"), "pos", ("pos",))
 """Keys and values of a grouped-query model: one per key/value head."""
+LATENTS = Layout("latents", ("pos", "latent"), "pos", ("pos",))
+"""A sparse autoencoder's latents at the hook it reads (``sweep.models.sae``)."""
+SAE_SUFFIX = ".sae_latents"
+"""A latents component's hook is its SAE's hook and this: a name the worker's cached runs
+fill by encoding the activation there, and no hook of the model."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +65,18 @@ class Component:
 
     @property
     def stage(self) -> str:
-        """Where in a block the patch lands: the hook's own name (``resid_pre``, ``z``...)."""
-        return self.hook.rsplit("hook_", 1)[1]
+        """Where in a block the patch lands: the hook's own name (``resid_pre``, ``z``...);
+        a latents component's, its SAE's hook."""
+        return self.hook.removesuffix(SAE_SUFFIX).rsplit("hook_", 1)[1]
+
+    @property
+    def latents(self) -> bool:
+        """An SAE's latents: patched through its decoder at ``model_hook``."""
+        return self.layout is LATENTS
+
+    def model_hook(self, layer: int) -> str:
+        """The model's hook the patch lands on (a latents component's SAE reads there)."""
+        return self.hook_name(layer).removesuffix(SAE_SUFFIX)
 
     def has(self, dim: str) -> bool:
         return dim in self.dims
@@ -89,6 +104,19 @@ COMPONENTS: dict[str, Component] = {
         Component("pattern", "blocks.{layer}.attn.hook_pattern", PATTERN, ("head",)),
     ]
 }
+"""The model's own activations."""
+
+SAE_COMPONENTS: dict[str, Component] = {
+    c.name: c
+    for c in [
+        Component("sae_latents", "blocks.{layer}.hook_resid_pre" + SAE_SUFFIX, LATENTS,
+                  ("latent",)),
+        Component("sae_latents_by_pos", "blocks.{layer}.hook_resid_pre" + SAE_SUFFIX, LATENTS,
+                  ("pos", "latent")),
+    ]
+}  # fmt: skip
+"""A sparse autoencoder's latents (``sae.path``): the hook here is a placeholder, which
+``for_model`` replaces with the SAE's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,15 +136,19 @@ DIM_TABLE = (
     Dim("pos", key="positions", size_of="seq_len", relative=True),
     Dim("head", key="heads", size_of="n_heads"),
     Dim("kv_head", key="kv_heads", size_of="n_kv_heads"),
+    Dim("latent", key="latents", size_of="n_latents"),
 )
 DIMS = tuple(d.name for d in DIM_TABLE)
 """Every grid dim after ``layer``, in store order (coordinates of the store)."""
 
 
-def for_model(c: Component, n_heads: int, n_kv_heads: int) -> Component:
+def for_model(c: Component, n_heads: int, n_kv_heads: int, sae_stage: str = "") -> Component:
     """``c`` as a model lays it out: the keys and values of a grouped-query model have one
     value per key/value head, so ``k``, ``v``, ``k_by_pos`` and ``v_by_pos`` patch along a
-    ``kv_head`` dim there (TransformerLens' own functions do the same)."""
+    ``kv_head`` dim there (TransformerLens' own functions do the same); latents are at
+    the SAEs' hook (``sae_stage``: ``hook_resid_post``...)."""
+    if c.latents and sae_stage:
+        return Component(c.name, f"blocks.{{layer}}.{sae_stage}{SAE_SUFFIX}", c.layout, c.dims)
     if c.stage in ("k", "v") and n_kv_heads != n_heads:
         dims = tuple("kv_head" if d == "head" else d for d in c.dims)
         return Component(c.name, c.hook, KV_HEADS, dims)
@@ -126,9 +158,9 @@ def for_model(c: Component, n_heads: int, n_kv_heads: int) -> Component:
 def get_component(name: str) -> Component:
     """Look up a component, or fail with the list of known names."""
     try:
-        return COMPONENTS[name]
+        return COMPONENTS[name] if name in COMPONENTS else SAE_COMPONENTS[name]
     except KeyError:
-        known = ", ".join(COMPONENTS)
+        known = ", ".join([*COMPONENTS, *SAE_COMPONENTS])
         raise ConfigError(
             f"grid.components: unknown component {name!r}; choose from: {known}"
         ) from None

@@ -40,6 +40,7 @@ OPTIONS: dict[str, dict[str, type[s.Spec]]] = {
     "runner": {"local": s.LocalRunnerSpec, "ray": s.RayRunnerSpec},
     "store": {"store": s.StoreSpec},
     "analysis": {"analysis": s.AnalysisSpec},
+    "sae": {"sae": s.SaeSpec},
 }
 """Each group's spec classes, by the name of their schema (``base_NAME`` in conf/)."""
 
@@ -79,6 +80,7 @@ class SweepConfig:
     runner: Any = MISSING
     store: Any = MISSING
     analysis: Any = MISSING
+    sae: Any = MISSING
 
 
 def register() -> None:

@@ -51,6 +51,14 @@ class ModelShape:
     """Attention and MLP read the same residual (Pythia, GPT-J)."""
     d_model: int = 0
     """The residual stream's width (0: not said)."""
+    n_latents: int = 0
+    """The SAEs' latents (``sae.path``; the widest SAE's d_sae), 0: no SAE."""
+    sae_layers: tuple[int, ...] = ()
+    """The layers the SAEs read."""
+    sae_stage: str = ""
+    """The hook of a block the SAEs read (``hook_resid_pre``...)."""
+    top_latents: tuple[int, ...] = ()
+    """``grid.latents=top:N``: each SAE's N most active latents on the task, together."""
 
     def __post_init__(self) -> None:
         if not self.n_kv_heads:
@@ -63,7 +71,7 @@ class ModelShape:
 
     def component(self, name: str) -> Component:
         """The component as this model lays it out (``components.for_model``)."""
-        return for_model(get_component(name), self.n_heads, self.n_kv_heads)
+        return for_model(get_component(name), self.n_heads, self.n_kv_heads, self.sae_stage)
 
 
 @dataclass(frozen=True)
@@ -335,10 +343,18 @@ def make_axes(
     grid: GridSpec, shape: ModelShape, seq_len: int, position_names: tuple[str, ...] = ()
 ) -> Axes:
     """Check the grid's restrictions against the model and task (every dim of the table
-    in ``sweep.components``)."""
-    layers = _check("grid.layers", grid.layers, shape.n_layers, "layers")
+    in ``sweep.components``). SAE latents: at the SAEs' layers, ``top:N`` as the worker
+    chose them (``ModelShape.top_latents``); no ``latent`` dim without them."""
+    chosen_layers = grid.layers
+    if grid.has_latents and chosen_layers is None:
+        chosen_layers = shape.sae_layers
+    layers = _check("grid.layers", chosen_layers, shape.n_layers, "layers")
     coords = {}
     for dim in DIM_TABLE:
+        if dim.name == "latent":
+            if grid.has_latents:
+                coords["latent"] = _latents(grid.latents, shape)
+            continue
         size = seq_len if dim.size_of == "seq_len" else int(getattr(shape, dim.size_of))
         chosen = getattr(grid, dim.key)
         if dim.name == "pos" and chosen is not None:
@@ -346,6 +362,12 @@ def make_axes(
             continue
         coords[dim.name] = _check(f"grid.{dim.key}", chosen, size, dim.key, dim.relative)
     return Axes(layers, coords, tuple(position_names))
+
+
+def _latents(chosen: tuple[int, ...] | str, shape: ModelShape) -> tuple[int, ...]:
+    if isinstance(chosen, str):
+        return shape.top_latents
+    return _check("grid.latents", chosen, shape.n_latents, "latents")
 
 
 def _named(key: str, chosen: tuple[str, ...], names: tuple[str, ...]) -> tuple[int, ...]:

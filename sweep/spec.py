@@ -210,6 +210,9 @@ class GridSpec(Spec):
     """Heads to sweep (null: all)."""
     kv_heads: tuple[int, ...] | None = None
     """Key/value heads to sweep, for k and v of grouped-query models (null: all)."""
+    latents: Any = None
+    """SAE latents to sweep (``sae_latents`` components): ids, or ``top:N`` (each SAE's N
+    latents most active on the task's clean prompts; null: ``top:16``)."""
 
     def __post_init__(self) -> None:
         names = tuple(str(n) for n in self.components)
@@ -224,10 +227,42 @@ class GridSpec(Spec):
         _set(self, "positions", _positions("grid.positions", self.positions))
         _set(self, "heads", _indices("grid.heads", self.heads))
         _set(self, "kv_heads", _indices("grid.kv_heads", self.kv_heads))
+        _set(self, "latents", _latents(self.latents))
 
     @property
     def component_list(self) -> tuple[Component, ...]:
         return tuple(get_component(n) for n in self.components)
+
+    @property
+    def has_latents(self) -> bool:
+        return any(c.latents for c in self.component_list)
+
+    def identity(self) -> dict[str, Any]:
+        out = Spec.identity(self)
+        if not self.has_latents:  # a store made before latents existed keeps its fingerprint
+            out.pop("latents")
+        return out
+
+
+TOP_LATENTS = 16
+"""Latents swept by default: each SAE's most active on the task (d_sae is 16k to 1M)."""
+
+
+def _latents(value: Any) -> tuple[int, ...] | str:
+    """``top:N`` as itself, or latent ids (checked against d_sae once the SAE is read)."""
+    if value is None:
+        return f"top:{TOP_LATENTS}"
+    if isinstance(value, str):
+        head, _, n = value.partition(":")
+        if head != "top" or not n.isdigit() or int(n) <= 0:
+            raise ConfigError(
+                f"grid.latents: {value!r}; give latent ids ('grid.latents=[12,40]') or "
+                "top:N (the N most active on the task's prompts)"
+            )
+        return f"top:{int(n)}"
+    out = _indices("grid.latents", value)
+    assert out is not None
+    return out
 
 
 def _patterns(key: str, values: Any, role: str) -> tuple[str, ...] | None:
@@ -435,6 +470,52 @@ class InterventionSpec(Spec):
     kind: str = ""
 
 
+# ---------------------------------------------------------------------------- sae
+
+
+@dataclass(frozen=True, slots=True)
+class SaeSpec(Spec):
+    """Sparse autoencoders in SAELens's format, whose latents ``sae_latents`` sweeps."""
+
+    GROUP = "sae"
+
+    path: str | None = None
+    """A folder SAELens saved (cfg.json, sae_weights.safetensors)."""
+    paths: tuple[str, ...] | None = None
+    """Several such folders, one SAE per layer, all at the same hook of a block."""
+    configs: tuple[Any, ...] = field(default=(), metadata=INTERNAL)
+    """Each folder's ``sweep.models.sae.SaeConfig``, read and checked (no tensor loaded)."""
+
+    def __post_init__(self) -> None:
+        from sweep.models.sae import read_config
+
+        if self.path is not None and self.paths is not None:
+            raise ConfigError("sae.path, sae.paths: give one (sae.paths for several SAEs)")
+        folders = [self.path] if self.path is not None else list(self.paths or ())
+        configs = tuple(read_config(str(f)) for f in folders)
+        stages = sorted({c.stage for c in configs})
+        if len(stages) > 1:
+            raise ConfigError(
+                f"sae.paths: the SAEs read {', '.join(stages)}; sweep the SAEs of one hook of "
+                "a block at a time"
+            )
+        widths = sorted({c.d_sae for c in configs})
+        if len(widths) > 1:
+            raise ConfigError(
+                f"sae.paths: the SAEs have {' and '.join(map(str, widths))} latents (d_sae); "
+                "sweep SAEs of one width at a time (a latent id names the same column)"
+            )
+        layers = [c.layer for c in configs]
+        if len(set(layers)) != len(layers):
+            raise ConfigError(f"sae.paths: two SAEs read layer {max(layers, key=layers.count)}; "
+                              "give one SAE per layer")  # fmt: skip
+        _set(self, "configs", tuple(sorted(configs, key=lambda c: c.layer)))
+
+    def identity(self) -> dict[str, Any]:
+        """Each SAE's config and weights by content, not where they lie."""
+        return {"saes": [c.digest() for c in self.configs]} if self.configs else {}
+
+
 # ---------------------------------------------------------------------------- runner and store
 
 
@@ -558,10 +639,13 @@ class SweepSpec:
     runner: LocalRunnerSpec
     store: StoreSpec
     analysis: AnalysisSpec = field(default_factory=lambda: AnalysisSpec())
+    sae: SaeSpec = field(default_factory=lambda: SaeSpec())
 
     def __post_init__(self) -> None:
         if isinstance(self.grid, GraphGrid):
             self._check_graph()
+        if isinstance(self.grid, GridSpec) and self.grid.has_latents:
+            self._check_latents()
         chosen = getattr(self.grid, "positions", None) or ()
         names = self.task.position_names()
         unknown = [p for p in chosen if isinstance(p, str) and p not in names]
@@ -588,6 +672,34 @@ class SweepSpec:
                 f"metric.names: kl with intervention={iv.kind} direction=noise linearises at "
                 "the clean run, where KL from the clean run and its gradient are 0, so every "
                 "estimate would be 0; use another metric or direction=denoise"
+            )
+
+    def _check_latents(self) -> None:
+        assert isinstance(self.grid, GridSpec)
+        if not self.sae.configs:
+            raise ConfigError(
+                "grid.components: sae_latents needs an SAE: give sae.path=DIR (a folder "
+                "SAELens saved)"
+            )
+        from sweep.models.sae import check_fits, model_size
+
+        size = model_size(self.model)  # None: a hub id, checked once it has loaded
+        if size is not None:
+            for cfg in self.sae.configs:
+                check_fits(cfg, *size)
+        ids = self.grid.latents
+        widest = max(c.d_sae for c in self.sae.configs)
+        if isinstance(ids, tuple) and max(ids) >= widest:
+            raise ConfigError(
+                f"grid.latents: {[i for i in ids if i >= widest]} out of range; the SAE has "
+                f"{widest} latents (0..{widest - 1})"
+            )
+        layers = [c.layer for c in self.sae.configs]
+        chosen = self.grid.layers
+        if chosen is not None and set(chosen) - set(layers):
+            raise ConfigError(
+                f"grid.layers: {sorted(set(chosen) - set(layers))} have no SAE (sae.path "
+                f"reads layers {layers}); leave grid.layers out to sweep the SAEs' layers"
             )
 
     def _check_graph(self) -> None:
@@ -641,7 +753,7 @@ class SweepSpec:
         return self.metric.names
 
 
-GROUPS = ("model", "task", "grid", "intervention", "metric", "runner", "store", "analysis")
+GROUPS = ("model", "task", "grid", "intervention", "metric", "runner", "store", "analysis", "sae")
 
 
 def fingerprint(spec: SweepSpec) -> dict[str, Any]:
@@ -649,5 +761,7 @@ def fingerprint(spec: SweepSpec) -> dict[str, Any]:
     the task as read (not its path), the model's identity, dtype, grid, intervention,
     metrics and chunking; not the device, the runner or where the store is."""
     out = {g: getattr(spec, g).identity() for g in GROUPS}
+    if not (isinstance(spec.grid, GridSpec) and spec.grid.has_latents):
+        out.pop("sae")  # SAEs given to a sweep of no latents change nothing
     out = {g: v for g, v in out.items() if v}
     return json.loads(json.dumps(out, sort_keys=True, default=list))

@@ -14,6 +14,33 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+IMAGE_TEST = "tests/runners/test_image.py::test_the_image_runs_a_sweep"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start building the container image as soon as its test is selected: the build is
+    minutes of downloads and copies that would otherwise run alone near the end."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for item in session.items:
+        if item.nodeid == IMAGE_TEST:
+            module = item.module  # type: ignore[attr-defined]
+            module.BUILDING.append(ThreadPoolExecutor(1).submit(module.build))
+            IMAGE_MODULE.append(module)
+
+
+IMAGE_MODULE: list = []
+"""tests/runners/test_image.py as pytest imported it, once its build has started."""
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A build started for a test that never ran (a stop on the first failure) is waited
+    for and its images removed, so none is left behind."""
+    for module in IMAGE_MODULE:
+        module.BUILDING[0].exception()
+        module.remove_images()
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     random.seed(0)

@@ -112,7 +112,10 @@ def run_cached(
     """Last-position logits and the activations at ``names`` of one plain forward (names
     the model does not have, such as the MLP stages of an attention-only model, are left
     out)."""
-    names = set(names) & set(model.hook_dict)
+    from sweep.models.sae import encode_hooks
+
+    wanted = set(names)
+    names = wanted & set(model.hook_dict)
     rows = torch.arange(tokens.shape[0], device=tokens.device)
     cache: dict[str, torch.Tensor] = {}
 
@@ -126,6 +129,7 @@ def run_cached(
         return act[rows, lengths - 1].unsqueeze(1)  # never the [prompt, pos, vocab] logits
 
     hooks = [(n, keep(n)) for n in sorted(names)] + [("unembed.hook_in", last_only)]
+    hooks += encode_hooks(model, wanted - names, cache)  # SAE latents (``sweep.engine.latents``)
     with torch.inference_mode():
         logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
     return logits[:, 0], cache

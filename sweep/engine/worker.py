@@ -12,6 +12,7 @@ least recently used out) and the batched forwards the rest.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from importlib.metadata import version
 from typing import Any
@@ -61,6 +62,8 @@ class Worker:
             load_examples(spec.task, count_tokens(self.model)), self.model
         )
         self.shape = model_shape(self.model)
+        if spec.sae.configs and getattr(spec.grid, "has_latents", False):
+            self.shape = with_saes(self.model, self.task, spec, self.shape)
         self.kind = GRIDS[type(spec.grid)](self)
         """The grid kind's part: its forward, axes and hooks, blocks and unit values."""
         self.forward: Forward = self.kind.forward
@@ -181,6 +184,28 @@ class Worker:
         resumed unit would not equal the same unit of an uninterrupted sweep."""
         free = self.memory * (1 - CACHE_SHARE) / 2**20
         return cells_per_forward(free, self.forward.row_bytes(block.seq_len), block.n)
+
+
+def with_saes(model: Any, task: TokenizedTask, spec: SweepSpec, shape: ModelShape) -> ModelShape:
+    """Load and attach the SAEs (``sweep.engine.latents``); the shape with their latents,
+    and those ``grid.latents=top:N`` picks."""
+    from sweep.engine import latents
+    from sweep.models.sae import attach
+    from sweep.spec import GridSpec
+
+    attach(model, latents.load(spec.sae.configs, model))
+    configs = spec.sae.configs
+    chosen = spec.grid.latents if isinstance(spec.grid, GridSpec) else None
+    top: tuple[int, ...] = ()
+    if isinstance(chosen, str):
+        top = latents.top_latents(model, task, int(chosen.split(":")[1]))
+    return dataclasses.replace(
+        shape,
+        n_latents=max(c.d_sae for c in configs),
+        sae_layers=tuple(c.layer for c in configs),
+        sae_stage=configs[0].stage,
+        top_latents=top,
+    )
 
 
 def model_shape(model: Any) -> ModelShape:

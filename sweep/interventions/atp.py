@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sweep.components import Component
+from sweep.components import SAE_SUFFIX, Component
 from sweep.engine.cells import per_cell
 from sweep.errors import ConfigError
 from sweep.interventions.base import Context, Estimator, Intervention
 from sweep.interventions.patch import DIRECTIONS, Patch, PatchSpec, base_of
 from sweep.metrics import evaluate
+from sweep.models.sae import attached
 from sweep.spec import InterventionSpec, one_of
 
 if TYPE_CHECKING:
@@ -109,12 +110,20 @@ def attributions(
 
         return keep
 
-    names = sorted(hooks)
+    saes = attached(model)
+    latents = {h: h.removesuffix(SAE_SUFFIX) for h in hooks if h.endswith(SAE_SUFFIX)}
+    names = sorted({*(hooks - set(latents)), *latents.values()})
     with torch.enable_grad(), model.hooks(fwd_hooks=[(h, keeper(h)) for h in names]):
         values = metric(model(tokens))
-        out: dict[str, list[torch.Tensor]] = {h: [] for h in names}
+        out: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
         for row in values:
             grads = torch.autograd.grad(row.sum(), [acts[h] for h in names], retain_graph=True)
-            for h, g in zip(names, grads, strict=True):
-                out[h].append(((source[h] - acts[h].detach()) * g).detach())
+            grad = dict(zip(names, grads, strict=True))
+            for h in hooks:
+                if h in latents:  # through the decoder: (source - base) . d metric / d latent
+                    x, sae = acts[latents[h]].detach(), saes[latents[h]]
+                    delta = source[h] - sae.encode(x)
+                    out[h].append((delta * sae.latent_grad(grad[latents[h]], x)).detach())
+                else:
+                    out[h].append(((source[h] - acts[h].detach()) * grad[h]).detach())
     return {h: torch.stack(v) for h, v in out.items()}

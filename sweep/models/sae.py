@@ -14,13 +14,16 @@ changes the activation by ``decode(f + df) - decode(f)`` (``Sae.delta``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sweep.components import SAE_SUFFIX
 from sweep.errors import ConfigError
 
 CFG, WEIGHTS, SCALER = "cfg.json", "sae_weights.safetensors", "activation_scaler.json"
@@ -62,6 +65,17 @@ class SaeConfig:
     @property
     def layer(self) -> int:
         return int(self.hook.split(".")[1])
+
+    def digest(self) -> str:
+        """The config's and the weights' bytes, hashed: an SAE compares by content."""
+        h = hashlib.sha256()
+        for name in (CFG, WEIGHTS, SCALER):
+            file = Path(self.path) / name
+            if file.is_file():
+                with file.open("rb") as f:
+                    while chunk := f.read(1 << 24):
+                        h.update(chunk)
+        return h.hexdigest()[:16]
 
     @property
     def stage(self) -> str:
@@ -143,6 +157,37 @@ def _check_weights(path: Any, file: Path, arch: str, d_in: int, d_sae: int) -> N
                               f"(d_in={d_in}, d_sae={d_sae} in {CFG})")  # fmt: skip
 
 
+def model_size(model: Any) -> tuple[int, int] | None:
+    """(layers, d_model) of the model a ``ModelSpec`` names, read without loading it: a
+    native config, the shipped model's training record, a checkpoint's config.json;
+    None for a hub id (checked once the model has loaded)."""
+    native = getattr(model, "native", None)
+    if isinstance(native, dict):
+        return int(native.get("n_layers", 0)), int(native.get("d_model", 0))
+    if model.name == "induction":
+        file = Path(__file__).resolve().parent.parent / "data" / "induction" / "training.json"
+    else:
+        file = Path(model.name).expanduser() / "config.json"
+    try:
+        cfg = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    cfg = cfg.get("config", cfg)
+    layers = next((cfg[k] for k in ("n_layers", "num_hidden_layers", "n_layer") if k in cfg), None)
+    width = next((cfg[k] for k in ("d_model", "hidden_size", "n_embd") if k in cfg), None)
+    return (int(layers), int(width)) if layers and width else None
+
+
+def check_fits(cfg: SaeConfig, n_layers: int, d_model: int) -> None:
+    """The SAE reads a layer the model has, with the model's width (one line if not)."""
+    if cfg.layer >= n_layers:
+        raise _fail(cfg.path, f"reads {cfg.hook}, which this model does not have ({n_layers} "
+                              "layers); give an SAE trained on this model")  # fmt: skip
+    if cfg.d_in != d_model:
+        raise _fail(cfg.path, f"reads vectors of {cfg.d_in} (d_in), this model's {cfg.stage} "
+                              f"has {d_model}; give an SAE trained on this model")  # fmt: skip
+
+
 class Sae:
     """An SAE's tensors on a device, and SAELens's encode and decode."""
 
@@ -204,8 +249,61 @@ class Sae:
         _, (a, b) = self._norm_in(x)
         return (self._linear(f) + self.w["b_dec"]) * a + b
 
+    def change(self, df: Any, latent: Any, x: Any) -> Any:
+        """How ``x`` [R, ..., d_in] changes when latent ``latent[r]`` of each row changes by
+        ``df`` [R, ...] (the error term kept): one decoder row each, ``delta`` for one
+        latent per row."""
+        row = self.w["W_dec"][latent]
+        if self.cfg.rescale_by_decoder_norm:
+            row = row / self.dec_norm[latent][:, None]
+        row = row.reshape(row.shape[0], *[1] * (x.ndim - 2), row.shape[-1])
+        _, (a, _) = self._norm_in(x)
+        return df[..., None].to(x.dtype) * row.to(x.dtype) * a
+
+    def latent_grad(self, grad: Any, x: Any) -> Any:
+        """``d metric / d latent`` [..., d_sae] from ``d metric / d x`` [..., d_in]: a
+        latent moves ``x`` along its decoder row (scaled out of the normalisation)."""
+        _, (a, _) = self._norm_in(x)
+        dec = self.w["W_dec"]
+        if self.cfg.rescale_by_decoder_norm:
+            dec = dec / self.dec_norm[:, None]
+        return (grad * a) @ dec.T.to(grad.dtype)
+
     def delta(self, df: Any, x: Any) -> Any:
         """How the activation ``x`` changes when its latents change by ``df`` (the error
         term kept): ``decode(f + df) - decode(f)``, linear in ``df``."""
         _, (a, _) = self._norm_in(x)
         return self._linear(df) * a
+
+
+ATTRIBUTE = "_patchsweep_saes"
+"""Where the model keeps its SAEs, by hook: the forwards and cached runs find them there."""
+
+
+def attach(model: Any, saes: dict[str, Sae]) -> None:
+    object.__setattr__(model, ATTRIBUTE, saes)
+
+
+def attached(model: Any) -> dict[str, Sae]:
+    return getattr(model, ATTRIBUTE, {})
+
+
+def encode_hooks(
+    model: Any, names: set[str], cache: dict[str, Any]
+) -> list[tuple[str, Callable[[Any, Any], None]]]:
+    """Hooks that put the latents ``names`` ask for into ``cache`` (names of SAEs the
+    model does not have are left out, as hooks it does not have are)."""
+    saes = attached(model)
+    hooks = []
+    for name in sorted(names):
+        hook = name.removesuffix(SAE_SUFFIX)
+        if name.endswith(SAE_SUFFIX) and hook in saes:
+            hooks.append((hook, _encode_into(cache, name, saes[hook])))
+    return hooks
+
+
+def _encode_into(cache: dict[str, Any], name: str, sae: Sae) -> Callable[[Any, Any], None]:
+    def hook(act: Any, hook: Any) -> None:
+        cache[name] = sae.encode(act.detach())
+
+    return hook

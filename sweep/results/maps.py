@@ -144,6 +144,10 @@ def check_finished(ds: xr.Dataset, store: str = "the store") -> None:
         )
 
 
+UNIT_DIMS = {"head": ("H", "head"), "kv_head": ("KV", "key/value head"), "latent": ("F", "latent")}
+"""The dims a map's rows or columns count one by one: how labels name them."""
+
+
 def heatmap(
     ds: xr.Dataset,
     name: str,
@@ -195,11 +199,10 @@ def heatmap(
         return Heatmap(name, metric, grid, rows, cols, "receiver", col_title, **common,
                        row_hover=[f"receiver {r}" for r in rows], col_hover=col_hover)  # fmt: skip
     layers = [int(x) for x in ds["layer"].values]
-    # Grouped-query k/v are indexed by key/value head, not by query head.
-    head = next((d for d in ("head", "kv_head") if d in values.dims), None)
-    prefix = "KV" if head == "kv_head" else "H"
+    # Grouped-query k/v are indexed by key/value head, not by query head; SAE latents by id.
+    head = next((d for d in UNIT_DIMS if d in values.dims), None)
+    prefix, word = UNIT_DIMS.get(head or "head", ("H", "head"))
     heads = [int(h) for h in ds[head].values] if head is not None else []
-    word = "key/value head" if head == "kv_head" else "head"
     if "pos" in values.dims:
         cols, col_hover, col_title = _position_labels(ds, prompt)
     else:

@@ -7,7 +7,8 @@ plain one a user builds anywhere; the build reaches the package registries only 
 this machine's pip configuration and CA certificates, mounted read-only (``buildah bud
 -v``), as behind a TLS-intercepting proxy. torch is this machine's own build (``TORCH``),
 from pip's configuration (``TORCH_INDEX`` empty). The build takes minutes and about 2.5 GB;
-the images it made are removed at the end (only those).
+the images it made are removed at the end (only those). The session starts the build in
+a thread when this test is collected, so it overlaps the tests before it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -57,11 +60,25 @@ def _pip_mounts() -> list[str]:
     return [x for p in [*sorted(dirs), *files] for x in ("-v", f"{p}:{p}:ro")]
 
 
-@pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def build() -> str:
+    """Build the base and the Dockerfile's image; its tag, or why it could not be built
+    here (as ``Skipped``). Tests call it through ``image``; the session starts it in a
+    thread as soon as the image test is collected (tests/conftest.py), since the build is
+    mostly downloads and copies and the other tests leave a core idle for it."""
     if (why := _missing()) is not None:
-        pytest.skip(why)
-    tmp = tmp_path_factory.mktemp("image")
+        raise Skipped(why)
+    tmp = Path(tempfile.mkdtemp(prefix="patchsweep-image-"))
+    try:
+        return _build_in(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Skipped(Exception):
+    """The image cannot be built on this machine (not a failure of the Dockerfile)."""
+
+
+def _build_in(tmp: Path) -> str:
     rootfs = tmp / "rootfs"
     boot = subprocess.run(
         ["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
@@ -69,7 +86,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     if boot.returncode != 0:
-        pytest.skip(f"debootstrap could not make a base here: {boot.stderr.strip()[-300:]}")
+        raise Skipped(f"debootstrap could not make a base here: {boot.stderr.strip()[-300:]}")
     with tarfile.open(tmp / "rootfs.tar", "w") as tar:
         tar.add(rootfs, arcname=".")
     shutil.rmtree(rootfs)
@@ -77,20 +94,44 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     subprocess.run([*BUILDAH, "bud", "--isolation", "chroot", "-t", BASE, str(tmp)],
                    check=True, capture_output=True, timeout=600)  # fmt: skip
     (tmp / "rootfs.tar").unlink()
-    import torch
-
     build = subprocess.run(
         [*BUILDAH, "bud", "--isolation", "chroot", "-f", "cluster/Dockerfile",
-         "--build-arg", f"BASE={BASE}", "--build-arg", f"TORCH=torch=={torch.__version__}",
+         "--build-arg", f"BASE={BASE}", "--build-arg", f"TORCH=torch=={_torch_version()}",
          "--build-arg", "TORCH_INDEX=", *_pip_mounts(), "-t", TAG, "."],
         cwd=ROOT, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    return TAG
+
+
+def _torch_version() -> str:
+    from importlib.metadata import version
+
+    return version("torch")
+
+
+def remove_images() -> None:
+    """Remove the images this session made (only those)."""
+    for name in (TAG, BASE):
+        subprocess.run([*BUILDAH, "rmi", "-f", name], capture_output=True)
+
+
+BUILDING: list[Future[str]] = []
+"""The build started in the background by tests/conftest.py, if it was."""
+
+
+@pytest.fixture(scope="module")
+def image() -> Iterator[str]:
+    if not BUILDING:
+        BUILDING.append(ThreadPoolExecutor(1).submit(build))
     try:
-        assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-        yield TAG
+        tag = BUILDING[0].result()
+    except Skipped as why:
+        pytest.skip(str(why))
+    try:
+        yield tag
     finally:
-        for name in (TAG, BASE):
-            subprocess.run([*BUILDAH, "rmi", "-f", name], capture_output=True)
+        remove_images()
 
 
 @pytest.mark.slow

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from sweep.components import Component
+from sweep.engine import latents
 from sweep.engine.cells import Batch, hook_patch
 from sweep.engine.forward.base import Forward, activation_row_bytes
+from sweep.models.sae import attached
 
 if TYPE_CHECKING:
     from sweep.engine.runs import BlockRuns
@@ -41,7 +43,16 @@ class HookedForward(Forward):
             return act[rows, last].unsqueeze(1)
 
         hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = [
-            (c.hook_name(layer), hook_patch(c, src, batch)),
+            (c.model_hook(layer), self.patch(c, layer, src, batch, block)),
             (UNEMBED_IN, keep_last),
         ]
         return self.model.run_with_hooks(x, start_at_layer=layer, fwd_hooks=hooks)[:, 0]
+
+    def patch(
+        self, c: Component, layer: int, src: torch.Tensor, batch: Batch, block: BlockRuns
+    ) -> Callable[[torch.Tensor, Any], Any]:
+        if c.latents:  # through the SAE's decoder, from the block's own latents
+            hook = c.model_hook(layer)
+            sae = attached(self.model)[hook]
+            return latents.hook_patch(c, src, block.base[c.hook_name(layer)], batch, sae)
+        return hook_patch(c, src, batch)

@@ -26,8 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from sweep.components import COMPONENTS, Component
+from sweep.engine import latents
 from sweep.engine.cells import Batch, packed_patch
 from sweep.engine.forward.base import Forward, activation_row_bytes
+from sweep.models.sae import attached
 
 if TYPE_CHECKING:
     from sweep.engine.runs import BlockRuns
@@ -173,7 +175,12 @@ class SuffixForward(Forward):
         else:
             start = torch.zeros_like(last)
         rows = Rows.make(batch.prompt, start, last)
-        patch = packed_patch(c, src, batch, rows)
+        if c.latents:  # through the SAE's decoder, from the block's own latents
+            sae = attached(self.model)[c.model_hook(layer)]
+            base = block.base[c.hook_name(layer)]
+            patch = latents.packed_patch(c, src, base, batch, rows, sae)
+        else:
+            patch = packed_patch(c, src, batch, rows)
         return self.run(layer, rows, block, c.stage, patch)
 
     def run(

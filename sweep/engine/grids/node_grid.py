@@ -45,6 +45,7 @@ class NodeGrid(Grid):
         w, iv = self.w, self.w.intervention
         grid_hooks = {c.hook_name(layer) for c, layer in self.hooks}
         base = self.fw.base_hooks(self.axes.layers)
+        base |= {c.hook_name(layer) for c, layer in self.hooks if c.latents}  # what a patch changes
         reads_base = iv.reads() == "base"
         block = build_block(
             w.model,
@@ -108,7 +109,8 @@ class NodeGrid(Grid):
 
 def check_hooks(components: tuple[Component, ...], model: Any) -> None:
     """Components the model has no hook for (e.g. mlp_out of an attention-only model)."""
-    missing = [c.name for c in components if c.hook_name(0) not in model.hook_dict]
+    missing = [c.name for c in components
+               if not c.latents and c.hook_name(0) not in model.hook_dict]  # fmt: skip
     if missing:
         raise ConfigError(
             f"grid.components: {missing} do not exist in this model "

@@ -1,0 +1,109 @@
+"""SAE latents as a component: the SAEs a worker reads with, their latents in the cached
+runs, which latents ``top:N`` picks, and the patch that changes one latent.
+
+A latent changes the model's activation through the SAE's decoder only, the error term
+kept (as Marks et al. 2024 do): at the SAE's hook, ``x + (f' - f) * W_dec[latent]``
+(``Sae.change``), where ``f`` is the latent in the run being patched and ``f'`` its source
+(the other run's, zero, its mean, another prompt's). The latents of the cached runs live
+under ``HOOK.sae_latents`` names (``sweep.components.SAE_SUFFIX``), so the interventions
+read them as any other activation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from sweep.components import SAE_SUFFIX, Component
+from sweep.engine.cells import Batch
+from sweep.errors import ConfigError
+from sweep.models.sae import Sae, SaeConfig, attached, check_fits
+from sweep.tasks.tokenize import TokenizedTask
+
+
+def load(configs: tuple[SaeConfig, ...], model: Any) -> dict[str, Sae]:
+    """The SAEs on the model's device and dtype, checked against the model (one line)."""
+    out = {}
+    for cfg in configs:
+        check_fits(cfg, int(model.cfg.n_layers), int(model.cfg.d_model))
+        if cfg.hook not in model.hook_dict:
+            raise ConfigError(f"sae.path: {cfg.path}: this model has no hook {cfg.hook}")
+        out[cfg.hook] = Sae(cfg, model.cfg.device, next(model.parameters()).dtype)
+    return out
+
+
+def top_latents(model: Any, task: TokenizedTask, n: int, block: int = 16) -> tuple[int, ...]:
+    """Each SAE's ``n`` latents of the highest mean activation over every token of the
+    task's clean prompts (ties: the lower id), all SAEs' together, sorted."""
+    from sweep.engine.runs import run_cached
+
+    saes = attached(model)
+    names = {hook + SAE_SUFFIX for hook in saes}
+    totals: dict[str, torch.Tensor] = {}
+    device = model.cfg.device
+    for start in range(0, task.n_prompts, block):
+        prompts = np.arange(start, min(start + block, task.n_prompts))
+        clean, _ = task.rows(prompts)
+        lengths = torch.from_numpy(task.lengths[prompts]).to(device)
+        _, cache = run_cached(model, clean.to(device), lengths, names)
+        real = torch.arange(clean.shape[1], device=device)[None, :] < lengths[:, None]
+        for name, f in cache.items():
+            total = (f.float() * real[..., None]).sum((0, 1))
+            totals[name] = totals.get(name, 0) + total
+    chosen: set[int] = set()
+    for total in totals.values():
+        order = np.lexsort((np.arange(len(total)), -total.cpu().numpy()))
+        chosen.update(int(i) for i in order[:n])
+    return tuple(sorted(chosen))
+
+
+def hook_patch(
+    c: Component, src: torch.Tensor, base: torch.Tensor, b: Batch, sae: Sae
+) -> Callable[[torch.Tensor, Any], Any]:
+    """A TransformerLens hook at the SAE's hook (activations [rows, pos, d]): each valid
+    row's latent takes the source's value at its prompt, at its position or at all."""
+    r = torch.nonzero(b.valid).flatten()
+    latent, prompt = b.index["latent"][r], b.prompt[r]
+    if c.has("pos"):
+        pos = b.index["pos"][r]
+        df = src[prompt, pos, latent] - base[prompt, pos, latent]
+
+        def at_pos(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            x = act[r, pos]
+            act[r, pos] = x + sae.change(df, latent, x)
+            return act
+
+        return at_pos
+    df = src[prompt, :, latent] - base[prompt, :, latent]  # [rows, pos]
+
+    def everywhere(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        x = act[r]
+        act[r] = x + sae.change(df, latent, x)
+        return act
+
+    return everywhere
+
+
+def packed_patch(
+    c: Component, src: torch.Tensor, base: torch.Tensor, b: Batch, rows: Any, sae: Sae
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The same patch for the packed suffix tokens of ``rows`` ([token, d])."""
+    if c.has("pos"):
+        r = torch.nonzero(b.valid).flatten()
+        pos = b.index["pos"][r]
+        tok = rows.offset[r] + pos - rows.start[r]
+    else:  # every recomputed position of each row
+        tok = torch.nonzero(b.valid[rows.tok_row]).flatten()
+        r, pos = rows.tok_row[tok], rows.tok_pos[tok]
+    latent, prompt = b.index["latent"][r], b.prompt[r]
+    df = src[prompt, pos, latent] - base[prompt, pos, latent]
+
+    def patch(act: torch.Tensor) -> torch.Tensor:
+        x = act[tok]
+        act[tok] = x + sae.change(df, latent, x)
+        return act
+
+    return patch
