@@ -2,7 +2,8 @@
 
 A metric maps last-position logits [batch, vocab], the answer and wrong token ids [batch]
 and the clean run's last-position logits [batch, vocab] to one value per row. The engine
-only ever computes those logits, never the full [batch, pos, vocab] tensor.
+only ever computes those logits, never the full [batch, pos, vocab] tensor. A custom
+metric (``metric.custom=module:function``) is such a function of the user's.
 Imports no torch at load time, so the config checks can read ``METRICS``.
 """
 
@@ -69,6 +70,51 @@ METRICS: dict[str, MetricFn] = {
 }
 
 
+CUSTOM: dict[str, MetricFn] = {}
+"""The custom metrics this process has loaded (``metric.custom``), by name."""
+
+
+def custom(ref: str) -> tuple[str, MetricFn]:
+    """``module:function`` imported (the module from the working directory or the
+    installed packages): its name as a metric, and the function. One line if it is not
+    there."""
+    import importlib
+    import sys
+
+    from sweep.errors import ConfigError
+
+    module, sep, name = ref.partition(":")
+    if not sep or not module or not name.isidentifier():
+        raise ConfigError(
+            f"metric.custom: {ref!r} is not module:function (e.g. my_metrics:top_prob)"
+        )
+    if "" not in sys.path:  # the working directory, as ``python -m`` has it
+        sys.path.insert(0, "")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except ImportError as e:
+        raise ConfigError(f"metric.custom: cannot import {module!r} ({e}); give a module "
+                          "importable from the working directory") from None  # fmt: skip
+    except AttributeError:
+        raise ConfigError(f"metric.custom: module {module!r} has no {name!r}") from None
+    except Exception as e:  # noqa: BLE001 - the user's module failed as it was imported
+        raise ConfigError(f"metric.custom: importing {module!r} raised "
+                          f"{type(e).__name__}: {e}") from None  # fmt: skip
+    if not callable(fn):
+        raise ConfigError(f"metric.custom: {ref} is a {type(fn).__name__}, not a function")
+    return name, fn
+
+
+def load_custom(refs: tuple[str, ...]) -> tuple[str, ...]:
+    """Import and register the custom metrics; their names, in order."""
+    names = []
+    for ref in refs:
+        name, fn = custom(ref)
+        CUSTOM[name] = fn
+        names.append(name)
+    return tuple(names)
+
+
 def evaluate(
     names: tuple[str, ...],
     logits: torch.Tensor,
@@ -80,4 +126,5 @@ def evaluate(
     import torch
 
     logits, clean = logits.float(), clean.float()
-    return torch.stack([METRICS[n](logits, answer, wrong, clean) for n in names])
+    fns = [METRICS[n] if n in METRICS else CUSTOM[n] for n in names]
+    return torch.stack([fn(logits, answer, wrong, clean).float() for fn in fns])

@@ -430,10 +430,20 @@ class MetricSpec(Spec):
 
     names: tuple[str, ...] = ("logit_diff",)
     """Any of logit_diff, prob, logprob, loss, kl (the store's ``metric`` axis)."""
+    custom: tuple[str, ...] = ()
+    """Metrics of your own, ``module:function``: ``f(logits, answer, wrong, clean_logits)``
+    of last-position logits [prompt, vocab] and token ids [prompt], one value per prompt
+    (differentiable for AtP and EAP); stored under the function's name after ``names``."""
+    sources: dict[str, str] = field(default_factory=dict, metadata=INTERNAL)
+    """Each custom metric's source code, hashed: a store resumes only with the same code."""
 
     def __post_init__(self) -> None:
         out = tuple(str(n) for n in self.names)
-        if not out:
+        refs = tuple(str(r) for r in self.custom)
+        _set(self, "custom", refs)
+        if refs:
+            self._load_custom(out)
+        if not out and not refs:
             raise ConfigError("metric.names: empty; name at least one metric")
         for n in out:
             if n not in METRICS:
@@ -443,6 +453,37 @@ class MetricSpec(Spec):
         if len(set(out)) != len(out):
             raise ConfigError(f"metric.names: repeated entries in {list(out)}")
         _set(self, "names", out)
+
+    def _load_custom(self, names: tuple[str, ...]) -> None:
+        import inspect
+
+        from sweep.metrics import custom
+
+        sources = {}
+        for ref in self.custom:
+            name, fn = custom(ref)
+            if name in METRICS or name in names or name in sources:
+                raise ConfigError(
+                    f"metric.custom: {ref} is named {name!r} like another metric; rename "
+                    "the function"
+                )
+            try:
+                code = inspect.getsource(fn)
+            except (OSError, TypeError):
+                code = ref
+            sources[name] = hashlib.sha256(code.encode()).hexdigest()[:16]
+        _set(self, "sources", sources)
+
+    @property
+    def all_names(self) -> tuple[str, ...]:
+        """The store's ``metric`` axis: the built-in names, then the custom ones."""
+        return (*self.names, *self.sources)
+
+    def identity(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"names": self.names}
+        if self.custom:  # a store made before custom metrics keeps its fingerprint
+            out["custom"] = self.sources
+        return out
 
 
 # ---------------------------------------------------------------------------- plug-in bases
@@ -750,7 +791,7 @@ class SweepSpec:
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        return self.metric.names
+        return self.metric.all_names
 
 
 GROUPS = ("model", "task", "grid", "intervention", "metric", "runner", "store", "analysis", "sae")

@@ -2,9 +2,9 @@
 then the pages in the site's order; the tutorial is a notebook that tests/test_docs.py
 runs), in an empty directory: the bash blocks' commands as processes (``python`` is this
 interpreter), the python blocks in one namespace, as a notebook runs them. What a reader
-brings is provided here (a task file, a circuit file, an SAE folder; a local checkpoint
-stands for a hub id, which cannot download offline), and the lines this machine cannot run
-are listed with the reason."""
+brings is provided here (a task file, a circuit file, an SAE folder, the docs' metric
+module; a local checkpoint stands for a hub id, which cannot download offline), and the
+lines this machine cannot run are listed with the reason."""
 
 from __future__ import annotations
 
@@ -77,6 +77,8 @@ def provide(cwd: Path, gpt2_dir: Path) -> dict[str, str]:
     write_task(cwd / "my tasks" / "ioi.jsonl", rows)
     (cwd / "my_circuit.txt").write_text("embed -> a0.h3.v\na0.h3 -> a1.h1.k\na1.h1 -> logits\n")
     save_sae(cwd / "my_sae", "jumprelu", 64, 256, "blocks.1.hook_resid_pre")  # the shipped model's
+    metric = FENCE.findall((ROOT / "docs" / "interventions.md").read_text())
+    (cwd / "my_metrics.py").write_text(next(t for lang, t in metric if "def top_margin" in t))
     model = cwd.parent / "checkpoint"
     shutil.copytree(gpt2_dir, model)
     save_gpt2(model, _vocab(model), 0, n_embd=64, n_layer=3, n_head=8, initializer_range=0.2)

@@ -28,6 +28,7 @@ from sweep.engine.grids import GRIDS
 from sweep.engine.runs import BlockCache, BlockRuns, run_cached
 from sweep.errors import ConfigError
 from sweep.interventions import Context, build
+from sweep.metrics import evaluate, load_custom
 from sweep.models import load_model
 from sweep.plan import (
     BlockData,
@@ -61,6 +62,8 @@ class Worker:
         self.task: TokenizedTask = tokenize(
             load_examples(spec.task, count_tokens(self.model)), self.model
         )
+        if spec.metric.custom:
+            check_custom_metrics(self.model, self.task, load_custom(spec.metric.custom))
         self.shape = model_shape(self.model)
         if spec.sae.configs and getattr(spec.grid, "has_latents", False):
             self.shape = with_saes(self.model, self.task, spec, self.shape)
@@ -184,6 +187,38 @@ class Worker:
         resumed unit would not equal the same unit of an uninterrupted sweep."""
         free = self.memory * (1 - CACHE_SHARE) / 2**20
         return cells_per_forward(free, self.forward.row_bytes(block.seq_len), block.n)
+
+
+def check_custom_metrics(model: Any, task: TokenizedTask, names: tuple[str, ...]) -> None:
+    """Each custom metric on the clean and corrupted runs of the first prompts, before any
+    unit: one finite value per prompt, or one line saying what it gave."""
+    import torch
+
+    prompts = np.arange(min(PROBE, task.n_prompts))
+    lengths = torch.from_numpy(task.lengths[prompts]).to(model.cfg.device)
+    runs = [t.to(model.cfg.device) for t in task.rows(prompts)]
+    clean, corrupted = (run_cached(model, t, lengths, set())[0] for t in runs)
+    answer, wrong = (
+        t[torch.from_numpy(prompts)].to(clean.device) for t in (task.answer, task.wrong)
+    )
+    for name in names:
+        for run, logits in (("clean", clean), ("corrupted", corrupted)):
+            try:
+                value = evaluate((name,), logits, answer, wrong, clean)[0]
+            except Exception as e:  # noqa: BLE001 - the user's function, said in one line
+                why = f"raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            else:
+                if value.shape != (len(prompts),):
+                    why = f"gave shape {tuple(value.shape)}, not one value per prompt"
+                elif not bool(torch.isfinite(value).all()):
+                    why = "gave NaN or infinite values"
+                else:
+                    continue
+            raise ConfigError(
+                f"metric.custom: {name} {why} on the {run} run of the first "
+                f"{len(prompts)} prompts; it takes (logits [prompt, vocab], answer [prompt], "
+                "wrong [prompt], clean_logits [prompt, vocab]) and returns [prompt]"
+            )
 
 
 def with_saes(model: Any, task: TokenizedTask, spec: SweepSpec, shape: ModelShape) -> ModelShape:

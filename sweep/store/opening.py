@@ -42,6 +42,7 @@ class SweepStore:
         self.overwrite = overwrite
         self.exists = False
         self.replace = False
+        self.entered = False
 
     def __enter__(self) -> SweepStore:
         return self
@@ -53,6 +54,7 @@ class SweepStore:
         """Recognise the path; a store there is leased (a second driver fails at once) and
         checked to hold ``want``, the config's fingerprint."""
         self.exists = is_store(self.backend)
+        self.entered = True
         if self.exists:
             self.lease.acquire()
             self.replace = self._replaced(lambda: check_same(self.backend, want))
@@ -75,6 +77,7 @@ class SweepStore:
     ) -> tuple[ResultStore, Plan]:
         """The store to write, and the plan it holds: ``plan_for`` plans on what
         ``prompt_block`` and ``sizes`` say, and is asked again if the store is replaced."""
+        assert self.entered, "enter(fingerprint) first: it recognises and leases the store"
         plan = plan_for()
         if self.resumes and plan.axes.ranking is None:
             if self._replaced(lambda: check_units(self.backend, plan)):
