@@ -94,7 +94,7 @@ def main() -> None:
             "runner.progress=false", "store.plots=false",
             "grid.components=[sae_latents_by_pos]"]  # fmt: skip
     exact = sweep([*base, f"grid.latents=top:{a.top}"], tmp / "exact.zarr")
-    atp = sweep([*base, f"grid.latents=top:{a.d_sae}", "intervention=atp",
+    atp = sweep([*base, "grid.latents=all", "intervention=atp",
                  "intervention.verify_top_k=10"], tmp / "atp.zarr")  # fmt: skip
     loop = hand_loop(base, folder, a.reference)
     print(f"native 4 layers, d_model 256; {a.prompts} IOI prompts; JumpReLU SAE of "

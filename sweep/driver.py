@@ -7,6 +7,7 @@ only writer: each unit's chunk as it arrives, then its done mark.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import time
@@ -244,9 +245,15 @@ def _record_curve(store: ResultStore, plan: Plan) -> None:
 
 def _plan(spec: SweepSpec, info: TaskInfo, door: SweepStore) -> Plan:
     """The work units: on a resumed store's prompt blocks (and a circuit store's sizes,
-    first)."""
+    first; a latents store's latents, which ``top:N`` may pick otherwise here)."""
+    shape, have = info.shape, door.latents()
+    chosen = getattr(spec.grid, "latents", None)
+    if have and have != shape.top_latents and isinstance(chosen, str):
+        log.warning("grid.latents=%s picks other latents here than when the store was made; "
+                    "resuming with the store's: %s", chosen, list(have))  # fmt: skip
+        shape = dataclasses.replace(shape, top_latents=have)
     return make_plan(
-        spec.grid, info.shape, info.seq_len, info.n_prompts, spec.metrics,
+        spec.grid, shape, info.seq_len, info.n_prompts, spec.metrics,
         spec.store.chunk_bytes, _prompt_block(spec, info, door.prompt_block()), info.position_names,
         door.sizes(), spec.intervention.kind == "eap",
     )  # fmt: skip

@@ -365,6 +365,8 @@ def make_axes(
 
 
 def _latents(chosen: tuple[int, ...] | str, shape: ModelShape) -> tuple[int, ...]:
+    if chosen == "all":
+        return tuple(range(shape.n_latents))
     if isinstance(chosen, str):
         return shape.top_latents
     return _check("grid.latents", chosen, shape.n_latents, "latents")

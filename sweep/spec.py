@@ -211,8 +211,8 @@ class GridSpec(Spec):
     kv_heads: tuple[int, ...] | None = None
     """Key/value heads to sweep, for k and v of grouped-query models (null: all)."""
     latents: Any = None
-    """SAE latents to sweep (``sae_latents`` components): ids, or ``top:N`` (each SAE's N
-    latents most active on the task's clean prompts; null: ``top:16``)."""
+    """SAE latents to sweep (``sae_latents`` components): ids, ``top:N`` (each SAE's N
+    latents most active on the task's clean prompts; null: ``top:16``) or ``all``."""
 
     def __post_init__(self) -> None:
         names = tuple(str(n) for n in self.components)
@@ -249,17 +249,23 @@ TOP_LATENTS = 16
 
 
 def _latents(value: Any) -> tuple[int, ...] | str:
-    """``top:N`` as itself, or latent ids (checked against d_sae once the SAE is read)."""
+    """``top:N`` or ``all`` as themselves, or latent ids (checked against d_sae once the
+    SAE is read)."""
+    say = ("give latent ids ('grid.latents=[12,40]'), top:N (the N most active on the "
+           "task's prompts) or all")  # fmt: skip
     if value is None:
         return f"top:{TOP_LATENTS}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
     if isinstance(value, str):
         head, _, n = value.partition(":")
+        if value == "all":
+            return value
         if head != "top" or not n.isdigit() or int(n) <= 0:
-            raise ConfigError(
-                f"grid.latents: {value!r}; give latent ids ('grid.latents=[12,40]') or "
-                "top:N (the N most active on the task's prompts)"
-            )
+            raise ConfigError(f"grid.latents: {value!r}; {say}")
         return f"top:{int(n)}"
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"grid.latents: {value!r}; {say}")
     out = _indices("grid.latents", value)
     assert out is not None
     return out

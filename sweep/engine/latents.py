@@ -36,20 +36,24 @@ def load(configs: tuple[SaeConfig, ...], model: Any) -> dict[str, Sae]:
 
 
 def top_latents(model: Any, task: TokenizedTask, n: int, block: int = 16) -> tuple[int, ...]:
-    """Each SAE's ``n`` latents of the highest mean activation over every token of the
-    task's clean prompts (ties: the lower id), all SAEs' together, sorted."""
+    """Each SAE's ``n`` latents of the highest mean activation over the tokens of the
+    task's clean prompts (ties: the lower id), all SAEs' together, sorted. The BOS token
+    the model puts first is left out: latents that fire on it alone are large and say
+    nothing about the task."""
     from sweep.engine.runs import run_cached
 
     saes = attached(model)
     names = {hook + SAE_SUFFIX for hook in saes}
     totals: dict[str, torch.Tensor] = {}
+    first = int(bool(model.cfg.default_prepend_bos))
     device = model.cfg.device
     for start in range(0, task.n_prompts, block):
         prompts = np.arange(start, min(start + block, task.n_prompts))
         clean, _ = task.rows(prompts)
         lengths = torch.from_numpy(task.lengths[prompts]).to(device)
         _, cache = run_cached(model, clean.to(device), lengths, names)
-        real = torch.arange(clean.shape[1], device=device)[None, :] < lengths[:, None]
+        pos = torch.arange(clean.shape[1], device=device)[None, :]
+        real = (pos < lengths[:, None]) & (pos >= first)
         for name, f in cache.items():
             total = (f.float() * real[..., None]).sum((0, 1))
             totals[name] = totals.get(name, 0) + total

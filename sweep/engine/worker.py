@@ -232,7 +232,7 @@ def with_saes(model: Any, task: TokenizedTask, spec: SweepSpec, shape: ModelShap
     configs = spec.sae.configs
     chosen = spec.grid.latents if isinstance(spec.grid, GridSpec) else None
     top: tuple[int, ...] = ()
-    if isinstance(chosen, str):
+    if isinstance(chosen, str) and chosen.startswith("top:"):
         top = latents.top_latents(model, task, int(chosen.split(":")[1]))
     return dataclasses.replace(
         shape,

@@ -14,6 +14,7 @@ changes the activation by ``decode(f + df) - decode(f)`` (``Sae.delta``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -68,18 +69,25 @@ class SaeConfig:
 
     def digest(self) -> str:
         """The config's and the weights' bytes, hashed: an SAE compares by content."""
-        h = hashlib.sha256()
-        for name in (CFG, WEIGHTS, SCALER):
-            file = Path(self.path) / name
-            if file.is_file():
-                with file.open("rb") as f:
-                    while chunk := f.read(1 << 24):
-                        h.update(chunk)
-        return h.hexdigest()[:16]
+        files = [Path(self.path) / n for n in (CFG, WEIGHTS, SCALER)]
+        stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files
+                      if f.is_file())  # fmt: skip
+        return _digest(stamp)
 
     @property
     def stage(self) -> str:
         return self.hook.split(".", 2)[2]
+
+
+@functools.lru_cache(maxsize=32)
+def _digest(stamp: tuple[tuple[str, int, int], ...]) -> str:
+    """Hashed once per process for files of one size and time (weights run to GBs)."""
+    h = hashlib.sha256()
+    for name, _, _ in stamp:
+        with open(name, "rb") as f:
+            while chunk := f.read(1 << 24):
+                h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 def _fail(path: Any, why: str) -> ConfigError:

@@ -247,6 +247,12 @@ def store_sizes(backend: Backend) -> tuple[int, ...]:
     return tuple(int(x) for x in np.asarray(array(group, "size")[:])) if "size" in group else ()
 
 
+def store_latents(backend: Backend) -> tuple[int, ...]:
+    """A latents store's SAE latent ids (others: none)."""
+    group = zarr.open_group(backend.location, mode="r")
+    return tuple(int(x) for x in np.asarray(array(group, "latent")[:])) if "latent" in group else ()
+
+
 def array(group: zarr.Group, name: str) -> zarr.Array:
     node = group[name]
     assert isinstance(node, zarr.Array), f"{name} is not an array"

@@ -20,6 +20,7 @@ from sweep.store.layout import (
     check_units,
     is_store,
     root_attrs,
+    store_latents,
     store_sizes,
 )
 from sweep.store.lease import Lease
@@ -67,6 +68,11 @@ class SweepStore:
     def prompt_block(self) -> int | None:
         """The resumed store's prompts per block (its units are laid out on them)."""
         return int(root_attrs(self.backend)["prompt_block"]) if self.resumes else None
+
+    def latents(self) -> tuple[int, ...]:
+        """The resumed store's SAE latents (``grid.latents=top:N`` chose them when it was
+        made: they stay the store's wherever it resumes)."""
+        return store_latents(self.backend) if self.resumes else ()
 
     def sizes(self) -> tuple[int, ...]:
         """The resumed circuit store's sizes, in its order (first in any new plan)."""

@@ -157,12 +157,54 @@ def test_top_latents_are_the_most_active_on_the_clean_prompts(tmp_path: Path) ->
     ds, w = _run(tmp_path, "s.zarr", f"sae.path={folder}", "grid.latents=top:5",
                  "grid.components=[sae_latents]")  # fmt: skip
     clean = _latents_of(w, folder, "clean")
-    real = np.arange(clean.shape[1])[None, :] < w.task.lengths[:, None]
+    pos = np.arange(clean.shape[1])[None, :]
+    assert w.model.cfg.default_prepend_bos  # the BOS token is left out of the ranking
+    real = (pos < w.task.lengths[:, None]) & (pos > 0)
     mean = (clean * real[..., None]).sum((0, 1))
+    assert list(ds["latent"].values) != sorted(np.argsort(-clean.sum((0, 1)))[:5].tolist())
     assert list(ds["latent"].values) == sorted(np.argsort(-mean, kind="stable")[:5].tolist())
     config = yaml.safe_load(ds.attrs["config"])
     assert config["grid"]["latents"] == "top:5" and config["sae"]["path"] == str(folder)
     assert json.loads(ds.attrs["patchsweep_fingerprint"])["sae"]["saes"]  # by content
+
+
+def test_all_latents_and_a_single_id(tmp_path: Path) -> None:
+    folder = save_sae(tmp_path / "sae", "standard", 64, 24, HOOK, seed=3)
+    every, _ = _run(tmp_path, "a.zarr", f"sae.path={folder}", "grid.latents=all",
+                    "grid.components=[sae_latents]")  # fmt: skip
+    assert list(every["latent"].values) == list(range(24))
+    one, _ = _run(tmp_path, "o.zarr", f"sae.path={folder}", "grid.latents=7",
+                  "grid.components=[sae_latents]")  # fmt: skip
+    assert list(one["latent"].values) == [7]
+    np.testing.assert_array_equal(one["sae_latents"].values,
+                                  every["sae_latents"].sel(latent=[7]).values)  # fmt: skip
+
+
+def test_a_resumed_store_keeps_its_latents_whatever_top_n_picks_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``top:N`` is chosen on the machine that runs: one that picks others (another
+    device, a near tie) resumes with the store's latents, so no value lands under
+    another latent's id."""
+    import zarr
+
+    from sweep.engine import latents
+
+    folder = save_sae(tmp_path / "sae", "standard", 64, 48, HOOK, seed=3)
+    over = [*BASE, f"sae.path={folder}", "grid.latents=top:4", "store.prompt_block=3",
+            "grid.components=[sae_latents]"]  # fmt: skip
+    path = sweep.run([*over, f"store.path={tmp_path / 's.zarr'}"])
+    whole = sweep.open_results(path)["sae_latents"].values
+    ids = list(sweep.open_results(path)["latent"].values)
+    done = zarr.open_group(path, mode="r+")["_patchsweep/done"]
+    assert list(done[:]) == [1, 1]
+    done[1] = 0  # the second prompt block's unit is to do again
+    others = tuple(i for i in range(48) if i not in ids)[:4]
+    monkeypatch.setattr(latents, "top_latents", lambda *a, **k: others)
+    sweep.run([*over, f"store.path={tmp_path / 's.zarr'}"])
+    ds = sweep.open_results(path)
+    assert list(ds["latent"].values) == ids
+    np.testing.assert_array_equal(ds["sae_latents"].values, whole)
 
 
 def test_one_sae_per_layer_and_the_union_of_their_top_latents(tmp_path: Path) -> None:
@@ -174,7 +216,7 @@ def test_one_sae_per_layer_and_the_union_of_their_top_latents(tmp_path: Path) ->
     assert list(ds["layer"].values) == [0, 1]
     tops = []
     for folder, hook in zip(folders, hooks, strict=True):
-        f = _latents_of(w, folder, "clean", hook)
+        f = _latents_of(w, folder, "clean", hook)[:, 1:]  # after the BOS token
         tops += np.argsort(-f.sum((0, 1)), kind="stable")[:2].tolist()
     assert list(ds["latent"].values) == sorted(set(tops))
     for layer, (folder, hook) in enumerate(zip(folders, hooks, strict=True)):
@@ -297,6 +339,7 @@ def test_attribution_over_latents_is_the_gradient_through_the_decoder(
         (("standard", 32, 8, HOOK), [], "reads vectors of 32 (d_in), this model's hook_resid_pre"),
         (("standard", 64, 8, HOOK), ["grid.latents=[3,8]"], "grid.latents: [8] out of range"),
         (("standard", 64, 8, HOOK), ["grid.latents=best:3"], "give latent ids"),
+        (("standard", 64, 8, HOOK), ["grid.latents=[]"], "top:N (the N most active"),
         (("standard", 64, 8, HOOK), ["grid.layers=[0]"], "grid.layers: [0] have no SAE"),
         (None, [], "sae_latents needs an SAE: give sae.path=DIR"),
         (None, ["sae.path=/nowhere"], "sae.path: /nowhere: no cfg.json here"),
