@@ -72,10 +72,11 @@ def _output(tmp: Path, job: str) -> str:
     return f.read_text(errors="replace") if f.exists() else ""
 
 
-def _local(tmp: Path) -> dict[str, np.ndarray]:
-    ds = sweep.open_results(
-        sweep.run([*SWEEP, "store.plots=false", f"store.path={tmp / 'l.zarr'}"])
-    )
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    """The same sweep in this process: what every job's store must equal (run once)."""
+    store = tmp_path_factory.mktemp("local") / "l.zarr"
+    ds = sweep.open_results(sweep.run([*SWEEP, "store.plots=false", f"store.path={store}"]))
     return {c: ds[c].values for c in ("z_by_pos", "resid_pre")}
 
 
@@ -87,7 +88,9 @@ def _assert_equal(store: Path, want: dict[str, np.ndarray]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", ["sweep.sbatch", "sweep-shared-nodes.sbatch"])
-def test_sbatch_runs_the_sweep_across_both_nodes(slurm, tmp_path: Path, script: str) -> None:
+def test_sbatch_runs_the_sweep_across_both_nodes(
+    slurm: SlurmCluster, local: dict[str, np.ndarray], tmp_path: Path, script: str
+) -> None:
     store = tmp_path / "s.zarr"
     job = _sbatch(slurm, script, tmp_path, store, "--wait")
     text = _output(tmp_path, job)
@@ -95,7 +98,7 @@ def test_sbatch_runs_the_sweep_across_both_nodes(slurm, tmp_path: Path, script: 
     assert nodes and nodes.group(1) != nodes.group(2), text[-3000:]  # one on each node
     units = re.search(r"units: (\d+) computed this run, (\d+) in the sweep", text)
     assert units and units.group(1) == units.group(2), text[-3000:]
-    _assert_equal(store, _local(tmp_path))
+    _assert_equal(store, local)
     slurm.wait_gone(job)
     leftover = [p for p in Path("/proc").glob("[0-9]*/cmdline")
                 if f"ray-root-{job}".encode() in _read(p)]  # fmt: skip
@@ -110,7 +113,9 @@ def _read(p: Path) -> bytes:
 
 
 @pytest.mark.slow
-def test_scancel_half_way_then_sbatch_again_resumes(slurm, tmp_path: Path) -> None:
+def test_scancel_half_way_then_sbatch_again_resumes(
+    slurm: SlurmCluster, local: dict[str, np.ndarray], tmp_path: Path
+) -> None:
     store = tmp_path / "s.zarr"
     job = _sbatch(slurm, "sweep.sbatch", tmp_path, store)
     deadline = time.monotonic() + 300
@@ -132,5 +137,5 @@ def test_scancel_half_way_then_sbatch_again_resumes(slurm, tmp_path: Path) -> No
     np.testing.assert_array_equal(after[before > 0], before[before > 0])  # kept, not redone
     left = int((before == 0).sum())
     assert f"units: {left} computed this run, {len(before)} in the sweep" in text, text[-3000:]
-    _assert_equal(store, _local(tmp_path))
+    _assert_equal(store, local)
     assert os.path.exists(store / "_patchsweep") and not (store / "_patchsweep/lease.json").exists()
