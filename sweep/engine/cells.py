@@ -90,13 +90,7 @@ def packed_patch(
     if axes[0] != "pos":
         fn = hook_patch(c, src, b)
         return lambda act: fn(act, None)
-    if c.has("pos"):
-        r = torch.nonzero(b.valid).flatten()
-        pos = b.index["pos"][r]
-        tok = rows.offset[r] + pos - rows.start[r]
-    else:  # every recomputed position of each row
-        tok = torch.nonzero(b.valid[rows.tok_row]).flatten()
-        r, pos = rows.tok_row[tok], rows.tok_pos[tok]
+    tok, r, pos = packed_tokens(c, b, rows)
     rest = _axes_index(c, axes[1:], b.index, r)
     dst, from_src = (tok, *rest), (b.prompt[r], pos, *rest)
 
@@ -105,6 +99,19 @@ def packed_patch(
         return act
 
     return patch
+
+
+def packed_tokens(
+    c: Component, b: Batch, rows: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The packed suffix tokens a patch writes, with each one's row and position: the
+    cell's position of each valid row, or every recomputed position of it."""
+    if c.has("pos"):
+        r = torch.nonzero(b.valid).flatten()
+        pos = b.index["pos"][r]
+        return rows.offset[r] + pos - rows.start[r], r, pos
+    tok = torch.nonzero(b.valid[rows.tok_row]).flatten()
+    return tok, rows.tok_row[tok], rows.tok_pos[tok]
 
 
 def per_cell(c: Component, products: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from sweep.components import SAE_SUFFIX, Component
-from sweep.engine.cells import Batch
+from sweep.engine.cells import Batch, packed_tokens
 from sweep.errors import ConfigError
 from sweep.models.sae import Sae, SaeConfig, attached, check_fits
 from sweep.tasks.tokenize import TokenizedTask
@@ -95,13 +95,7 @@ def packed_patch(
     c: Component, src: torch.Tensor, base: torch.Tensor, b: Batch, rows: Any, sae: Sae
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The same patch for the packed suffix tokens of ``rows`` ([token, d])."""
-    if c.has("pos"):
-        r = torch.nonzero(b.valid).flatten()
-        pos = b.index["pos"][r]
-        tok = rows.offset[r] + pos - rows.start[r]
-    else:  # every recomputed position of each row
-        tok = torch.nonzero(b.valid[rows.tok_row]).flatten()
-        r, pos = rows.tok_row[tok], rows.tok_pos[tok]
+    tok, r, pos = packed_tokens(c, b, rows)
     latent, prompt = b.index["latent"][r], b.prompt[r]
     df = src[prompt, pos, latent] - base[prompt, pos, latent]
 
