@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sweep.components import SAE_SUFFIX, Component
+from sweep.components import Component
 from sweep.engine.cells import Batch, packed_tokens
 from sweep.errors import ConfigError
 from sweep.models.sae import Sae, SaeConfig, attached, check_fits
@@ -39,24 +39,22 @@ def top_latents(model: Any, task: TokenizedTask, n: int, block: int = 16) -> tup
     """Each SAE's ``n`` latents of the highest mean activation over the tokens of the
     task's clean prompts (ties: the lower id), all SAEs' together, sorted. The BOS token
     the model puts first is left out: latents that fire on it alone are large and say
-    nothing about the task."""
+    nothing about the task. Each token's latents are summed as they are encoded
+    (``Sae.encode_sum``), ``Sae.chunk`` tokens at a time, never held for a block."""
     from sweep.engine.runs import run_cached
 
     saes = attached(model)
-    names = {hook + SAE_SUFFIX for hook in saes}
-    totals: dict[str, torch.Tensor] = {}
-    first = int(bool(model.cfg.default_prepend_bos))
     device = model.cfg.device
+    totals = {hook: torch.zeros(sae.cfg.d_sae, device=device) for hook, sae in saes.items()}
+    first = int(bool(model.cfg.default_prepend_bos))
     for start in range(0, task.n_prompts, block):
         prompts = np.arange(start, min(start + block, task.n_prompts))
         clean, _ = task.rows(prompts)
         lengths = torch.from_numpy(task.lengths[prompts]).to(device)
-        _, cache = run_cached(model, clean.to(device), lengths, names)
         pos = torch.arange(clean.shape[1], device=device)[None, :]
         real = (pos < lengths[:, None]) & (pos >= first)
-        for name, f in cache.items():
-            total = (f.float() * real[..., None]).sum((0, 1))
-            totals[name] = totals.get(name, 0) + total
+        adders = [(h, _adder(saes[h], real, totals[h])) for h in saes]
+        run_cached(model, clean.to(device), lengths, set(), adders)
     chosen: set[int] = set()
     for total in totals.values():
         order = np.lexsort((np.arange(len(total)), -total.cpu().numpy()))
@@ -64,16 +62,27 @@ def top_latents(model: Any, task: TokenizedTask, n: int, block: int = 16) -> tup
     return tuple(sorted(chosen))
 
 
+def _adder(
+    sae: Sae, real: torch.Tensor, total: torch.Tensor
+) -> Callable[[torch.Tensor, Any], None]:
+    def add(act: torch.Tensor, hook: Any) -> None:
+        total.add_(sae.encode_sum(act.detach()[real]))
+
+    return add
+
+
 def hook_patch(
     c: Component, src: torch.Tensor, base: torch.Tensor, b: Batch, sae: Sae
 ) -> Callable[[torch.Tensor, Any], Any]:
     """A TransformerLens hook at the SAE's hook (activations [rows, pos, d]): each valid
-    row's latent takes the source's value at its prompt, at its position or at all."""
+    row's latent takes the source's value at its prompt, at its position or at all. The
+    batch indexes latents by their column in the cached runs (``Sae.keep``)."""
     r = torch.nonzero(b.valid).flatten()
-    latent, prompt = b.index["latent"][r], b.prompt[r]
+    col, prompt = b.index["latent"][r], b.prompt[r]
+    latent = sae.ids(col)
     if c.has("pos"):
         pos = b.index["pos"][r]
-        df = src[prompt, pos, latent] - base[prompt, pos, latent]
+        df = src[prompt, pos, col] - base[prompt, pos, col]
 
         def at_pos(act: torch.Tensor, hook: Any) -> torch.Tensor:
             x = act[r, pos]
@@ -81,7 +90,7 @@ def hook_patch(
             return act
 
         return at_pos
-    df = src[prompt, :, latent] - base[prompt, :, latent]  # [rows, pos]
+    df = src[prompt, :, col] - base[prompt, :, col]  # [rows, pos]
 
     def everywhere(act: torch.Tensor, hook: Any) -> torch.Tensor:
         x = act[r]
@@ -96,8 +105,9 @@ def packed_patch(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The same patch for the packed suffix tokens of ``rows`` ([token, d])."""
     tok, r, pos = packed_tokens(c, b, rows)
-    latent, prompt = b.index["latent"][r], b.prompt[r]
-    df = src[prompt, pos, latent] - base[prompt, pos, latent]
+    col, prompt = b.index["latent"][r], b.prompt[r]
+    latent = sae.ids(col)
+    df = src[prompt, pos, col] - base[prompt, pos, col]
 
     def patch(act: torch.Tensor) -> torch.Tensor:
         x = act[tok]

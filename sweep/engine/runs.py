@@ -107,11 +107,15 @@ def _bytes(x: Any) -> int:
 
 
 def run_cached(
-    model: Any, tokens: torch.Tensor, lengths: torch.Tensor, names: set[str] | frozenset[str]
+    model: Any,
+    tokens: torch.Tensor,
+    lengths: torch.Tensor,
+    names: set[str] | frozenset[str],
+    extra: list[tuple[str, Callable[[torch.Tensor, Any], None]]] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Last-position logits and the activations at ``names`` of one plain forward (names
     the model does not have, such as the MLP stages of an attention-only model, are left
-    out)."""
+    out); ``extra`` hooks read the run too."""
     from sweep.models.sae import encode_hooks
 
     wanted = set(names)
@@ -130,6 +134,7 @@ def run_cached(
 
     hooks = [(n, keep(n)) for n in sorted(names)] + [("unembed.hook_in", last_only)]
     hooks += encode_hooks(model, wanted - names, cache)  # SAE latents (``sweep.engine.latents``)
+    hooks += extra or []
     with torch.inference_mode():
         logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
     return logits[:, 0], cache

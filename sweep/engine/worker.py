@@ -30,6 +30,7 @@ from sweep.errors import ConfigError
 from sweep.interventions import Context, build
 from sweep.metrics import evaluate, load_custom
 from sweep.models import load_model
+from sweep.models.sae import attached
 from sweep.plan import (
     BlockData,
     Describe,
@@ -72,10 +73,11 @@ class Worker:
         self.forward: Forward = self.kind.forward
         self.axes = self.kind.axes
         self.grid: tuple[tuple[Component, int], ...] = self.kind.hooks
+        self.probe_n = probe_prompts(self.model, self.task.seq_len, self.kind.latent_width(),
+                                     CACHE_SHARE * self.memory)  # fmt: skip
+        """Prompts of the start-up check and of an intervention's passes over the task."""
         self.intervention = build(spec.intervention)
-        self.intervention.prepare(
-            Context(self.model, self.task, self.grid, self._activations, self.metrics, PROBE)
-        )
+        self.intervention.prepare(self._context())
         self.cache = BlockCache(self._build, int(CACHE_SHARE * self.memory))
         probe = self._probe()
         forward = self.forward
@@ -96,13 +98,28 @@ class Worker:
     ) -> dict[str, Any]:
         return run_cached(self.model, tokens.to(self.device), lengths.to(self.device), hooks)[1]
 
+    def _context(self) -> Context:
+        return Context(
+            self.model, self.task, self.grid, self._activations, self.metrics, self.probe_n
+        )
+
+    def hold_latents(self, ids: tuple[int, ...]) -> None:
+        """Cache these SAE latents' columns from now on: a resumed store's ``top:N`` may
+        name latents this machine did not pick. The cached runs and the intervention's
+        sources are made again with them (each column's values are the same whichever
+        others are kept)."""
+        for sae in attached(self.model).values():
+            sae.keep(ids)
+        self.cache = BlockCache(self._build, int(CACHE_SHARE * self.memory))
+        self.intervention.prepare(self._context())
+
     def _build(self, start: int, stop: int) -> BlockRuns:
         return self.kind.build(np.arange(start, stop))
 
     def _probe(self) -> BlockRuns:
         """The longest prompts, as a block: the start-up check runs on them, and they
         measure what a block costs per prompt."""
-        longest = np.argsort(-self.task.lengths, kind="stable")[:PROBE]
+        longest = np.argsort(-self.task.lengths, kind="stable")[: self.probe_n]
         return self.kind.build(np.sort(longest))
 
     def block(self, start: int, stop: int) -> BlockRuns:
@@ -143,6 +160,7 @@ class Worker:
 
     def run(self, unit: WorkUnit) -> UnitResult:
         """Values of one unit: [metric, layer, *dims, prompt], float32, and its block's data."""
+        self.kind.before(unit)
         block = self.block(unit.prompt_start, unit.prompt_stop)
         return UnitResult(self.kind.values(unit, block), self._data(block))
 
@@ -177,6 +195,7 @@ class Worker:
     def exact(self, job: ExactJob) -> np.ndarray:
         """Exact patching of single cells under the sweep's intervention (AtP: patching in
         its direction; EAP: edges): [metric, cell, prompt]."""
+        self.kind.before(job)
         block = self.block(job.prompt_start, job.prompt_stop)
         return self.kind.exact(job, block).cpu().numpy().astype(np.float32)
 
@@ -228,7 +247,10 @@ def with_saes(model: Any, task: TokenizedTask, spec: SweepSpec, shape: ModelShap
     from sweep.models.sae import attach
     from sweep.spec import GridSpec
 
-    attach(model, latents.load(spec.sae.configs, model))
+    saes = latents.load(spec.sae.configs, model)
+    for sae in saes.values():  # the forwards' share: an encoding is made before any forward
+        sae.budget(spec.runner.memory_mb * 2**20 * (1 - CACHE_SHARE))
+    attach(model, saes)
     configs = spec.sae.configs
     chosen = spec.grid.latents if isinstance(spec.grid, GridSpec) else None
     top: tuple[int, ...] = ()
@@ -241,6 +263,18 @@ def with_saes(model: Any, task: TokenizedTask, spec: SweepSpec, shape: ModelShap
         sae_stage=configs[0].stage,
         top_latents=top,
     )
+
+
+def probe_prompts(model: Any, seq_len: int, latent_width: int, nbytes: float) -> int:
+    """``PROBE`` prompts, or fewer where their SAE latents (the width the cached runs
+    keep, at each SAE, in both runs) would take more than ``nbytes``: ``grid.latents=all``
+    of a wide SAE on long prompts."""
+    saes = attached(model)
+    if not latent_width or not saes:
+        return PROBE
+    item = next(iter(saes.values())).w["W_dec"].element_size()
+    per_prompt = 2 * len(saes) * seq_len * latent_width * item
+    return max(1, min(PROBE, int(nbytes // per_prompt)))
 
 
 def model_shape(model: Any) -> ModelShape:

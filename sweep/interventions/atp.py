@@ -122,7 +122,7 @@ def attributions(
             for h in hooks:
                 if h in latents:  # through the decoder: (source - base) . d metric / d latent
                     x, sae = acts[latents[h]].detach(), saes[latents[h]]
-                    delta = source[h] - sae.encode(x)
+                    delta = source[h] - sae.encode_kept(x)
                     out[h].append((delta * sae.latent_grad(grad[latents[h]], x)).detach())
                 else:
                     out[h].append(((source[h] - acts[h].detach()) * grad[h]).detach())

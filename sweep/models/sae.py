@@ -209,6 +209,61 @@ class Sae:
         self.w = {name: weights[name].to(dtype) for name in PARAMS[cfg.architecture]}
         if cfg.rescale_by_decoder_norm:
             self.dec_norm = self.w["W_dec"].norm(dim=-1)
+        self.columns: Any = None
+        """The ids of the latents the cached runs hold, sorted (``keep``); None: all."""
+        self.chunk = 4096
+        """Tokens encoded at once: an encoding takes ``d_sae`` values a token before the
+        kept columns are picked (``budget``)."""
+
+    def keep(self, ids: Any) -> None:
+        """Hold only these latents' columns in the cached runs (None: all): a sweep over
+        ``top:N`` of a 131k-latent SAE caches N values a token, not 131k."""
+        import torch
+
+        device = self.w["W_dec"].device
+        self.columns = None if ids is None else torch.as_tensor(sorted(ids), device=device)
+
+    def budget(self, nbytes: float) -> None:
+        """Encode as many tokens at once as ``nbytes`` holds (their pre-activations, the
+        latents and what the architecture's formula makes beside them)."""
+        per_token = 4 * self.cfg.d_sae * self.w["W_dec"].element_size()
+        self.chunk = max(1, int(nbytes // per_token))
+
+    def column(self, ids: Any) -> Any:
+        """Where latents ``ids`` are in the kept columns (each must be kept)."""
+        import torch
+
+        return ids if self.columns is None else torch.searchsorted(self.columns, ids)
+
+    def ids(self, columns: Any) -> Any:
+        """The latent ids of kept columns."""
+        return columns if self.columns is None else self.columns[columns]
+
+    def encode_kept(self, x: Any) -> Any:
+        """The kept latents ``[..., kept]`` of activations ``[..., d_in]``, ``chunk`` tokens
+        at a time: each token's full encoding is made and dropped chunk by chunk."""
+        import torch
+
+        flat = x.reshape(-1, x.shape[-1])
+        width = self.cfg.d_sae if self.columns is None else len(self.columns)
+        out = torch.empty(flat.shape[0], width, dtype=self.w["W_dec"].dtype, device=x.device)
+        # Written in place, one chunk after another, no name holding a chunk's full
+        # encoding: each is freed before the next is made, and the allocator reuses its
+        # memory (kept pieces allocated between chunks would split it, and the heap grow).
+        for i in range(0, flat.shape[0], self.chunk):
+            f = self.encode(flat[i : i + self.chunk])
+            out[i : i + self.chunk] = f if self.columns is None else f[:, self.columns]
+            del f
+        return out.reshape(*x.shape[:-1], width)
+
+    def encode_sum(self, x: Any) -> Any:
+        """Every latent summed over the rows of ``x`` [T, d_in], float32, ``chunk`` at a time."""
+        import torch
+
+        total = torch.zeros(self.cfg.d_sae, device=x.device)
+        for i in range(0, x.shape[0], self.chunk):
+            total += self.encode(x[i : i + self.chunk]).float().sum(0)
+        return total
 
     def _norm_in(self, x: Any) -> tuple[Any, Any]:
         """The normalised input and what undoes it on the output: ``out * a + b``."""
@@ -258,9 +313,9 @@ class Sae:
         return (self._linear(f) + self.w["b_dec"]) * a + b
 
     def change(self, df: Any, latent: Any, x: Any) -> Any:
-        """How ``x`` [R, ..., d_in] changes when latent ``latent[r]`` of each row changes by
-        ``df`` [R, ...] (the error term kept): one decoder row each, ``delta`` for one
-        latent per row."""
+        """How ``x`` [R, ..., d_in] changes when latent ``latent[r]`` (an id) of each row
+        changes by ``df`` [R, ...] (the error term kept): one decoder row each, ``delta``
+        for one latent per row."""
         row = self.w["W_dec"][latent]
         if self.cfg.rescale_by_decoder_norm:
             row = row / self.dec_norm[latent][:, None]
@@ -269,12 +324,15 @@ class Sae:
         return df[..., None].to(x.dtype) * row.to(x.dtype) * a
 
     def latent_grad(self, grad: Any, x: Any) -> Any:
-        """``d metric / d latent`` [..., d_sae] from ``d metric / d x`` [..., d_in]: a
-        latent moves ``x`` along its decoder row (scaled out of the normalisation)."""
+        """``d metric / d latent`` [..., kept] of the kept latents from ``d metric / d x``
+        [..., d_in]: a latent moves ``x`` along its decoder row (scaled out of the
+        normalisation)."""
         _, (a, _) = self._norm_in(x)
         dec = self.w["W_dec"]
         if self.cfg.rescale_by_decoder_norm:
             dec = dec / self.dec_norm[:, None]
+        if self.columns is not None:
+            dec = dec[self.columns]
         return (grad * a) @ dec.T.to(grad.dtype)
 
     def delta(self, df: Any, x: Any) -> Any:
@@ -312,6 +370,6 @@ def encode_hooks(
 
 def _encode_into(cache: dict[str, Any], name: str, sae: Sae) -> Callable[[Any, Any], None]:
     def hook(act: Any, hook: Any) -> None:
-        cache[name] = sae.encode(act.detach())
+        cache[name] = sae.encode_kept(act.detach())
 
     return hook

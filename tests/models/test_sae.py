@@ -96,3 +96,30 @@ def test_a_bad_folder_is_one_line_naming_it(tmp_path: Path, case: str) -> None:
     line = str(e.value)
     assert "\n" not in line and line.startswith(f"sae.path: {path}"), line
     assert words in line, line
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_kept_columns_and_chunks_change_no_value(tmp_path: Path, arch: str) -> None:
+    """A sweep over a few latents caches their columns only, and encodes a few tokens at a
+    time: each kept value, the per-latent sums ``top:N`` ranks by and the gradient AtP
+    reads equal the full encoding's at those latents."""
+    folder = save_sae(tmp_path / arch, arch, 16, 40, "blocks.1.hook_resid_pre")
+    sae = Sae(read_config(folder))
+    x = torch.randn(3, 5, 16)
+    full, grad = sae.encode(x), torch.randn(3, 5, 16)
+    full_grad = sae.latent_grad(grad, x)
+    ids = [2, 7, 31, 39]
+    sae.budget(3 * 4 * 40 * 4)  # 3 tokens at a time
+    assert sae.chunk == 3
+    sae.keep(ids[::-1])
+    kept = sae.encode_kept(x)
+    assert kept.shape == (3, 5, 4)
+    np.testing.assert_allclose(kept.numpy(), full[..., ids].numpy(), atol=1e-6)
+    np.testing.assert_allclose(sae.latent_grad(grad, x).numpy(), full_grad[..., ids].numpy(),
+                               atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(sae.encode_sum(x.reshape(-1, 16)).numpy(),
+                               full.sum((0, 1)).numpy(), atol=1e-5)  # fmt: skip
+    columns = sae.column(torch.tensor([31, 2]))
+    assert columns.tolist() == [2, 0] and sae.ids(columns).tolist() == [31, 2]
+    sae.keep(None)
+    assert sae.encode_kept(x).shape == (3, 5, 40)

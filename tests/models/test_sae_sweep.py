@@ -19,7 +19,7 @@ import yaml
 import sweep
 from sweep.errors import ConfigError
 from sweep.interventions.resample import donors
-from tests.helpers import padded, spec_of, worker
+from tests.helpers import can_reset_peak, in_fresh_process, padded, spec_of, worker
 from tests.models.sae_files import reference_decode, reference_encode, save_sae
 
 LAYER = 1
@@ -369,3 +369,37 @@ def test_the_command_line_says_it_in_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert lines[0].startswith("patchsweep: error: sae.path: ") and "d_in" in lines[0]
     assert not (tmp_path / "s.zarr").exists()
+
+
+WIDE_SAE = """
+import json, sys
+import numpy as np
+from helpers import peak_extra_mb, worker
+from sweep.engine import latents
+from sweep.engine.budget import CACHE_SHARE
+folder, memory, chosen = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+w = worker(["task.n_prompts=16", "store.plots=false", f"sae.path={folder}",
+            f"grid.latents={chosen}", "grid.components=[sae_latents]",
+            f"runner.memory_mb={memory}"])
+name = "blocks.1.hook_resid_pre.sae_latents"
+block = w.block(0, 8)
+top = peak_extra_mb(lambda: latents.top_latents(w.model, w.task, 3))
+build = peak_extra_mb(lambda: w.kind.build(np.arange(16)))
+print(json.dumps({"width": block.base[name].shape[-1], "probe": w.probe_n,
+                  "probe_bytes": w._probe().base[name].nbytes * 2, "top": top, "build": build,
+                  "share": CACHE_SHARE * memory * 2**20}))
+"""
+
+
+@pytest.mark.skipif(not can_reset_peak(), reason="needs Linux /proc/self/clear_refs")
+def test_a_wide_sae_takes_what_runner_memory_mb_allows(tmp_path: Path) -> None:
+    """A 65k-latent SAE on 16 prompts of 14 tokens (a run's full latents: 59 MB) under
+    runner.memory_mb=24: ``top:3`` caches 3 columns, ranks them encoding a few tokens at
+    a time, and ``all`` starts on fewer prompts than 8. Each in a fresh process."""
+    folder = save_sae(tmp_path / "sae", "standard", 64, 65536, HOOK, seed=5)
+    top = in_fresh_process(WIDE_SAE, str(folder), "24", "top:3")
+    assert top["width"] == 3 and top["probe"] == 8, top
+    assert top["top"] < 24 and top["build"] < 24, top  # before: 16 tokens' full latents each
+    every = in_fresh_process(WIDE_SAE, str(folder), "24", "all")
+    assert every["width"] == 65536, every
+    assert 1 <= every["probe"] < 8 and every["probe_bytes"] <= every["share"], every

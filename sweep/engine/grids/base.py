@@ -54,6 +54,15 @@ class Grid(ABC):
     def build(self, prompts: np.ndarray) -> BlockRuns:
         """The cached runs of these prompts, as the kind's units read them."""
 
+    def latent_width(self) -> int:
+        """SAE latents a token of the cached runs holds at each SAE (0: none)."""
+        return 0
+
+    def before(self, job: WorkUnit | ExactJob) -> None:
+        """Called before a unit's or job's block is fetched: a kind may widen what the
+        cached runs hold to what it asks."""
+        return None
+
     @abstractmethod
     def values(self, unit: WorkUnit, block: BlockRuns) -> np.ndarray:
         """A unit's values, [metric, lead, *dims, prompt], float32."""

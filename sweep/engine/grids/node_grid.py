@@ -16,6 +16,7 @@ from sweep.engine.grids.base import Grid
 from sweep.engine.runs import build_block
 from sweep.errors import ConfigError
 from sweep.interventions import Estimator
+from sweep.models.sae import attached
 from sweep.plan import ExactJob, WorkUnit, make_axes
 from sweep.spec import GridSpec
 
@@ -37,6 +38,35 @@ class NodeGrid(Grid):
         self.axes = make_axes(grid, w.shape, w.task.seq_len, w.task.position_names)
         self.hooks = tuple((c, layer) for c in components for layer in self.axes.layers)
         self.forward = choose_forward(w.model, w.spec.runner.engine)
+        self.held: tuple[int, ...] | None = None
+        """The SAE latents the cached runs hold (``Sae.keep``); None: all of them."""
+        if any(c.latents for c in components) and grid.latents != "all":
+            self.held = self.axes.coords["latent"]
+            for sae in attached(w.model).values():
+                sae.keep(self.held)
+
+    def latent_width(self) -> int:
+        if not any(c.latents for c, _ in self.hooks):
+            return 0
+        return self.w.shape.n_latents if self.held is None else len(self.held)
+
+    def before(self, job: WorkUnit | ExactJob) -> None:
+        """A unit asking for latents the cached runs do not hold (a resumed store's, which
+        ``top:N`` picked on another machine) has them added."""
+        c = self.w.shape.component(job.component)
+        if self.held is None or not c.latents:
+            return
+        asked = {cell[c.dims.index("latent")] for cell in _cells_of(job)}
+        if not asked <= set(self.held):
+            self.held = tuple(sorted(set(self.held) | asked))
+            self.w.hold_latents(self.held)
+
+    def _columns(self, c: Component, cells: list[Cell]) -> list[Cell]:
+        """Cells with each latent id replaced by its column in the cached runs."""
+        if self.held is None or not c.latents:
+            return cells
+        i, column = c.dims.index("latent"), {x: k for k, x in enumerate(self.held)}
+        return [(*cell[:i], column[cell[i]], *cell[i + 1 :]) for cell in cells]
 
     def check_layer(self) -> int:
         return min(self.axes.layers)
@@ -60,15 +90,16 @@ class NodeGrid(Grid):
 
     def values(self, unit: WorkUnit, block: BlockRuns) -> np.ndarray:
         c = self.w.shape.component(unit.component)
-        per_layer = [self._values(c, layer, unit.cells, block) for layer in unit.layers]
+        cells = self._columns(c, unit.cells)
+        per_layer = [self._values(c, layer, cells, block) for layer in unit.layers]
         out = torch.stack(per_layer, dim=1).cpu().numpy().astype(np.float32)
         grid = [len(v) for _, v in unit.grid]
         return out.reshape(out.shape[0], len(unit.layers), *grid, block.n)
 
     def exact(self, job: ExactJob, block: BlockRuns) -> torch.Tensor:
         """AtP's verification: the cells patched in its direction."""
-        return self.patched(self.w.shape.component(job.component), job.layer,
-                            list(job.cells), block)  # fmt: skip
+        c = self.w.shape.component(job.component)
+        return self.patched(c, job.layer, self._columns(c, list(job.cells)), block)
 
     def _values(self, c: Component, layer: int, cells: list[Cell], block: BlockRuns) -> Any:
         iv = self.w.intervention
@@ -105,6 +136,10 @@ class NodeGrid(Grid):
         logits = self.fw.logits(c, layer, batch, src, block)
         values = block.evaluate(metrics, logits).masked_fill(~batch.valid, float("nan"))
         return values.reshape(len(metrics), len(cells), block.n)
+
+
+def _cells_of(job: WorkUnit | ExactJob) -> list[Cell]:
+    return job.cells if isinstance(job, WorkUnit) else list(job.cells)
 
 
 def check_hooks(components: tuple[Component, ...], model: Any) -> None:
