@@ -1,10 +1,13 @@
 """Metrics on the logits at each prompt's answer position.
 
 A metric maps last-position logits [batch, vocab], the answer and wrong token ids [batch]
-and the clean run's last-position logits [batch, vocab] to one value per row. The engine
-only ever computes those logits, never the full [batch, pos, vocab] tensor. A custom
-metric (``metric.custom=module:function``) is such a function of the user's.
-Imports no torch at load time, so the config checks can read ``METRICS``.
+and the clean run's last-position logits [batch, vocab] to one value per row. A task with
+answer sets gives the ids as [batch, K], padded with -1: ``prob`` and ``prob_diff`` sum
+over a set, ``logit_diff`` averages over it, ``logit_gap`` takes the wrong set's largest,
+``logprob`` and ``loss`` are the log of the set's total probability. The engine only ever
+computes those logits, never the full [batch, pos, vocab] tensor. A custom metric
+(``metric.custom=module:function``) is such a function of the user's. Imports no torch at
+load time, so the config checks can read ``METRICS``.
 """
 
 from __future__ import annotations
@@ -21,28 +24,66 @@ MetricFn = Callable[
 
 
 def _at(values: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
-    return values.gather(1, token[:, None])[:, 0]
+    """values[row, token[row]]; for sets [batch, K], each member's value (padding: 0)."""
+    if token.dim() == 1:
+        return values.gather(1, token[:, None])[:, 0]
+    return values.gather(1, token.clamp(min=0)).masked_fill(token < 0, 0.0)
+
+
+def _mean_at(values: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+    """The value at the token, or its mean over a set."""
+    if token.dim() == 1:
+        return _at(values, token)
+    return _at(values, token).sum(1) / (token >= 0).sum(1)
+
+
+def _sum_at(values: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+    """The value at the token, or its sum over a set."""
+    return _at(values, token) if token.dim() == 1 else _at(values, token).sum(1)
 
 
 def logit_diff(
     logits: torch.Tensor, answer: torch.Tensor, wrong: torch.Tensor, clean: torch.Tensor
 ) -> torch.Tensor:
-    """logit(answer) - logit(wrong)."""
-    return _at(logits, answer) - _at(logits, wrong)
+    """logit(answer) - logit(wrong); for sets, the mean logit of each."""
+    return _mean_at(logits, answer) - _mean_at(logits, wrong)
+
+
+def logit_gap(
+    logits: torch.Tensor, answer: torch.Tensor, wrong: torch.Tensor, clean: torch.Tensor
+) -> torch.Tensor:
+    """logit(answer) - the largest logit of the wrong set: the docstring paper's metric
+    (Heimersheim and Janiak 2023); logit_diff for one wrong token."""
+    if wrong.dim() == 1:
+        return logit_diff(logits, answer, wrong, clean)
+    others = logits.gather(1, wrong.clamp(min=0)).masked_fill(wrong < 0, float("-inf"))
+    return _mean_at(logits, answer) - others.max(1).values
 
 
 def prob(
     logits: torch.Tensor, answer: torch.Tensor, wrong: torch.Tensor, clean: torch.Tensor
 ) -> torch.Tensor:
-    """Probability of the answer token."""
-    return _at(logits.softmax(-1), answer)
+    """Probability of the answer token (of any token of the answer set)."""
+    return _sum_at(logits.softmax(-1), answer)
+
+
+def prob_diff(
+    logits: torch.Tensor, answer: torch.Tensor, wrong: torch.Tensor, clean: torch.Tensor
+) -> torch.Tensor:
+    """P(answer) - P(wrong), each summed over its set: greater-than's probability
+    difference (Hanna et al. 2023)."""
+    probs = logits.softmax(-1)
+    return _sum_at(probs, answer) - _sum_at(probs, wrong)
 
 
 def logprob(
     logits: torch.Tensor, answer: torch.Tensor, wrong: torch.Tensor, clean: torch.Tensor
 ) -> torch.Tensor:
-    """Log-probability of the answer token."""
-    return _at(logits.log_softmax(-1), answer)
+    """Log-probability of the answer token (of the answer set: log of its total)."""
+    logp = logits.log_softmax(-1)
+    if answer.dim() == 1:
+        return _at(logp, answer)
+    return _at(logp, answer).masked_fill(answer < 0, float("-inf")).logsumexp(1)
 
 
 def loss(
@@ -63,7 +104,9 @@ def kl(
 
 METRICS: dict[str, MetricFn] = {
     "logit_diff": logit_diff,
+    "logit_gap": logit_gap,
     "prob": prob,
+    "prob_diff": prob_diff,
     "logprob": logprob,
     "loss": loss,
     "kl": kl,

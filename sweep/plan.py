@@ -90,6 +90,9 @@ class TaskInfo:
     """Bytes one row of a patched forward takes, at the longest prompt."""
     position_names: tuple[str, ...] = ()
     """The task's named positions (IOI: ``S1``, ``IO``...)."""
+    answer_widths: tuple[int, int] = (0, 0)
+    """Tokens per answer and wrong set (0: one token per prompt, the store's ``answer_id``
+    is [prompt]; K: [prompt, K], padded with -1)."""
 
     @property
     def n_prompts(self) -> int:
@@ -265,7 +268,8 @@ Job = WorkUnit | ExactJob | Describe
 PROMPT_TEXTS = ("clean_text", "corrupted_text", "answer", "wrong", "source")
 """The task's own strings per prompt, stored along ``prompt`` (``source``: file:line)."""
 PROMPT_IDS = ("answer_id", "wrong_id", "template")
-"""The answer and wrong token ids per prompt, as the metric reads them, and the id of the
+"""The answer and wrong token ids per prompt, as the metric reads them ([prompt, K] for
+answer sets, padded with -1, along ``answer_set`` and ``wrong_set``), and the id of the
 template the prompt was made from (-1: none)."""
 
 

@@ -435,7 +435,8 @@ class MetricSpec(Spec):
     GROUP = "metric"
 
     names: tuple[str, ...] = ("logit_diff",)
-    """Any of logit_diff, prob, logprob, loss, kl (the store's ``metric`` axis)."""
+    """Any of logit_diff, logit_gap, prob, prob_diff, logprob, loss, kl (the store's
+    ``metric`` axis)."""
     custom: tuple[str, ...] = ()
     """Metrics of your own, ``module:function``: ``f(logits, answer, wrong, clean_logits)``
     of last-position logits [prompt, vocab] and token ids [prompt], one value per prompt

@@ -28,6 +28,31 @@ def save_gpt2(directory: Path, vocab: int, seed: int, **config: Any) -> Path:
     return directory
 
 
+def train_tokenizer(directory: Path, corpus: list[str], vocab_size: int = 2000) -> int:
+    """A GPT-2-style BPE tokenizer trained on ``corpus``, saved in ``directory``, that reads
+    years as GPT-2 does (two-digit groups are pre-tokens: ' 1732' -> ' 17', '32'); its
+    vocabulary size."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(r" ?\d\d"), behavior="isolated"),
+         pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )  # fmt: skip
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )  # fmt: skip
+    tok.train_from_iterator(corpus, trainer)
+    end = "<|endoftext|>"
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=end, eos_token=end,
+                                   unk_token=end, pad_token=end)  # fmt: skip
+    fast.save_pretrained(directory)
+    return len(fast)
+
+
 def write_task(path: Path, rows: list[dict[str, str]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ioi_rows, save_gpt2, write_task
+from sweep.tasks import docstring, greater_than, ioi, sva
+from tests.helpers import ioi_rows, save_gpt2, train_tokenizer, write_task
 from tests.models.sae_files import save_sae
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,9 +67,10 @@ def commands(text: str) -> list[list[str]]:
     return out
 
 
-def provide(cwd: Path, gpt2_dir: Path) -> dict[str, str]:
+def provide(cwd: Path) -> dict[str, str]:
     """The files a reader brings; and what stands for a hub id (a 3-layer, 8-head GPT-2
-    checkpoint with the tests' tokenizer: the README's grids need layer 2 and head 5)."""
+    checkpoint with a tokenizer of the shipped text tasks that reads years as GPT-2's does:
+    the README's grids need layer 2 and head 5)."""
     write_task(cwd / "my_task.jsonl", ioi_rows())  # for the GPT-2 checkpoint's commands
     (cwd / "my tasks").mkdir()  # for the shipped model (letters): a repeated sequence
     rows = [{"clean": " M Y N B I M Y N B", "corrupted": " M Y N B I Q P Z X",
@@ -80,15 +81,11 @@ def provide(cwd: Path, gpt2_dir: Path) -> dict[str, str]:
     metric = FENCE.findall((ROOT / "docs" / "interventions.md").read_text())
     (cwd / "my_metrics.py").write_text(next(t for lang, t in metric if "def top_margin" in t))
     model = cwd.parent / "checkpoint"
-    shutil.copytree(gpt2_dir, model)
-    save_gpt2(model, _vocab(model), 0, n_embd=64, n_layer=3, n_head=8, initializer_range=0.2)
+    model.mkdir()
+    corpus = [*ioi.corpus(), *greater_than.corpus(), *sva.corpus(), *docstring.corpus()]
+    vocab = train_tokenizer(model, corpus, 3000)
+    save_gpt2(model, vocab, 0, n_embd=64, n_layer=3, n_head=8, initializer_range=0.2)
     return {"model.name=gpt2": f"model.name={model}", "/models/my-checkpoint": str(model)}
-
-
-def _vocab(model: Path) -> int:
-    from transformers import AutoTokenizer
-
-    return len(AutoTokenizer.from_pretrained(model))
 
 
 def substitute(text: str, table: dict[str, str]) -> str:
@@ -97,26 +94,87 @@ def substitute(text: str, table: dict[str, str]) -> str:
     return text
 
 
+def writes(words: list[str]) -> set[str]:
+    """The stores and files a command names (a circuit store as the scores store it comes
+    from): two commands that share none can run side by side."""
+    out = set()
+    for word in words:
+        path = word.rpartition("=")[2].strip("'\"")
+        if path.endswith((".zarr", ".json", ".txt")):
+            out.add(path.replace(".circuit.zarr", ".zarr"))
+    return out
+
+
+class Commands:
+    """Bash blocks' commands, two at a time where they name different stores (the machine
+    has two cores and each command is mostly start-up); one alone where it names none (the
+    default store, a multirun) or starts Ray; in order wherever they share a store."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self.running: list[tuple[str, list[str], set[str], subprocess.Popen[str]]] = []
+
+    def start(self, page: str, words: list[str]) -> None:
+        keys = writes(words)
+        alone = not keys or any(w.startswith("runner=ray") for w in words)
+        for item in [r for r in self.running if alone or r[2] & keys]:
+            self._finish(item)
+        while len(self.running) > 1:
+            self._finish(self.running[0])
+        process = subprocess.Popen([sys.executable, *words[1:]], cwd=self.cwd, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        self.running.append((page, words, keys, process))
+        if alone:
+            self.wait()
+
+    def wait(self) -> None:
+        """Every command started so far has finished, and well."""
+        while self.running:
+            self._finish(self.running[0])
+
+    def _finish(self, item: tuple[str, list[str], set[str], subprocess.Popen[str]]) -> None:
+        page, words, _, process = item
+        self.running.remove(item)
+        try:
+            _, err = process.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise AssertionError(f"{page}: {shlex.join(words)} ran past 600 s") from None
+        assert process.returncode == 0, f"{page}: {shlex.join(words)}\n{err[-3000:]}"
+
+
 @pytest.mark.slow
-def test_every_readme_block_runs(
-    tmp_path: Path, gpt2_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_every_readme_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cwd = tmp_path / "reader"
     cwd.mkdir()
-    table = provide(cwd, gpt2_dir)
+    table = provide(cwd)
     monkeypatch.chdir(cwd)
     namespace: dict[str, object] = {}
     ran = {"bash": 0, "python": 0}
+    running = Commands(cwd)
     for k, (page, language, text) in enumerate(blocks()):
         text = substitute(text, table)
         if language == "python":
+            running.wait()  # a python block reads what the commands before it wrote
             exec(compile(text, f"{page} python block {k}", "exec"), namespace)  # noqa: S102
             ran["python"] += 1
         elif language == "bash":
             for words in commands(text):
                 assert words[0] == "python", f"README runs {words[0]!r}: add it to MAKE or NOT_HERE"
-                done = subprocess.run([sys.executable, *words[1:]], cwd=cwd, capture_output=True,
-                                      text=True, timeout=600)  # fmt: skip
-                assert done.returncode == 0, f"{page}: {shlex.join(words)}\n{done.stderr[-3000:]}"
+                running.start(page, words)
                 ran["bash"] += 1
+    running.wait()
     assert ran["python"] >= 7 and ran["bash"] >= 25, ran
+
+
+def test_commands_that_share_a_store_run_in_order() -> None:
+    """What decides which commands may run side by side."""
+    eap = shlex.split("python -m sweep grid=edges intervention=eap store.path=eapig.zarr")
+    circuit = shlex.split("python -m sweep.circuit eapig.zarr --sizes 5")
+    plot = shlex.split("python -m sweep.plot exact.circuit.zarr eapig.circuit.zarr")
+    assert writes(eap) == writes(circuit) == {"eapig.zarr"}
+    assert writes(plot) == {"exact.zarr", "eapig.zarr"}
+    assert writes(shlex.split("python -m sweep 'store.path='\"'\"'my runs/é.zarr'\"'\"''")) == {
+        "my runs/é.zarr"
+    }
+    assert writes(shlex.split("python -m sweep -m task.n_prompts=8,16")) == set()

@@ -77,7 +77,8 @@ class BlockRuns:
         block's prompts."""
         reps = logits.shape[0] // self.n
         clean = self.clean_logits.repeat(reps, 1)
-        return evaluate(metrics, logits, self.answer.repeat(reps), self.wrong.repeat(reps), clean)
+        answer, wrong = (torch.cat([t] * reps) for t in (self.answer, self.wrong))
+        return evaluate(metrics, logits, answer, wrong, clean)
 
     @property
     def nbytes(self) -> int:

@@ -43,6 +43,7 @@ from sweep.plan import (
 )
 from sweep.spec import SweepSpec
 from sweep.tasks import load_examples
+from sweep.tasks.base import answer_text
 from sweep.tasks.tokenize import TokenizedTask, count_tokens, token_strings, tokenize
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,7 @@ class Worker:
             block_bytes=int(self.block_bytes),
             row_bytes=self.forward.row_bytes(self.task.seq_len),
             position_names=self.task.position_names,
+            answer_widths=(_width(self.task.answer), _width(self.task.wrong)),
         )
 
     def execute(self, job: Job) -> Any:
@@ -178,8 +180,8 @@ class Worker:
                 texts={
                     "clean_text": [e.clean for e in examples],
                     "corrupted_text": [e.corrupted for e in examples],
-                    "answer": [e.answer for e in examples],
-                    "wrong": [e.wrong for e in examples],
+                    "answer": [answer_text(e.answer) for e in examples],
+                    "wrong": [answer_text(e.wrong) for e in examples],
                     "source": [e.source for e in examples],
                 },
                 ids={
@@ -206,6 +208,11 @@ class Worker:
         resumed unit would not equal the same unit of an uninterrupted sweep."""
         free = self.memory * (1 - CACHE_SHARE) / 2**20
         return cells_per_forward(free, self.forward.row_bytes(block.seq_len), block.n)
+
+
+def _width(ids: torch.Tensor) -> int:
+    """Tokens per answer set (0: one answer token per prompt)."""
+    return int(ids.shape[1]) if ids.dim() == 2 else 0
 
 
 def check_custom_metrics(model: Any, task: TokenizedTask, names: tuple[str, ...]) -> None:

@@ -123,6 +123,10 @@ def _populate(target: str, plan: Plan, info: TaskInfo, meta: StoreMeta) -> None:
         nodes[name] = _Node((n,), (block,), str, "", ("prompt",))
     for name in PROMPT_IDS:
         nodes[name] = _Node((n,), (block,), "int64", -1, ("prompt",))
+    for name, width in zip(("answer", "wrong"), info.answer_widths, strict=True):
+        if width:  # a set per prompt: its token ids along {name}_set, padded with -1
+            set_dims = ("prompt", f"{name}_set")
+            nodes[f"{name}_id"] = _Node((n, width), (block, width), "int64", -1, set_dims)
     for c in plan.components:
         dims = ["metric", c.lead, *c.dims, "prompt"]
         nodes[c.name] = _nan_array(plan.shape(c), plan.chunks(c), dims)

@@ -10,13 +10,16 @@ from collections.abc import Callable
 from typing import Any
 
 from sweep.spec import TaskSpec
-from sweep.tasks import induction, ioi, prompts
+from sweep.tasks import docstring, greater_than, induction, ioi, prompts, sva
 from sweep.tasks.base import CountTokens, Example
 
 TASKS: dict[str, tuple[type[TaskSpec], Callable[[Any, CountTokens], list[Example]]]] = {
     "prompts": (prompts.PromptsTaskSpec, prompts.examples),
     "ioi": (ioi.IOITaskSpec, ioi.examples),
     "induction": (induction.InductionTaskSpec, induction.examples),
+    "greater_than": (greater_than.GreaterThanTaskSpec, greater_than.examples),
+    "sva": (sva.SVATaskSpec, sva.examples),
+    "docstring": (docstring.DocstringTaskSpec, docstring.examples),
 }
 
 

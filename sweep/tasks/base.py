@@ -1,4 +1,5 @@
-"""What every task kind yields: clean/corrupted prompt pairs with an answer and a wrong token.
+"""What every task kind yields: clean/corrupted prompt pairs with an answer and a wrong token
+(or a set of each: greater-than's years above and at-or-below the start year).
 
 Torch-free: task files are read and checked before any model loads.
 """
@@ -14,6 +15,9 @@ from sweep.errors import TaskError
 
 FIELDS = ("clean", "corrupted", "answer", "wrong")
 
+Answer = str | tuple[str, ...]
+"""One token's text, or a set of them (each one token) that the metric sums or averages."""
+
 CountTokens = Callable[[str], int]
 """How many tokens a text is for the model's tokenizer, without BOS (IOI picks one-token
 names with it, and templates of one length)."""
@@ -23,8 +27,8 @@ names with it, and templates of one length)."""
 class Example:
     clean: str
     corrupted: str
-    answer: str
-    wrong: str
+    answer: Answer
+    wrong: Answer
     source: str
     """Where it came from, for messages (``file.jsonl:3`` or ``ioi #3``)."""
     words: tuple[tuple[str, int], ...] = ()
@@ -42,6 +46,22 @@ class Example:
                 f"{self.source}: answer and wrong are both {self.answer!r}; the metric would "
                 "be 0 for every cell. Give two different tokens"
             )
+        both = [t for t in as_set(self.answer) if t in as_set(self.wrong)]
+        if both:
+            raise TaskError(
+                f"{self.source}: {both[0]!r} is in both the answer and the wrong set; a token "
+                "counts for one side only"
+            )
+
+
+def answer_text(answer: Answer) -> str:
+    """An answer as the store keeps it: its text, or a set as a JSON list."""
+    return answer if isinstance(answer, str) else json.dumps(list(answer))
+
+
+def as_set(answer: Answer) -> tuple[str, ...]:
+    """An answer as a set of token texts (one text: a set of one)."""
+    return (answer,) if isinstance(answer, str) else answer
 
 
 _NOT_TASK = ("source",)

@@ -1,5 +1,6 @@
 """``task=prompts``: a JSON Lines file of ``{"clean", "corrupted", "answer", "wrong"}``,
-each line optionally with ``"positions"`` (named token indices) and ``"template"`` (an id)."""
+each line optionally with ``"positions"`` (named token indices) and ``"template"`` (an id).
+``answer`` and ``wrong`` are one token's text, or a list of them (an answer set)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from sweep.errors import ConfigError, TaskError
 from sweep.spec import TaskSpec, existing_file
-from sweep.tasks.base import FIELDS, CountTokens, Example, digest
+from sweep.tasks.base import FIELDS, Answer, CountTokens, Example, digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,17 +75,34 @@ def read_prompts(path: str) -> list[Example]:
 def _example(obj: Any, where: str) -> Example:
     if not isinstance(obj, dict):
         raise TaskError(f"{where}: expected a JSON object with keys {', '.join(FIELDS)}")
-    missing = [k for k in FIELDS if not isinstance(obj.get(k), str) or not obj.get(k)]
+    missing = [k for k in FIELDS if obj.get(k) in (None, "", [])]
+    missing += [k for k in FIELDS[:2] if k not in missing and not isinstance(obj[k], str)]
     if missing:
         raise TaskError(f"{where}: missing or empty string field(s): {', '.join(missing)}")
+    answer, wrong = (_answer(obj.get(k), k, where) for k in FIELDS[2:])
     template = obj.get("template", -1)
     if isinstance(template, bool) or not isinstance(template, int) or template < -1:
         raise TaskError(f"{where}: template must be a whole number (the template's id), "
                         f"got {template!r}")  # fmt: skip
     return Example(
-        obj["clean"], obj["corrupted"], obj["answer"], obj["wrong"], where,
+        obj["clean"], obj["corrupted"], answer, wrong, where,
         positions=_positions(obj.get("positions", {}), where), template=template,
     )  # fmt: skip
+
+
+def _answer(value: Any, key: str, where: str) -> Answer:
+    """An answer field: one token's text, or a non-empty list of distinct ones."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, list) and value and all(isinstance(t, str) and t for t in value):
+        twice = [t for i, t in enumerate(value) if t in value[:i]]
+        if twice:
+            raise TaskError(f"{where}: {key} lists {twice[0]!r} twice; list each token once")
+        return value[0] if len(value) == 1 else tuple(value)
+    raise TaskError(
+        f"{where}: {key} must be a token's text or a list of them (an answer set), like "
+        f'" Mary" or [" 51", " 52"]; got {value!r}'
+    )
 
 
 def _positions(value: Any, where: str) -> tuple[tuple[str, int], ...]:

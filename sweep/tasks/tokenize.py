@@ -1,6 +1,7 @@
 """Tokenizing a task: what only the model's tokenizer can check.
 
-Equal token counts for clean and corrupted, single-token answers, prompts within the
+Equal token counts for clean and corrupted, single-token answers (each token of an answer
+set), prompts within the
 model's context (tokenized without truncation, so a long prompt is refused, never cut).
 Prompts are tokenized in batches, as TransformerLens' ``to_tokens`` would one by one, and
 kept ragged (no padding to the longest of the whole task): a prompt block pads only to its
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from sweep.errors import TaskError
-from sweep.tasks.base import Example
+from sweep.tasks.base import Example, as_set
 from sweep.tasks.prompts import json_lines
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class TokenizedTask:
     lengths: np.ndarray
     """[prompt] real token count; the metric reads position ``lengths - 1``."""
     answer: torch.Tensor
-    """[prompt] answer token ids."""
+    """[prompt] answer token ids; [prompt, K] for answer sets, padded with -1."""
     wrong: torch.Tensor
 
     @property
@@ -129,8 +130,8 @@ def tokenize(examples: Iterable[Example], model: Any) -> TokenizedTask:
     for batch in _batches(examples, BATCH):
         clean = _ids_batch(model, [ex.clean for ex in batch], bos)
         corrupted = _ids_batch(model, [ex.corrupted for ex in batch], bos)
-        answers = _ids_batch(model, [ex.answer for ex in batch], False)
-        wrongs = _ids_batch(model, [ex.wrong for ex in batch], False)
+        answers = _set_ids(model, [as_set(ex.answer) for ex in batch])
+        wrongs = _set_ids(model, [as_set(ex.wrong) for ex in batch])
         texts = [ex.clean[:at] for ex in batch for _, at in ex.words]
         starts = iter(_ids_batch(model, texts, bos) if texts else [])
         for ex, c, k, a, w in zip(batch, clean, corrupted, answers, wrongs, strict=True):
@@ -141,8 +142,8 @@ def tokenize(examples: Iterable[Example], model: Any) -> TokenizedTask:
             clean_parts.append(c)
             corr_parts.append(k)
             lengths.append(len(c))
-            answer.append(a[0])
-            wrong.append(w[0])
+            answer.append([i for (i,) in a])
+            wrong.append([i for (i,) in w])
     if with_unk:
         # A warning, not a refusal: a prompt may hold a rare character on purpose, and its
         # metric still reads real answer tokens; only the answers must be known tokens.
@@ -159,13 +160,27 @@ def tokenize(examples: Iterable[Example], model: Any) -> TokenizedTask:
         corrupted_ids=np.fromiter((t for r in corr_parts for t in r), np.int32, int(n.sum())),
         offsets=np.cumsum(n) - n,
         lengths=n,
-        answer=torch.tensor(answer, dtype=torch.long),
-        wrong=torch.tensor(wrong, dtype=torch.long),
+        answer=_answer_tensor(answer),
+        wrong=_answer_tensor(wrong),
         pad=_pad_id(model),
         examples=tuple(kept),
         position_names=names,
         named=named.reshape(len(where), len(names)),
     )
+
+
+def _set_ids(model: Any, sets: list[tuple[str, ...]]) -> list[list[list[int]]]:
+    """Each set's texts tokenized (no BOS), in one tokenizer call for the batch."""
+    ids = iter(_ids_batch(model, [t for texts in sets for t in texts], False))
+    return [[next(ids) for _ in texts] for texts in sets]
+
+
+def _answer_tensor(rows: list[list[int]]) -> torch.Tensor:
+    """[prompt] token ids where every answer is one token; else [prompt, K], padded -1."""
+    width = max(len(r) for r in rows)
+    if width == 1:
+        return torch.tensor([r[0] for r in rows], dtype=torch.long)
+    return torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
 def _named(ex: Example, clean: list[int], prefixes: list[list[int]]) -> dict[str, int]:
@@ -190,7 +205,13 @@ def _named(ex: Example, clean: list[int], prefixes: list[list[int]]) -> dict[str
 
 
 def _check(
-    model: Any, ex: Example, c: list[int], k: list[int], a: list[int], w: list[int], n_ctx: int
+    model: Any,
+    ex: Example,
+    c: list[int],
+    k: list[int],
+    a: list[list[int]],
+    w: list[list[int]],
+    n_ctx: int,
 ) -> None:
     if len(c) != len(k):
         raise TaskError(
@@ -202,24 +223,42 @@ def _check(
             f"{ex.source}: prompt is {len(c)} tokens, longer than the model's context "
             f"(n_ctx {n_ctx}); shorten it or remove the line"
         )
-    for what, text, ids in (("answer", ex.answer, a), ("wrong", ex.wrong, w)):
-        if len(ids) != 1:
-            pieces = model.to_str_tokens(text, prepend_bos=False)
-            raise TaskError(
-                f"{ex.source}: {what} {text!r} is {len(ids)} tokens {pieces} for this "
-                "model's tokenizer; it must be exactly one token (mind the leading space)"
-            )
-        unk = model.tokenizer.unk_token
-        if ids[0] == model.tokenizer.unk_token_id and text.strip() != unk:
-            raise TaskError(
-                f"{ex.source}: {what} {text!r} is not in this model's vocabulary (the "
-                f"tokenizer reads it as its unknown token {unk!r}); the metric would compare "
-                "the unknown token's logit: use a word the tokenizer knows"
-            )
-    if a == w:
+    for what, texts, set_ids in (("answer", ex.answer, a), ("wrong", ex.wrong, w)):
+        for text, ids in zip(as_set(texts), set_ids, strict=True):
+            _check_answer(model, ex, what, text, ids)
+    both = sorted({i for (i,) in a} & {i for (i,) in w})
+    if both and isinstance(ex.answer, str) and isinstance(ex.wrong, str):
         raise TaskError(
             f"{ex.source}: answer {ex.answer!r} and wrong {ex.wrong!r} are the same token "
             "for this tokenizer; the metric would be 0 everywhere"
+        )
+    if both:
+        raise TaskError(
+            f"{ex.source}: token {model.tokenizer.decode(both[:1])!r} is in both the answer "
+            "and the wrong set for this tokenizer; a token counts for one side only"
+        )
+    for what, set_ids in (("answer", a), ("wrong", w)):
+        if len({i for (i,) in set_ids}) < len(set_ids):
+            raise TaskError(
+                f"{ex.source}: the {what} set holds one token twice for this tokenizer; "
+                "list each token once"
+            )
+
+
+def _check_answer(model: Any, ex: Example, what: str, text: str, ids: list[int]) -> None:
+    """One answer text: exactly one token, and one the tokenizer knows."""
+    if len(ids) != 1:
+        pieces = model.to_str_tokens(text, prepend_bos=False)
+        raise TaskError(
+            f"{ex.source}: {what} {text!r} is {len(ids)} tokens {pieces} for this "
+            "model's tokenizer; it must be exactly one token (mind the leading space)"
+        )
+    unk = model.tokenizer.unk_token
+    if ids[0] == model.tokenizer.unk_token_id and text.strip() != unk:
+        raise TaskError(
+            f"{ex.source}: {what} {text!r} is not in this model's vocabulary (the "
+            f"tokenizer reads it as its unknown token {unk!r}); the metric would compare "
+            "the unknown token's logit: use a word the tokenizer knows"
         )
 
 
