@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 import zarr
 from zarr.core.chunk_grids import RegularChunkGrid
+from zarr.storage import MemoryStore
 
 from sweep.errors import StoreError
 from sweep.plan import (
@@ -56,11 +57,15 @@ def create(
         lease.acquire()
 
     def populate(target: str) -> None:
-        zarr.open_group(target, path=META, mode="a")  # holds the lease: a group first
-        _populate(target, plan, info, meta)
+        # Local: built in memory and written out once (a zarr call on the disk costs a
+        # trip to zarr's I/O loop each; the files are the same).
+        where: Any = MemoryStore() if local else target
+        zarr.open_group(where, path=META, mode="a")  # holds the lease: a group first
+        _populate(where, plan, info, meta)
+        _finish(where, meta)
         if local:
+            _write_out(where, Path(target))
             Path(target, LEASE).write_bytes(lease.data())
-        _finish(target, meta)
 
     try:
         backend.create(populate, replace)
@@ -109,7 +114,16 @@ def _nan_array(shape: tuple[int, ...], chunks: tuple[int, ...], dims: list[str])
     return _Node(shape, chunks, "float32", np.nan, tuple(dims))
 
 
-def _populate(target: str, plan: Plan, info: TaskInfo, meta: StoreMeta) -> None:
+def _write_out(store: MemoryStore, target: Path) -> None:
+    """A store built in memory, as files under ``target`` (zarr's local layout: a key is
+    a relative path)."""
+    for key, buffer in store._store_dict.items():
+        path = target / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(buffer.to_bytes())
+
+
+def _populate(target: Any, plan: Plan, info: TaskInfo, meta: StoreMeta) -> None:
     coords = _coordinates(plan, info, meta)
     nodes = {str(name): _coordinate(var) for name, var in coords.variables.items()}
     n, block, width = plan.n_prompts, plan.prompt_block, len(plan.axes.coords["pos"])
@@ -220,7 +234,7 @@ def grow(backend: Backend, plan: Plan, config_yaml: str) -> bool:
     return True
 
 
-def _finish(target: str, meta: StoreMeta) -> None:
+def _finish(target: Any, meta: StoreMeta) -> None:
     group = zarr.open_group(target, mode="r+")
     group.attrs[FINGERPRINT] = json.dumps(meta.fingerprint, sort_keys=True)  # last: complete
     consolidate(target)

@@ -220,7 +220,7 @@ def unit_rows(plan: Plan) -> np.ndarray:
     return np.array(rows, dtype=np.int32).reshape(len(plan.units), 5)
 
 
-def consolidate(target: str) -> None:
+def consolidate(target: Any) -> None:
     with warnings.catch_warnings():
         # Consolidated metadata is not in the zarr v3 spec yet; xarray reads it quietly.
         warnings.simplefilter("ignore")
