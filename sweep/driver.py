@@ -238,7 +238,7 @@ def _record_curve(store: ResultStore, plan: Plan) -> None:
     (``sweep.analysis.curve_scores`` computes them from the values any time)."""
     from sweep.results.faithfulness import curve_scores
 
-    ds = open_dataset(store.path, in_memory=True)  # [metric, size, prompt]: small
+    ds = open_dataset(store.path, load=[c.name for c in plan.components])  # small
     scores = {m: curve_scores(ds, m) for m in plan.metrics}
     store.record("curve_scores", {m: s.as_dict() for m, s in scores.items() if s is not None})
 

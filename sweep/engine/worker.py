@@ -59,7 +59,7 @@ class Worker:
         self.spec = spec
         self.metrics = spec.metrics
         self.memory = int(spec.runner.memory_mb * 2**20)
-        self.model = load_model(spec.model) if model is None else model.eval()
+        self.model = load_model(spec.model) if model is None else evaluating(model)
         self.device = self.model.cfg.device
         self.task: TokenizedTask = tokenize(
             load_examples(spec.task, count_tokens(self.model)), self.model
@@ -213,6 +213,17 @@ class Worker:
 def _width(ids: torch.Tensor) -> int:
     """Tokens per answer set (0: one answer token per prompt)."""
     return int(ids.shape[1]) if ids.dim() == 2 else 0
+
+
+def evaluating(model: Any) -> Any:
+    """``model`` in eval mode. ``eval()`` walks every module (a bridge has a thousand and
+    more, a notebook's sweep pays it each run), so a model with none training is left as
+    it is."""
+    inner = getattr(model, "original_model", None)
+    trees = [model, *([inner] if isinstance(inner, torch.nn.Module) else [])]
+    if any(m.training for tree in trees for m in tree.modules()):
+        model.eval()
+    return model
 
 
 def check_custom_metrics(model: Any, task: TokenizedTask, names: tuple[str, ...]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Sequence
 
 import numpy as np
 import xarray as xr
@@ -14,13 +15,18 @@ from sweep.store.backends import backend_for
 from sweep.store.layout import is_store
 
 
-def open_dataset(path: str | os.PathLike[str], *, in_memory: bool = False) -> xr.Dataset:
+def open_dataset(
+    path: str | os.PathLike[str], *, in_memory: bool = False, load: Sequence[str] | None = None
+) -> xr.Dataset:
     """The store at ``path`` (a local path or fsspec URL) as an xarray Dataset of dask
     arrays, one dask chunk per zarr chunk: nothing is read until values are used, and
     reductions (``mean("prompt")``, ``top_cells``) run chunk by chunk, so a store larger
     than memory can be summarised. Cells not yet computed are NaN. ``in_memory``: read
     it all now, as numpy (a small store, without dask's costs); a chunk whose bytes are
-    damaged is then one line, pointing at ``sweep.status --verify``. Researchers open a
+    damaged is then one line, pointing at ``sweep.status --verify``. ``load``: only
+    these data variables, read now as numpy (the others left out; coordinates stay lazy):
+    what a reader of one variable needs, without dask's costs or the others' chunks.
+    Researchers open a
     store with ``sweep.open_results`` (``sweep.results.dataset``), which adds
     ``ds.patchsweep``."""
     backend = backend_for(str(path))
@@ -33,9 +39,11 @@ def open_dataset(path: str | os.PathLike[str], *, in_memory: bool = False) -> xr
         raise StoreDamagedError(f"{path}: the store cannot be opened ({_first_line(e)})") from None
     # Data variables as dask arrays, one dask chunk per zarr chunk; coordinates stay lazily
     # indexed numpy (``ds["clean_token"].sel(prompt=0, pos=3).item()`` reads one chunk).
-    if in_memory:
+    if load is not None:
+        ds = ds[list(load)]
+    if in_memory or load is not None:
         try:
-            ds = ds.load()
+            ds = ds.load() if load is None else ds.assign({n: ds[n].load() for n in load})
         except Exception as e:  # a codec's own error type: zstd, blosc, ...
             raise StoreDamagedError(
                 f"STORE: a chunk of {path} cannot be read ({type(e).__name__}); run python "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from sweep.errors import TaskError
@@ -21,6 +21,15 @@ Answer = str | tuple[str, ...]
 CountTokens = Callable[[str], int]
 """How many tokens a text is for the model's tokenizer, without BOS (IOI picks one-token
 names with it, and templates of one length)."""
+
+
+def counted(count: CountTokens, texts: Sequence[str]) -> CountTokens:
+    """``count`` with ``texts`` counted up front, in one tokenizer call where the counter
+    has ``many`` (``sweep.tasks.tokenize.count_tokens``: one call per text costs more than
+    the text); others are counted as asked."""
+    many = getattr(count, "many", None)
+    known = dict(zip(texts, many(list(texts)) if many else map(count, texts), strict=True))
+    return lambda s: known[s] if s in known else count(s)
 
 
 @dataclass(frozen=True, slots=True)

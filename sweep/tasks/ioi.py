@@ -16,7 +16,7 @@ from typing import Any
 
 from sweep.errors import ConfigError, TaskError
 from sweep.spec import TaskSpec, positive
-from sweep.tasks.base import CountTokens, Example
+from sweep.tasks.base import CountTokens, Example, counted
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,9 @@ def choose_templates(count: CountTokens, names: list[str]) -> tuple[tuple[int, .
         one-token fillers), and a line saying so: every prompt then has one length (the words
     at a position still differ between templates and ABBA/BABA: name positions for those)."""
     place, obj = _one_token(PLACES, count)[0], _one_token(OBJECTS, count)[0]
-    lengths = [count(_fill(t, names[0], names[1], names[1], place, obj)[0]) for t in TEMPLATES]
+    texts = [_fill(t, names[0], names[1], names[1], place, obj)[0] for t in TEMPLATES]
+    count = counted(count, texts)
+    lengths = [count(text) for text in texts]
     common = max(sorted(set(lengths)), key=lengths.count)
     chosen = tuple(i for i, n in enumerate(lengths) if n == common)
     return chosen, (
@@ -313,6 +315,7 @@ def corpus() -> list[str]:
 def examples(spec: IOITaskSpec, count: CountTokens) -> list[Example]:
     """IOI prompts from the names (and places, objects) that are one token for this
     model's tokenizer, with their named positions and template ids."""
+    count = counted(count, [" " + w for w in (*NAMES, *PLACES, *OBJECTS)])
     names = usable_names(count)
     if len(names) < 5:
         raise TaskError(

@@ -102,9 +102,23 @@ def token_ids(model: Any, text: str, bos: bool = False) -> list[int]:
     return _ids_batch(model, [text], bos)[0]
 
 
-def count_tokens(model: Any) -> Any:
-    """How many tokens a text is (no BOS): what a task needs of the tokenizer to choose words."""
-    return lambda s: len(token_ids(model, s))
+@dataclass(frozen=True)
+class TokenCounter:
+    """How many tokens a text is (no BOS): what a task needs of the tokenizer to choose
+    words; ``many`` counts a list of texts in one tokenizer call."""
+
+    model: Any
+
+    def __call__(self, text: str) -> int:
+        return len(token_ids(self.model, text))
+
+    def many(self, texts: list[str]) -> list[int]:
+        return [len(r) for r in _ids_batch(self.model, texts, False)]
+
+
+def count_tokens(model: Any) -> TokenCounter:
+    """The model's ``TokenCounter``."""
+    return TokenCounter(model)
 
 
 def _batches(examples: Iterable[Example], size: int) -> Iterator[list[Example]]:

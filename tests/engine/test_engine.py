@@ -144,3 +144,17 @@ def test_peak_memory_stays_within_budget(tmp_path: Path, engine: str) -> None:
     peaks = {b: in_fresh_process(PEAK, *args, str(b)) for b in (8, 512)}
     assert peaks[8] <= 8, peaks
     assert peaks[512] > 8, peaks
+
+
+def test_a_model_with_a_module_in_training_mode_is_put_in_eval_mode() -> None:
+    """The worker leaves a model in eval mode as it is (issue 34: ``eval()`` walks every
+    module) and puts one with any module training in eval mode, that module too."""
+    from sweep.engine.worker import evaluating
+
+    model = sweep.load_model(["model=native"])
+    model.eval()
+    assert evaluating(model) is model
+    assert not any(m.training for m in model.modules())
+    model.blocks[0].train()
+    evaluating(model)
+    assert not any(m.training for m in model.modules())

@@ -134,3 +134,17 @@ def test_half_made_url_store_is_not_taken_for_a_store(tmp_path, task_file) -> No
         sweep.run(_overrides(task_file, url))
     path = sweep.run([*_overrides(task_file, url), "store.overwrite=true"])
     assert sweep.open_results(path)["resid_pre"].notnull().all()
+
+
+def test_open_dataset_loads_only_the_variables_asked_for(store) -> None:
+    """``load=``: those data variables as numpy, the others left out (issue 34: a circuit
+    store's curve is recorded from its one variable)."""
+    from sweep.store.read import open_dataset
+
+    path, _ = store
+    full = sweep.open_results(path).load()
+    name = next(iter(full.data_vars))
+    ds = open_dataset(path, load=[name])
+    assert list(ds.data_vars) == [name]
+    assert isinstance(ds[name].variable._data, np.ndarray)
+    xr.testing.assert_identical(ds[name].load(), full[name])

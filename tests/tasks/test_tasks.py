@@ -196,3 +196,18 @@ def test_the_induction_task_names_what_to_use_when_letters_are_too_few() -> None
     spec = spec_of([]).task
     with pytest.raises(TaskError, match=r"reads only 2 of the letters .* use task=ioi"):
         induction.examples(spec, lambda s: 1 if s in {" A", " B"} else 2)
+
+
+def test_counting_many_texts_at_once_equals_one_by_one(native) -> None:
+    """IOI counts its words and templates in one tokenizer call (issue 34): the counts
+    and the prompts are those of one call per text."""
+    from sweep.tasks.base import counted
+
+    count = count_tokens(native)
+    texts = [" " + n for n in ioi.NAMES[:40]] + ["Then, a b c", "", " Mary"]
+    assert count.many(texts) == [count(t) for t in texts]
+    cached = counted(count, texts[:5])
+    assert [cached(t) for t in texts] == [count(t) for t in texts]
+    spec = spec_of(["task=ioi", "task.n_prompts=20"]).task
+    one_by_one = load_examples(spec, lambda s: count(s))  # no ``many``: counted one by one
+    assert load_examples(spec, count) == one_by_one

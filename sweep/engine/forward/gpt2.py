@@ -42,8 +42,10 @@ class GPT2Forward(SuffixForward):
         scale = float(getattr(cfg, "attn_scale", -1.0) or -1.0)
         self.scale = 1.0 / (scale if scale > 0 else math.sqrt(self.d_head))
         with torch.no_grad():
+            # Each of these stacks every layer's weights when read: read once, not per layer.
             w = [model.W_Q, model.W_K, model.W_V]  # each [L, H, d, dh]
             b = [model.b_Q, model.b_K, model.b_V]
+            w_o, b_o = model.W_O, model.b_O
             self.layers = [
                 _Layer(
                     ln1=model.blocks[i].ln1,
@@ -51,8 +53,8 @@ class GPT2Forward(SuffixForward):
                     mlp=getattr(model.blocks[i], "mlp", None),
                     w_qkv=torch.cat([x[i].permute(1, 0, 2).flatten(1) for x in w], 1).clone(),
                     b_qkv=torch.cat([x[i].flatten() for x in b]).clone(),
-                    w_o=model.W_O[i].flatten(0, 1).clone(),
-                    b_o=model.b_O[i].clone(),
+                    w_o=w_o[i].flatten(0, 1).clone(),
+                    b_o=b_o[i].clone(),
                 )
                 for i in range(self.n_layers)
             ]
