@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -89,8 +89,7 @@ class _Probes:
             if name in ("resid_pre", "resid_mid"):
                 seen[name] = act
             elif name == "q":
-                copies = seen["resid_pre"][None] + self.qkv[i]  # [copies, T, d]
-                seen.update(zip("qkv", per_copy_qkv(fw, i, copies, self.counts), strict=True))
+                seen.update(zip("qkv", self._qkv(i, seen["resid_pre"]), strict=True))
                 return seen["q"].to(act.dtype)
             elif name in ("k", "v"):
                 return seen[name].to(act.dtype)
@@ -99,6 +98,87 @@ class _Probes:
             return act
 
         return at
+
+    def _qkv(self, i: int, resid: torch.Tensor) -> list[torch.Tensor]:
+        """q, k and v of block ``i``, each head from its own copy of ``resid`` (plus its
+        probe): through ``_CopiesNorm`` where the block's norm is one it writes out."""
+        p = self.fw.projections(i)
+        norm = None if p is None else _plain_norm(p.norm, resid)
+        if p is None or norm is None:
+            return per_copy_qkv(self.fw, i, resid[None] + self.qkv[i], self.counts)
+        normed = _CopiesNorm.apply(resid, self.qkv[i], *norm)
+        return _project(p, normed.split(self.counts), self.counts)
+
+
+def _plain_norm(module: Any, x: torch.Tensor) -> tuple[Any, ...] | None:
+    """(weight, bias, eps, centred) of a TransformerLens norm that computes in float32 or
+    float64 from scratch (``NormalizationBridge._python_norm_forward``: LayerNorm or
+    RMSNorm, weight not offset, nothing folded, no hooks on it), whose autograd
+    ``_CopiesNorm`` writes out; None for any other."""
+    from transformer_lens.model_bridge.generalized_components.normalization import (
+        NormalizationBridge,
+    )
+
+    if type(module) is not NormalizationBridge or x.dtype not in (torch.float32, torch.float64):
+        return None
+    cfg = module.config
+    if module.use_native_layernorm_autograd or getattr(cfg, "layer_norm_folding", False):
+        return None
+    if module.uses_weight_offset or module.weight.dtype != x.dtype:
+        return None
+    hooks = (module.hook_in, module.hook_scale, module.hook_normalized, module.hook_out)
+    if any(h._forward_hooks or h._forward_pre_hooks or h._backward_hooks for h in hooks):
+        return None
+    bias = None if module.uses_rms_norm else getattr(module.original_component, "bias", None)
+    if bias is not None and bias.dtype != x.dtype:
+        return None
+    return module.weight, bias, float(getattr(cfg, "eps", 1e-05)), not module.uses_rms_norm
+
+
+class _CopiesNorm(torch.autograd.Function):
+    """``norm(x + probe[c])`` for every copy c of the residual ``x`` [T, d], the probes
+    [copies, T, d] being zero: the forward normalises ``x`` once; the backward is the
+    norm's per copy, the operations autograd runs through the model's own norm written
+    out in its order (so the gradients equal it to the bit), with what depends on ``x``
+    alone computed once rather than per copy."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, probes: torch.Tensor, weight: torch.Tensor,
+        bias: torch.Tensor | None, eps: float, centred: bool,
+    ) -> torch.Tensor:  # fmt: skip
+        h = x - x.mean(-1, keepdim=True) if centred else x
+        s = (h.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+        out = h / s * weight
+        if bias is not None:
+            out = out + bias
+        ctx.save_for_backward(h, s, weight)
+        ctx.centred = centred
+        return out.expand(len(probes), *out.shape).contiguous()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        h, s, weight = ctx.saved_tensors
+        d = h.shape[-1]
+        g_normed = grad * weight  # MulBackward (by the weight)
+        g_h = g_normed / s  # DivBackward, h / s: its numerator
+        g_s = (-g_normed * ((h / s) / s)).sum(-1, keepdim=True)  # ... its denominator
+        g_var = g_s / (2 * s)  # SqrtBackward
+        g_h = g_h + g_var / d * (2.0 * h)  # MeanBackward, PowBackward (h squared)
+        if ctx.centred:  # SubBackward, MeanBackward: x minus its mean
+            g_h = g_h + (-g_h).sum(-1, keepdim=True) / d
+        return g_h.sum(0), g_h, None, None, None, None
+
+
+def _project(p: Any, inputs: Sequence[torch.Tensor], counts: Sequence[int]) -> list[torch.Tensor]:
+    """q, k and v [T, heads, d_head], head h of each from ``inputs[j][h]`` [heads, T, d]
+    (normed), through its own rows of the projections."""
+    result = []
+    for x, (w, b), count in zip(inputs, p.weights, counts, strict=True):
+        assert len(x) == count
+        y = torch.einsum("htd,hed->the", x, w.to(x.dtype))
+        result.append(y if b is None else y + b.to(y.dtype))
+    return result
 
 
 def per_copy_qkv(
