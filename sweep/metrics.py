@@ -4,8 +4,16 @@ A metric maps last-position logits [batch, vocab], the answer and wrong token id
 and the clean run's last-position logits [batch, vocab] to one value per row. A task with
 answer sets gives the ids as [batch, K], padded with -1: ``prob`` and ``prob_diff`` sum
 over a set, ``logit_diff`` averages over it, ``logit_gap`` takes the wrong set's largest,
-``logprob`` and ``loss`` are the log of the set's total probability. The engine only ever
-computes those logits, never the full [batch, pos, vocab] tensor. A custom metric
+``logprob`` and ``loss`` are the log of the set's total probability.
+
+A multi-token answer is teacher forced: the logits are [batch, T, vocab] at the T
+positions that predict its tokens, and the answer ids [batch, T] right-aligned (padded
+with -1 in front, for answers shorter than the task's longest). ``logprob`` sums the
+log-probability of each token given those before it, ``loss`` is its negative, ``prob``
+the whole continuation's probability, ``kl`` sums over the answer's positions. Metrics
+that compare the answer with the wrong one at one position (``WRONG_AT_ONE_POSITION``)
+take one-token answers. The engine only ever computes the read logits, never the full
+[batch, pos, vocab] tensor. A custom metric
 (``metric.custom=module:function``) is such a function of the user's. Imports no torch at
 load time, so the config checks can read ``METRICS``.
 """
@@ -42,6 +50,12 @@ def _sum_at(values: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
     return _at(values, token) if token.dim() == 1 else _at(values, token).sum(1)
 
 
+def _sequence_logprob(logits: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+    """Sum over a teacher-forced answer's positions of its token's log-probability."""
+    logp = logits.log_softmax(-1).gather(2, answer.clamp(min=0)[..., None])[..., 0]
+    return logp.masked_fill(answer < 0, 0.0).sum(1)
+
+
 def logit_diff(
     logits: torch.Tensor, answer: torch.Tensor, wrong: torch.Tensor, clean: torch.Tensor
 ) -> torch.Tensor:
@@ -63,7 +77,10 @@ def logit_gap(
 def prob(
     logits: torch.Tensor, answer: torch.Tensor, wrong: torch.Tensor, clean: torch.Tensor
 ) -> torch.Tensor:
-    """Probability of the answer token (of any token of the answer set)."""
+    """Probability of the answer token (of any token of the answer set; of the whole
+    multi-token answer)."""
+    if logits.dim() == 3:
+        return _sequence_logprob(logits, answer).exp()
     return _sum_at(logits.softmax(-1), answer)
 
 
@@ -79,7 +96,10 @@ def prob_diff(
 def logprob(
     logits: torch.Tensor, answer: torch.Tensor, wrong: torch.Tensor, clean: torch.Tensor
 ) -> torch.Tensor:
-    """Log-probability of the answer token (of the answer set: log of its total)."""
+    """Log-probability of the answer token (of the answer set: log of its total; of a
+    multi-token answer: the sum over its tokens, each given those before)."""
+    if logits.dim() == 3:
+        return _sequence_logprob(logits, answer)
     logp = logits.log_softmax(-1)
     if answer.dim() == 1:
         return _at(logp, answer)
@@ -89,7 +109,8 @@ def logprob(
 def loss(
     logits: torch.Tensor, answer: torch.Tensor, wrong: torch.Tensor, clean: torch.Tensor
 ) -> torch.Tensor:
-    """Cross-entropy of the answer token (= -logprob)."""
+    """Cross-entropy of the answer (= -logprob; a multi-token answer's summed over its
+    tokens)."""
     return -logprob(logits, answer, wrong, clean)
 
 
@@ -97,9 +118,13 @@ def kl(
     logits: torch.Tensor, answer: torch.Tensor, wrong: torch.Tensor, clean: torch.Tensor
 ) -> torch.Tensor:
     """KL(clean || patched) of the next-token distributions: 0 when the patched run
-    predicts exactly what the clean run does."""
+    predicts exactly what the clean run does (summed over a multi-token answer's
+    positions)."""
     p_log = clean.log_softmax(-1)
-    return (p_log.exp() * (p_log - logits.log_softmax(-1))).sum(-1)
+    per_position = (p_log.exp() * (p_log - logits.log_softmax(-1))).sum(-1)
+    if logits.dim() == 3:
+        return per_position.masked_fill(answer < 0, 0.0).sum(1)
+    return per_position
 
 
 METRICS: dict[str, MetricFn] = {
@@ -111,6 +136,25 @@ METRICS: dict[str, MetricFn] = {
     "loss": loss,
     "kl": kl,
 }
+
+
+WRONG_AT_ONE_POSITION = ("logit_diff", "logit_gap", "prob_diff")
+"""Metrics that compare answer and wrong tokens at one position: one-token answers only."""
+
+
+def check_multi_token(names: tuple[str, ...], continuations: tuple[bool, bool]) -> None:
+    """One line if a metric compares answer and wrong where either is several tokens."""
+    from sweep.errors import ConfigError
+
+    sides = [s for s, many in zip(("answer", "wrong"), continuations, strict=True) if many]
+    clash = [n for n in names if n in WRONG_AT_ONE_POSITION]
+    if sides and clash:
+        raise ConfigError(
+            f"metric.names: {clash[0]} compares the answer and wrong tokens at one position, "
+            f"but this task's {' and '.join(sides)} has several tokens; use logprob, loss, "
+            "prob or kl (teacher forced over the answer's tokens), a custom metric, or "
+            "one-token answers"
+        )
 
 
 CUSTOM: dict[str, MetricFn] = {}

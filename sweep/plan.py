@@ -93,6 +93,9 @@ class TaskInfo:
     answer_widths: tuple[int, int] = (0, 0)
     """Tokens per answer and wrong set (0: one token per prompt, the store's ``answer_id``
     is [prompt]; K: [prompt, K], padded with -1)."""
+    continuations: tuple[bool, bool] = (False, False)
+    """Whether the answer and wrong ids are token sequences (multi-token answers, along
+    ``answer_token``, right-aligned) rather than sets (along ``answer_set``)."""
 
     @property
     def n_prompts(self) -> int:
@@ -269,7 +272,8 @@ PROMPT_TEXTS = ("clean_text", "corrupted_text", "answer", "wrong", "source")
 """The task's own strings per prompt, stored along ``prompt`` (``source``: file:line)."""
 PROMPT_IDS = ("answer_id", "wrong_id", "template")
 """The answer and wrong token ids per prompt, as the metric reads them ([prompt, K] for
-answer sets, padded with -1, along ``answer_set`` and ``wrong_set``), and the id of the
+answer sets, padded with -1, along ``answer_set`` and ``wrong_set``; multi-token answers
+along ``answer_token`` and ``wrong_token``, padded -1 in front), and the id of the
 template the prompt was made from (-1: none)."""
 
 

@@ -439,8 +439,9 @@ class MetricSpec(Spec):
     ``metric`` axis)."""
     custom: tuple[str, ...] = ()
     """Metrics of your own, ``module:function``: ``f(logits, answer, wrong, clean_logits)``
-    of last-position logits [prompt, vocab] and token ids [prompt], one value per prompt
-    (differentiable for AtP and EAP); stored under the function's name after ``names``."""
+    of last-position logits [prompt, vocab] and token ids [prompt] ([prompt, T, vocab] and
+    [prompt, T] for a multi-token answer), one value per prompt (differentiable for AtP and
+    EAP); stored under the function's name after ``names``."""
     sources: dict[str, str] = field(default_factory=dict, metadata=INTERNAL)
     """Each custom metric's source code, hashed: a store resumes only with the same code."""
 

@@ -10,6 +10,7 @@ base run by a hook (a second), and everything after it runs through the hooked m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -51,13 +52,16 @@ def edge_forward(
     r: Node,
     parallel: bool,
     before: list | None = None,
+    every_position: bool = False,
 ) -> torch.Tensor:
     """Logits [batch, vocab] at the last position of the base prompts, with only ``r``
-    reading ``delta`` more. ``before``: hooks every run takes first (an input replaced)."""
+    reading ``delta`` more. ``before``: hooks every run takes first (an input replaced).
+    ``every_position``: [batch, pos, vocab]."""
     before = before or []
+    at = slice(None) if every_position else -1
     last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
     if r.kind == "logits":
-        return model.run_with_hooks(base_tokens, fwd_hooks=[*before, (last, _add(delta))])[:, -1]
+        return model.run_with_hooks(base_tokens, fwd_hooks=[*before, (last, _add(delta))])[:, at]
     if r.kind == "mlp":
         reads = "hook_resid_pre" if parallel else "hook_resid_mid"
         where, value = f"blocks.{r.layer}.{reads}", f"blocks.{r.layer}.hook_mlp_out"
@@ -77,7 +81,7 @@ def edge_forward(
         act[:, :, r.head] = seen["new"][:, :, r.head]
         return act
 
-    return model.run_with_hooks(base_tokens, fwd_hooks=[*before, (value, set_receiver)])[:, -1]
+    return model.run_with_hooks(base_tokens, fwd_hooks=[*before, (value, set_receiver)])[:, at]
 
 
 def _add(delta: torch.Tensor) -> Any:
@@ -94,10 +98,12 @@ def edge_logit_diffs(
     base_run: str,
     parallel: bool = False,
     position: int | None = None,
+    score: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
 ) -> Any:
     """[edge, prompt] logit difference, one unpadded forward per edge and prompt, on a
     tokenized task's prompts. ``position``: the receiver reads the sender's change at that
-    token only (negative: from each prompt's end; NaN where a prompt has no such token)."""
+    token only (negative: from each prompt's end; NaN where a prompt has no such token).
+    ``score``: another metric, of prompt ``p``'s logits [pos, vocab] at every position."""
     out = np.zeros((len(edges), task.n_prompts))
     with torch.no_grad():
         for p in range(task.n_prompts):
@@ -107,7 +113,7 @@ def edge_logit_diffs(
             base, source = (corrupted, clean) if base_run == "corrupted" else (clean, corrupted)
             _, base_cache = model.run_with_cache(base)
             _, source_cache = model.run_with_cache(source)
-            answer, wrong = int(task.answer[p]), int(task.wrong[p])
+            answer, wrong = (int(t[p]) if score is None else -1 for t in (task.answer, task.wrong))
             n = base.shape[1]
             at = None if position is None else position % n if -n <= position < n else -1
             if at == -1:
@@ -123,8 +129,10 @@ def edge_logit_diffs(
                         keep = torch.zeros_like(change[s.name])
                         keep[:, at] = change[s.name][:, at]
                         change[s.name] = keep
-                logits = edge_forward(model, base, change[s.name], r, parallel)[0]
-                out[j, p] = float(logits[answer] - logits[wrong])
+                logits = edge_forward(model, base, change[s.name], r, parallel,
+                                      every_position=score is not None)[0]  # fmt: skip
+                value = logits[answer] - logits[wrong] if score is None else score(logits, p)
+                out[j, p] = float(value)
     return out
 
 
@@ -171,6 +179,7 @@ def eap_logit_diffs(
     base_run: str,
     steps: int = 1,
     ablation: str = "patch",
+    score: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
 ) -> Any:
     """[edge, prompt] EAP(-IG) scores of the logit difference by autograd through the
     hooked reference: d/de of the logit difference when only the receiver reads ``e`` times
@@ -178,7 +187,8 @@ def eap_logit_diffs(
     the way to the source input (k = 0 .. steps - 1); one unpadded forward pair and one
     backward per edge, prompt and step. ``ablation`` ``zero`` or ``mean``: the source is
     the clean run's senders ablated (their mean at each position over the clean prompts),
-    its input the ablated embedding."""
+    its input the ablated embedding. ``score``: another metric, of prompt ``p``'s logits
+    [pos, vocab] at every position."""
     embed = "blocks.0.hook_resid_pre"
     means = position_means(model, task) if ablation != "patch" else None
     out = np.zeros((len(edges), task.n_prompts))
@@ -193,7 +203,7 @@ def eap_logit_diffs(
                 source_cache = ablated_cache(model, base.shape[1], ablation, means)
             change = {s.name: sender_output(model, source, source_cache, s)
                       - sender_output(model, base, base_cache, s) for s, _ in edges}  # fmt: skip
-        answer, wrong = int(task.answer[p]), int(task.wrong[p])
+        answer, wrong = (int(t[p]) if score is None else -1 for t in (task.answer, task.wrong))
         for k in range(steps):
             moved = base_cache[embed] + (k / steps) * (source_cache[embed] - base_cache[embed])
 
@@ -204,8 +214,9 @@ def eap_logit_diffs(
                 e = torch.zeros((), requires_grad=True)
                 with torch.enable_grad():
                     logits = edge_forward(model, base, e * change[s.name], r, False,
-                                          [(embed, start)])[0]  # fmt: skip
-                    (grad,) = torch.autograd.grad(logits[answer] - logits[wrong], e)
+                                          [(embed, start)], score is not None)[0]  # fmt: skip
+                    value = logits[answer] - logits[wrong] if score is None else score(logits, p)
+                    (grad,) = torch.autograd.grad(value, e)
                 out[j, p] += float(grad) / steps
     return out
 

@@ -159,3 +159,13 @@ def pad_tokens(c: Component, act: torch.Tensor, width: int) -> torch.Tensor:
     for i, a in reversed(list(enumerate(c.layout.axes))):
         pads += [0, width - act.shape[1 + i]] if a in c.layout.token_axes else [0, 0]
     return torch.nn.functional.pad(act, pads)
+
+
+def read_positions(last: torch.Tensor, reads: int) -> torch.Tensor:
+    """``last`` [R] itself for one read; else [R, reads] the positions ``last - reads + 1
+    .. last`` (clamped at 0: a prompt shorter than the reads pads its first ones, which
+    the metric masks with answer id -1)."""
+    if reads == 1:
+        return last
+    steps = torch.arange(1 - reads, 1, device=last.device)
+    return (last[:, None] + steps).clamp(min=0)

@@ -70,10 +70,12 @@ def circuit_logits(
     edges: Sequence[tuple[Node, Node]] | CircuitGraph,
     keep: Sequence[bool] | np.ndarray,
     ablated: dict[str, torch.Tensor],
+    reads: int = 1,
 ) -> torch.Tensor:
-    """Last-position logits [prompt, vocab] of the base run started at ``embed`` [prompt,
-    pos, d_model] with the edges whose ``keep`` is false ablated: their receiver reads
-    ``ablated[sender]`` [prompt, pos, d_model] instead of the sender's output.
+    """Last-position logits [prompt, vocab] ([prompt, reads, vocab]) of the base run
+    started at ``embed`` [prompt, pos, d_model] with the edges whose ``keep`` is false
+    ablated: their receiver reads ``ablated[sender]`` [prompt, pos, d_model] instead of
+    the sender's output.
 
     A receiver's replacement is one product of its row of the cut mask (1: the edge into
     it is ablated) with the senders' changes, summed in float32; receivers of a layer whose
@@ -82,7 +84,7 @@ def circuit_logits(
     of copies)."""
     g = edges if isinstance(edges, CircuitGraph) else CircuitGraph.of(fw, edges)
     n, seq, d = embed.shape
-    rows = Rows.make(torch.arange(n, device=last.device), torch.zeros_like(last), last)
+    rows = Rows.make(torch.arange(n, device=last.device), torch.zeros_like(last), last, reads)
     d_head = int(fw.model.cfg.d_head)
     masks = g.masks(keep, fw.n_layers)
     copies = sum(g.counts)
@@ -105,7 +107,7 @@ def circuit_logits(
         return torch.einsum("rs,std->rtd", m, change.index_select(0, index)).to(like.dtype)
 
     write("embed", x)
-    reads = "resid_pre" if fw.PARALLEL else "resid_mid"  # what an MLP reads
+    mlp_reads = "resid_pre" if fw.PARALLEL else "resid_mid"  # what an MLP reads
     for i in range(fw.n_layers):
         seen: dict[str, torch.Tensor] = {}
         distinct, which = np.unique(masks[i, :copies], axis=0, return_inverse=True)
@@ -129,7 +131,7 @@ def circuit_logits(
                 for h in range(act.shape[1]):
                     write(f"a{i}.h{h}", fw.head_write(i, h, act[:, h]))
             elif name == "mlp_out":
-                inputs = seen[reads] + replacement(masks[i, copies:], seen[reads])[0]
+                inputs = seen[mlp_reads] + replacement(masks[i, copies:], seen[mlp_reads])[0]
                 act = fw.mlp(i, inputs).to(act.dtype)
                 write(f"m{i}", act)
             return act

@@ -73,7 +73,7 @@ class _Probes:
             torch.zeros(t, d_model, device=device, dtype=dtype, requires_grad=True)
             for _ in range(fw.n_layers)
         ]
-        self.logits = torch.zeros(len(rows.prompt), d_model, device=device, dtype=dtype,
+        self.logits = torch.zeros(*rows.final.shape, d_model, device=device, dtype=dtype,
                                   requires_grad=True)  # fmt: skip
 
     def leaves(self) -> list[torch.Tensor]:
@@ -266,7 +266,9 @@ def receiver_gradients(
     # outside inference mode are ordinary tensors.
     with torch.inference_mode(False), torch.enable_grad():
         last = block.last.clone()
-        rows = Rows.make(torch.arange(n, device=last.device), torch.zeros_like(last), last)
+        rows = Rows.make(
+            torch.arange(n, device=last.device), torch.zeros_like(last), last, block.reads
+        )
         probes = _Probes(fw, rows, d, embed.dtype)
         x = embed.clone()[rows.tok_prompt, rows.tok_pos]
         for i in range(fw.n_layers):
@@ -317,7 +319,7 @@ def edge_scores(
     grads: Gradients,
     delta: Deltas,
     edges: Sequence[tuple[Node, Node]],
-    last: torch.Tensor,
+    reads: torch.Tensor,
 ) -> torch.Tensor:
     """[metric, edge, prompt, pos] each edge's first-order change of the metric, per
     position of its sender's change (their sum over ``pos``: the edge at every position).
@@ -326,8 +328,9 @@ def edge_scores(
     stacked = delta.stacked.float()  # [prompt, pos, sender, d]
     n, seq = stacked.shape[:2]
     n_metrics = len(grads.logits)
-    out = torch.zeros(n_metrics, len(edges), n, seq, device=last.device)
-    at_last = (torch.arange(seq, device=last.device)[None, :] == last[:, None]).float()
+    out = torch.zeros(n_metrics, len(edges), n, seq, device=reads.device)
+    at = reads if reads.dim() == 2 else reads[:, None]  # [prompt, reads] positions
+    prompts = torch.arange(n, device=reads.device)[:, None].expand_as(at)
     by_receiver: dict[Node, list[int]] = {}
     for j, (_, r) in enumerate(edges):
         by_receiver.setdefault(r, []).append(j)
@@ -344,12 +347,13 @@ def edge_scores(
                 idx = by_receiver[r]
                 cols = [delta.column[edges[j][0].name] for j in idx]
                 out[m, idx] = every[:, :, cols, k].permute(2, 0, 1)
-        for r in by_receiver.keys() - set(inside):  # the logits: the last position only
+        for r in by_receiver.keys() - set(inside):  # the logits: the read positions only
             idx = by_receiver[r]
             cols = [delta.column[edges[j][0].name] for j in idx]
-            g = grads.of(m, r).float()  # [prompt, d]
-            every = torch.einsum("pxsd,pd->spx", stacked[:, :, cols], g)
-            out[m, idx] = every * at_last
+            g = grads.of(m, r).float()  # [prompt, d] or [prompt, reads, d]
+            placed = g.new_zeros(n, seq, g.shape[-1])
+            placed.index_put_((prompts, at), g.reshape(*at.shape, -1), accumulate=True)
+            out[m, idx] = torch.einsum("pxsd,pxd->spx", stacked[:, :, cols], placed)
     return out
 
 

@@ -104,8 +104,8 @@ def edge_rows(
     seq = nonzero.shape[-1]
     first = torch.where(nonzero, torch.arange(seq, device=nonzero.device), seq).amin(-1)
     last = block.last[prompt]
-    start = torch.minimum(first.flatten(), last)  # a sender that changes nothing: last only
-    rows = Rows.make(prompt, start, last)
+    start = torch.minimum(first.flatten(), last)  # a sender that changes nothing: reads only
+    rows = Rows.make(prompt, start, last, block.reads)
     edge = rows.tok_row // n
     return EdgeRows(rows, stacked[edge, rows.tok_prompt, rows.tok_pos],
                     tuple(r for _, r in edges), n)  # fmt: skip
@@ -123,7 +123,8 @@ class EdgeForward:
         fw, rows = self.fw, e.rows
         if layer == fw.n_layers:  # the logits read the final residual, last position only
             final = block.base[f"blocks.{layer - 1}.hook_resid_post"]
-            x = final[rows.prompt, rows.last] + e.delta[rows.final]
+            prompt = rows.prompt if rows.reads == 1 else rows.prompt[:, None]
+            x = final[prompt, rows.read_pos] + e.delta[rows.final]
             return fw.final_logits(x)
         x = block.base[f"blocks.{layer}.hook_resid_pre"][rows.tok_prompt, rows.tok_pos]
         for i in range(layer, fw.n_layers):

@@ -55,7 +55,7 @@ def sender_rows(
     last = block.last[prompt]
     if at is not None:
         start = torch.where(at[prompt] >= 0, at[prompt], last)
-        return Rows.make(prompt, torch.minimum(start, last), last)
+        return Rows.make(prompt, torch.minimum(start, last), last, block.reads)
     change = (block.source[z] - block.base[z]).abs().amax(-1)  # [prompt, pos, head]
     seq = change.shape[1]
     inside = torch.arange(seq, device=change.device)[None, :] <= block.last[:, None]
@@ -63,7 +63,7 @@ def sender_rows(
     first = torch.where(moved, torch.arange(seq, device=change.device)[None, :, None], seq)
     first = first.amin(1)  # [prompt, head]
     head = torch.tensor(list(heads), device=change.device).repeat_interleave(n)
-    return Rows.make(prompt, torch.minimum(first[prompt, head], last), last)
+    return Rows.make(prompt, torch.minimum(first[prompt, head], last), last, block.reads)
 
 
 class PathForward:

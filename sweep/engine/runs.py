@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sweep.engine.cells import read_positions
 from sweep.metrics import evaluate
 from sweep.tasks.tokenize import TokenizedTask
 
@@ -37,13 +38,17 @@ class BlockRuns:
     answer: torch.Tensor
     wrong: torch.Tensor
     clean_logits: torch.Tensor
-    """[prompt, vocab] at each prompt's last position."""
+    """[prompt, vocab] at each prompt's last position ([prompt, reads, vocab] at its read
+    positions, for a multi-token answer)."""
     corrupted_logits: torch.Tensor
     base_run: str
     base: dict[str, torch.Tensor]
     """The base run's activations at the hooks forwards and sources need."""
     source: dict[str, torch.Tensor]
     """The other run's activations at the grid's hooks (patching), else empty."""
+    reads: int = 1
+    """Positions the metric reads, ending at each prompt's last: a multi-token answer's
+    tokens (``TokenizedTask.reads``)."""
     named: torch.Tensor | None = None
     """[prompt, name] each named position's token index (-1: none), on the device."""
     extras: dict[str, Any] = field(default_factory=dict)
@@ -66,6 +71,11 @@ class BlockRuns:
         return self.lengths - 1
 
     @property
+    def read_pos(self) -> torch.Tensor:
+        """[prompt] the last position; [prompt, reads] the read positions."""
+        return read_positions(self.last, self.reads)
+
+    @property
     def base_logits(self) -> torch.Tensor:
         return self.clean_logits if self.base_run == "clean" else self.corrupted_logits
 
@@ -73,11 +83,12 @@ class BlockRuns:
         return self.clean_tokens if run == "clean" else self.corrupted_tokens
 
     def evaluate(self, metrics: tuple[str, ...], logits: torch.Tensor) -> torch.Tensor:
-        """[metric, rows] for last-position logits of ``rows / n`` stacked copies of the
+        """[metric, rows] for the read logits of ``rows / n`` stacked copies of the
         block's prompts."""
         reps = logits.shape[0] // self.n
-        clean = self.clean_logits.repeat(reps, 1)
-        answer, wrong = (torch.cat([t] * reps) for t in (self.answer, self.wrong))
+        clean, answer, wrong = (
+            torch.cat([t] * reps) for t in (self.clean_logits, self.answer, self.wrong)
+        )
         return evaluate(metrics, logits, answer, wrong, clean)
 
     @property
@@ -113,15 +124,20 @@ def run_cached(
     lengths: torch.Tensor,
     names: set[str] | frozenset[str],
     extra: list[tuple[str, Callable[[torch.Tensor, Any], None]]] | None = None,
+    reads: int = 1,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Last-position logits and the activations at ``names`` of one plain forward (names
-    the model does not have, such as the MLP stages of an attention-only model, are left
-    out); ``extra`` hooks read the run too."""
+    """Last-position logits ([prompt, reads, vocab] at the ``reads`` positions ending
+    there) and the activations at ``names`` of one plain forward (names the model does not
+    have, such as the MLP stages of an attention-only model, are left out); ``extra``
+    hooks read the run too."""
     from sweep.models.sae import encode_hooks
 
     wanted = set(names)
     names = wanted & set(model.hook_dict)
     rows = torch.arange(tokens.shape[0], device=tokens.device)
+    at = read_positions(lengths - 1, reads)
+    if reads > 1:
+        rows = rows[:, None]
     cache: dict[str, torch.Tensor] = {}
 
     def keep(name: str) -> Callable[[torch.Tensor, Any], None]:
@@ -131,14 +147,15 @@ def run_cached(
         return hook
 
     def last_only(act: torch.Tensor, hook: Any) -> torch.Tensor:
-        return act[rows, lengths - 1].unsqueeze(1)  # never the [prompt, pos, vocab] logits
+        picked = act[rows, at]  # never the [prompt, pos, vocab] logits
+        return picked.unsqueeze(1) if reads == 1 else picked
 
     hooks = [(n, keep(n)) for n in sorted(names)] + [("unembed.hook_in", last_only)]
     hooks += encode_hooks(model, wanted - names, cache)  # SAE latents (``sweep.engine.latents``)
     hooks += extra or []
     with torch.inference_mode():
         logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
-    return logits[:, 0], cache
+    return (logits[:, 0] if reads == 1 else logits), cache
 
 
 def build_block(
@@ -155,8 +172,9 @@ def build_block(
     lengths = torch.from_numpy(task.lengths[prompts]).to(device)
     other = "corrupted" if base_run == "clean" else "clean"
     hooks = {base_run: base_hooks, other: source_hooks}
-    clean_logits, clean_cache = run_cached(model, clean, lengths, hooks["clean"])
-    corr_logits, corr_cache = run_cached(model, corrupted, lengths, hooks["corrupted"])
+    reads = task.reads
+    clean_logits, clean_cache = run_cached(model, clean, lengths, hooks["clean"], reads=reads)
+    corr_logits, corr_cache = run_cached(model, corrupted, lengths, hooks["corrupted"], reads=reads)
     caches = {"clean": clean_cache, "corrupted": corr_cache}
     return BlockRuns(
         prompts=prompts,
@@ -168,6 +186,7 @@ def build_block(
         clean_logits=clean_logits,
         corrupted_logits=corr_logits,
         base_run=base_run,
+        reads=reads,
         base=caches[base_run],
         source=caches[other],
         named=torch.from_numpy(task.named[prompts]).to(device),

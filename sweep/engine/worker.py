@@ -28,7 +28,7 @@ from sweep.engine.grids import GRIDS
 from sweep.engine.runs import BlockCache, BlockRuns, run_cached
 from sweep.errors import ConfigError
 from sweep.interventions import Context, build
-from sweep.metrics import evaluate, load_custom
+from sweep.metrics import check_multi_token, evaluate, load_custom
 from sweep.models import load_model
 from sweep.models.sae import attached
 from sweep.plan import (
@@ -64,6 +64,7 @@ class Worker:
         self.task: TokenizedTask = tokenize(
             load_examples(spec.task, count_tokens(self.model)), self.model
         )
+        check_multi_token(spec.metrics, self.task.continuations)
         if spec.metric.custom:
             check_custom_metrics(self.model, self.task, load_custom(spec.metric.custom))
         self.shape = model_shape(self.model)
@@ -148,6 +149,7 @@ class Worker:
             row_bytes=self.forward.row_bytes(self.task.seq_len),
             position_names=self.task.position_names,
             answer_widths=(_width(self.task.answer), _width(self.task.wrong)),
+            continuations=self.task.continuations,
         )
 
     def execute(self, job: Job) -> Any:
@@ -234,7 +236,7 @@ def check_custom_metrics(model: Any, task: TokenizedTask, names: tuple[str, ...]
     prompts = np.arange(min(PROBE, task.n_prompts))
     lengths = torch.from_numpy(task.lengths[prompts]).to(model.cfg.device)
     runs = [t.to(model.cfg.device) for t in task.rows(prompts)]
-    clean, corrupted = (run_cached(model, t, lengths, set())[0] for t in runs)
+    clean, corrupted = (run_cached(model, t, lengths, set(), reads=task.reads)[0] for t in runs)
     answer, wrong = (
         t[torch.from_numpy(prompts)].to(clean.device) for t in (task.answer, task.wrong)
     )
@@ -251,10 +253,16 @@ def check_custom_metrics(model: Any, task: TokenizedTask, names: tuple[str, ...]
                     why = "gave NaN or infinite values"
                 else:
                     continue
+            shapes = (
+                "(logits [prompt, vocab], answer [prompt], wrong [prompt], clean_logits "
+                "[prompt, vocab])"
+                if task.reads == 1
+                else f"(logits [prompt, {task.reads}, vocab] at the answer's positions, answer "
+                f"[prompt, {task.reads}] padded -1 at the front, wrong, clean_logits like logits)"
+            )
             raise ConfigError(
                 f"metric.custom: {name} {why} on the {run} run of the first "
-                f"{len(prompts)} prompts; it takes (logits [prompt, vocab], answer [prompt], "
-                "wrong [prompt], clean_logits [prompt, vocab]) and returns [prompt]"
+                f"{len(prompts)} prompts; it takes {shapes} and returns [prompt]"
             )
 
 

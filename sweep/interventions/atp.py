@@ -78,12 +78,14 @@ class AtP(Estimator):
         with torch.inference_mode(False):
             # The cached runs are inference tensors, which autograd may not save: copies
             # made outside inference mode are ordinary tensors.
-            last, answer, wrong = (t.clone() for t in (block.last, block.answer, block.wrong))
+            at, answer, wrong = (t.clone() for t in (block.read_pos, block.answer, block.wrong))
             clean = block.clean_logits.clone()
-            rows = torch.arange(block.n, device=last.device)
+            rows = torch.arange(block.n, device=at.device)
+            if block.reads > 1:
+                rows = rows[:, None]
 
             def metric(logits: torch.Tensor) -> torch.Tensor:
-                return evaluate(metrics, logits[rows, last], answer, wrong, clean)
+                return evaluate(metrics, logits[rows, at], answer, wrong, clean)
 
             tokens = block.tokens(self.base_run).clone()
             return attributions(self.model, tokens, set(self.hooks), block.source, metric)

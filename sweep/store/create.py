@@ -137,9 +137,10 @@ def _populate(target: Any, plan: Plan, info: TaskInfo, meta: StoreMeta) -> None:
         nodes[name] = _Node((n,), (block,), str, "", ("prompt",))
     for name in PROMPT_IDS:
         nodes[name] = _Node((n,), (block,), "int64", -1, ("prompt",))
-    for name, width in zip(("answer", "wrong"), info.answer_widths, strict=True):
-        if width:  # a set per prompt: its token ids along {name}_set, padded with -1
-            set_dims = ("prompt", f"{name}_set")
+    sides = zip(("answer", "wrong"), info.answer_widths, info.continuations, strict=True)
+    for name, width, sequence in sides:
+        if width:  # a set per prompt (or a token sequence): its ids along a dim, padded -1
+            set_dims = ("prompt", f"{name}_{'token' if sequence else 'set'}")
             nodes[f"{name}_id"] = _Node((n, width), (block, width), "int64", -1, set_dims)
     for c in plan.components:
         dims = ["metric", c.lead, *c.dims, "prompt"]

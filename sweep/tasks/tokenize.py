@@ -1,8 +1,10 @@
 """Tokenizing a task: what only the model's tokenizer can check.
 
-Equal token counts for clean and corrupted, single-token answers (each token of an answer
-set), prompts within the
-model's context (tokenized without truncation, so a long prompt is refused, never cut).
+Equal token counts for clean and corrupted, answers the tokenizer knows (each member of an
+answer set one token), prompts within the model's context (tokenized without truncation,
+so a long prompt is refused, never cut). An answer of several tokens is teacher forced:
+its tokens but the last are appended to both prompts, and the metric reads the logits at
+the positions that predict each of its tokens (``TokenizedTask.reads``).
 Prompts are tokenized in batches, as TransformerLens' ``to_tokens`` would one by one, and
 kept ragged (no padding to the longest of the whole task): a prompt block pads only to its
 own longest prompt.
@@ -40,7 +42,8 @@ class TokenizedTask:
     lengths: np.ndarray
     """[prompt] real token count; the metric reads position ``lengths - 1``."""
     answer: torch.Tensor
-    """[prompt] answer token ids; [prompt, K] for answer sets, padded with -1."""
+    """[prompt] answer token ids; [prompt, K] for answer sets, padded with -1; [prompt,
+    reads] for multi-token answers, each right-aligned (padded with -1 in front)."""
     wrong: torch.Tensor
 
     @property
@@ -60,6 +63,12 @@ class TokenizedTask:
     """The task's named positions (IOI's ``S1``, ``IO``...), in the order first given."""
     named: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     """[prompt, name] the token index of each named position in each prompt (-1: none)."""
+    reads: int = 1
+    """Positions the metric reads, ending at each prompt's last: the longest answer's
+    token count (1 unless an answer is several tokens)."""
+    continuations: tuple[bool, bool] = (False, False)
+    """Whether ``answer`` and ``wrong`` hold token sequences (some answer or wrong text is
+    several tokens) rather than one token or a set per prompt."""
 
     def rows(self, prompts: np.ndarray, width: int | None = None) -> tuple[torch.Tensor, ...]:
         """Clean and corrupted ids [prompt, pos] of the given prompts, right-padded to
@@ -153,11 +162,12 @@ def tokenize(examples: Iterable[Example], model: Any) -> TokenizedTask:
             where.append(_named(ex, c, [next(starts) for _ in ex.words]))
             with_unk += unk is not None and (unk in c or unk in k)
             kept.append(ex)
-            clean_parts.append(c)
-            corr_parts.append(k)
-            lengths.append(len(c))
-            answer.append([i for (i,) in a])
-            wrong.append([i for (i,) in w])
+            forced = a[0][:-1] if isinstance(ex.answer, str) else []  # teacher forcing
+            clean_parts.append(c + forced)
+            corr_parts.append(k + forced)
+            lengths.append(len(c) + len(forced))
+            answer.append([i for ids in a for i in ids])
+            wrong.append([i for ids in w for i in ids])
     if with_unk:
         # A warning, not a refusal: a prompt may hold a rare character on purpose, and its
         # metric still reads real answer tokens; only the answers must be known tokens.
@@ -167,6 +177,7 @@ def tokenize(examples: Iterable[Example], model: Any) -> TokenizedTask:
             with_unk, len(lengths), model.tokenizer.unk_token,
         )  # fmt: skip
     n = np.array(lengths, dtype=np.int64)
+    sequences = (_sequences(kept, "answer", answer), _sequences(kept, "wrong", wrong))
     names = tuple(dict.fromkeys(name for w in where for name in w))
     named = np.array([[w.get(name, -1) for name in names] for w in where], dtype=np.int64)
     return TokenizedTask(
@@ -174,13 +185,31 @@ def tokenize(examples: Iterable[Example], model: Any) -> TokenizedTask:
         corrupted_ids=np.fromiter((t for r in corr_parts for t in r), np.int32, int(n.sum())),
         offsets=np.cumsum(n) - n,
         lengths=n,
-        answer=_answer_tensor(answer),
-        wrong=_answer_tensor(wrong),
+        answer=_answer_tensor(answer, sequences[0]),
+        wrong=_answer_tensor(wrong, sequences[1]),
         pad=_pad_id(model),
         examples=tuple(kept),
         position_names=names,
         named=named.reshape(len(where), len(names)),
+        reads=max(len(r) for r in answer) if sequences[0] else 1,
+        continuations=sequences,
     )
+
+
+def _sequences(examples: list[Example], side: str, rows: list[list[int]]) -> bool:
+    """Whether one side's ids are token sequences: some text of it (not a set) is several
+    tokens. Then no prompt may give a set on that side."""
+    texts = [getattr(ex, side) for ex in examples]
+    long = [ex for ex, t, r in zip(examples, texts, rows, strict=True)
+            if isinstance(t, str) and len(r) > 1]  # fmt: skip
+    sets = [ex for ex, t in zip(examples, texts, strict=True) if not isinstance(t, str)]
+    if long and sets:
+        raise TaskError(
+            f"{sets[0].source}: {side} is a set, but {long[0].source} gives a multi-token "
+            f"{side} ({getattr(long[0], side)!r}); a task takes either one-token sets or "
+            "answers of one or more tokens, not both"
+        )
+    return bool(long)
 
 
 def _set_ids(model: Any, sets: list[tuple[str, ...]]) -> list[list[list[int]]]:
@@ -189,11 +218,14 @@ def _set_ids(model: Any, sets: list[tuple[str, ...]]) -> list[list[list[int]]]:
     return [[next(ids) for _ in texts] for texts in sets]
 
 
-def _answer_tensor(rows: list[list[int]]) -> torch.Tensor:
-    """[prompt] token ids where every answer is one token; else [prompt, K], padded -1."""
+def _answer_tensor(rows: list[list[int]], sequence: bool = False) -> torch.Tensor:
+    """[prompt] token ids where every answer is one token; else [prompt, K], padded -1
+    after a set, or before a token sequence (right-aligned, as its read positions are)."""
     width = max(len(r) for r in rows)
     if width == 1:
         return torch.tensor([r[0] for r in rows], dtype=torch.long)
+    if sequence:
+        return torch.tensor([[-1] * (width - len(r)) + r for r in rows], dtype=torch.long)
     return torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
@@ -232,14 +264,23 @@ def _check(
             f"{ex.source}: clean prompt is {len(c)} tokens but corrupted is {len(k)}; "
             "they must have the same number of tokens so positions line up"
         )
-    if len(c) > n_ctx:
+    forced = len(a[0]) - 1 if isinstance(ex.answer, str) else 0
+    if len(c) + forced > n_ctx:
+        with_answer = f" with the answer's first {forced} tokens" if forced else ""
         raise TaskError(
-            f"{ex.source}: prompt is {len(c)} tokens, longer than the model's context "
-            f"(n_ctx {n_ctx}); shorten it or remove the line"
+            f"{ex.source}: prompt is {len(c) + forced} tokens{with_answer}, longer than the "
+            f"model's context (n_ctx {n_ctx}); shorten it or remove the line"
         )
     for what, texts, set_ids in (("answer", ex.answer, a), ("wrong", ex.wrong, w)):
         for text, ids in zip(as_set(texts), set_ids, strict=True):
-            _check_answer(model, ex, what, text, ids)
+            _check_answer(model, ex, what, text, ids, isinstance(texts, str))
+    if isinstance(ex.answer, str) and isinstance(ex.wrong, str) and a[0] == w[0]:
+        raise TaskError(
+            f"{ex.source}: answer {ex.answer!r} and wrong {ex.wrong!r} are the same tokens "
+            "for this tokenizer; the metric would be 0 everywhere"
+        )
+    if len(a[0]) > 1 or len(w[0]) > 1:  # a token sequence: the checks below are of sets
+        return
     both = sorted({i for (i,) in a} & {i for (i,) in w})
     if both and isinstance(ex.answer, str) and isinstance(ex.wrong, str):
         raise TaskError(
@@ -259,16 +300,23 @@ def _check(
             )
 
 
-def _check_answer(model: Any, ex: Example, what: str, text: str, ids: list[int]) -> None:
-    """One answer text: exactly one token, and one the tokenizer knows."""
-    if len(ids) != 1:
+def _check_answer(
+    model: Any, ex: Example, what: str, text: str, ids: list[int], alone: bool
+) -> None:
+    """One answer text: one token in a set (``alone`` false), at least one token alone
+    (several are teacher forced), and tokens the tokenizer knows."""
+    if not ids:
+        raise TaskError(f"{ex.source}: {what} {text!r} is no token for this model's tokenizer; "
+                        "give the text it should predict")  # fmt: skip
+    if len(ids) != 1 and not alone:
         pieces = model.to_str_tokens(text, prepend_bos=False)
         raise TaskError(
-            f"{ex.source}: {what} {text!r} is {len(ids)} tokens {pieces} for this "
-            "model's tokenizer; it must be exactly one token (mind the leading space)"
+            f"{ex.source}: {what} set member {text!r} is {len(ids)} tokens {pieces} for this "
+            "model's tokenizer; each member of a set must be one token (mind the leading "
+            "space); a multi-token answer is given alone, as one string"
         )
     unk = model.tokenizer.unk_token
-    if ids[0] == model.tokenizer.unk_token_id and text.strip() != unk:
+    if model.tokenizer.unk_token_id in ids and text.strip() != unk:
         raise TaskError(
             f"{ex.source}: {what} {text!r} is not in this model's vocabulary (the "
             f"tokenizer reads it as its unknown token {unk!r}); the metric would compare "

@@ -167,7 +167,7 @@ def test_atp_over_sets_follows_the_set_metrics_gradient(
         ([" Mary", 3], " John", "answer must be a token's text or a list of them"),
         ([" Mary", " Mary"], " John", "answer lists ' Mary' twice"),
         ([" Mary", " Amy"], [" John", " Amy"], "' Amy' is in both the answer and the wrong set"),
-        ([" Mary", " Maryland"], " John", "answer ' Maryland' is 3 tokens"),
+        ([" Mary", " Maryland"], " John", "answer set member ' Maryland' is 3 tokens"),
     ],
 )
 def test_a_bad_answer_set_is_one_line(tmp_path: Path, answer, wrong, says: str) -> None:

@@ -13,7 +13,7 @@ import torch
 
 from sweep.components import Component
 from sweep.engine import latents
-from sweep.engine.cells import Batch, hook_patch
+from sweep.engine.cells import Batch, hook_patch, read_positions
 from sweep.engine.forward.base import Forward, activation_row_bytes
 from sweep.models.sae import attached
 
@@ -36,17 +36,21 @@ class HookedForward(Forward):
         self, c: Component, layer: int, batch: Batch, src: torch.Tensor, block: BlockRuns
     ) -> torch.Tensor:
         x = block.base[f"blocks.{layer}.hook_resid_pre"][batch.prompt]
-        last = block.last[batch.prompt]
-        rows = torch.arange(len(last), device=last.device)
+        at = read_positions(block.last[batch.prompt], block.reads)
+        rows = torch.arange(len(at), device=at.device)
+        if block.reads > 1:
+            rows = rows[:, None]
 
         def keep_last(act: torch.Tensor, hook: Any) -> torch.Tensor:
-            return act[rows, last].unsqueeze(1)
+            picked = act[rows, at]  # [rows, d_model] or [rows, reads, d_model]
+            return picked.unsqueeze(1) if block.reads == 1 else picked
 
         hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = [
             (c.model_hook(layer), self.patch(c, layer, src, batch, block)),
             (UNEMBED_IN, keep_last),
         ]
-        return self.model.run_with_hooks(x, start_at_layer=layer, fwd_hooks=hooks)[:, 0]
+        logits = self.model.run_with_hooks(x, start_at_layer=layer, fwd_hooks=hooks)
+        return logits[:, 0] if block.reads == 1 else logits
 
     def patch(
         self, c: Component, layer: int, src: torch.Tensor, batch: Batch, block: BlockRuns

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from sweep.components import COMPONENTS, Component
 from sweep.engine import latents
-from sweep.engine.cells import Batch, packed_patch
+from sweep.engine.cells import Batch, packed_patch, read_positions
 from sweep.engine.forward.base import Forward, activation_row_bytes
 from sweep.models.sae import attached
 
@@ -72,23 +72,39 @@ class Rows:
     """[T] row of each packed token."""
     tok_pos: torch.Tensor
     """[T] position of each packed token."""
+    reads: int = 1
+    """Positions whose logits the metric reads, ending at ``last``: more than one for a
+    multi-token answer, whose tokens but the last are fed in (teacher forcing)."""
 
     @classmethod
-    def make(cls, prompt: torch.Tensor, start: torch.Tensor, last: torch.Tensor) -> Rows:
+    def make(
+        cls, prompt: torch.Tensor, start: torch.Tensor, last: torch.Tensor, reads: int = 1
+    ) -> Rows:
+        """Rows recomputing ``start..last``, or from the first read position where that
+        comes first (positions before a patch recompute to their cached values)."""
+        if reads > 1:
+            start = torch.minimum(start, last - reads + 1).clamp(min=0)
         n = last - start + 1
         offset = torch.cumsum(n, 0) - n
         tok_row = torch.repeat_interleave(torch.arange(len(n), device=n.device), n)
         tok_pos = start[tok_row] + torch.arange(len(tok_row), device=n.device) - offset[tok_row]
-        return cls(prompt, start, last, offset, tok_row, tok_pos)
+        return cls(prompt, start, last, offset, tok_row, tok_pos, reads)
 
     @property
     def tok_prompt(self) -> torch.Tensor:
         return self.prompt[self.tok_row]
 
     @property
+    def read_pos(self) -> torch.Tensor:
+        """[R] each row's last position; [R, reads] the positions the metric reads."""
+        return read_positions(self.last, self.reads)
+
+    @property
     def final(self) -> torch.Tensor:
-        """[R] packed index of each row's last position."""
-        return self.offset + self.last - self.start
+        """Packed index of each row's read positions ([R], or [R, reads])."""
+        start = self.start if self.reads == 1 else self.start[:, None]
+        offset = self.offset if self.reads == 1 else self.offset[:, None]
+        return offset + self.read_pos - start
 
 
 @dataclass(frozen=True)
@@ -174,7 +190,7 @@ class SuffixForward(Forward):
             start = torch.where(batch.valid, batch.index["pos"], last)
         else:
             start = torch.zeros_like(last)
-        rows = Rows.make(batch.prompt, start, last)
+        rows = Rows.make(batch.prompt, start, last, block.reads)
         if c.latents:  # through the SAE's decoder, from the block's own latents
             sae = attached(self.model)[c.model_hook(layer)]
             base = block.base[c.hook_name(layer)]
@@ -187,7 +203,8 @@ class SuffixForward(Forward):
         self, layer: int, rows: Rows, block: BlockRuns, stage: str | None = None,
         patch: Patch | None = None, trace: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:  # fmt: skip
-        """Logits [R, vocab] at each row's last position; ``patch`` rewrites the activation
+        """Logits [R, vocab] at each row's last position ([R, reads, vocab] at its read
+        positions); ``patch`` rewrites the activation
         at ``stage`` of ``layer``; ``trace`` records every stage of ``layer``."""
         x = block.base[f"blocks.{layer}.hook_resid_pre"][rows.tok_prompt, rows.tok_pos]
         for i in range(layer, self.n_layers):
@@ -206,7 +223,8 @@ class SuffixForward(Forward):
         return self.final_logits(x[rows.final])
 
     def final_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits [R, vocab] of each row's last residual [R, d_model]."""
+        """Logits [R, vocab] of each row's last residual [R, d_model] (or [R, reads, vocab]
+        of [R, reads, d_model])."""
         return self.unembed(self.ln_final(x.unsqueeze(0)))[0]
 
     @torch.inference_mode()
@@ -214,7 +232,10 @@ class SuffixForward(Forward):
         """Run the unpatched base from ``layer`` and compare every stage of that layer, in
         block order, and the logits with the model's own hooks and logits."""
         rows = Rows.make(
-            torch.arange(block.n, device=block.last.device), 0 * block.last, block.last
+            torch.arange(block.n, device=block.last.device),
+            0 * block.last,
+            block.last,
+            block.reads,
         )
         trace: dict[str, torch.Tensor] = {}
         got = {"logits": self.run(layer, rows, block, trace=trace)}

@@ -79,7 +79,9 @@ class CircuitGrid(Grid):
                 per_sample = [
                     block.evaluate(
                         self.w.metrics,
-                        circuit_logits(self.fw, embed, block.last, graph, keep, ablated),
+                        circuit_logits(
+                            self.fw, embed, block.last, graph, keep, ablated, block.reads
+                        ),
                     )  # fmt: skip
                     for ablated in block.extras["ablated"]
                 ]

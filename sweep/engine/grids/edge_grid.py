@@ -132,7 +132,7 @@ class EdgeGrid(Grid):
     ) -> list[torch.Tensor]:
         """EAP: per position mask, [metric, edge, prompt] the base run's metric plus each
         edge's first-order change (over the mask's positions; NaN where it is empty)."""
-        scores = edge_scores(block.extras["eap"], delta, pairs, block.last)  # [m, e, p, pos]
+        scores = edge_scores(block.extras["eap"], delta, pairs, block.read_pos)  # [m, e, p, pos]
         base = block.evaluate(self.w.metrics, block.base_logits).float()[:, None, :]
         out = []
         for mask in masks:
