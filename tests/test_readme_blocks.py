@@ -94,55 +94,6 @@ def substitute(text: str, table: dict[str, str]) -> str:
     return text
 
 
-def writes(words: list[str]) -> set[str]:
-    """The stores and files a command names (a circuit store as the scores store it comes
-    from): two commands that share none can run side by side."""
-    out = set()
-    for word in words:
-        path = word.rpartition("=")[2].strip("'\"")
-        if path.endswith((".zarr", ".json", ".txt")):
-            out.add(path.replace(".circuit.zarr", ".zarr"))
-    return out
-
-
-class Commands:
-    """Bash blocks' commands, two at a time where they name different stores (the machine
-    has two cores and each command is mostly start-up); one alone where it names none (the
-    default store, a multirun) or starts Ray; in order wherever they share a store."""
-
-    def __init__(self, cwd: Path) -> None:
-        self.cwd = cwd
-        self.running: list[tuple[str, list[str], set[str], subprocess.Popen[str]]] = []
-
-    def start(self, page: str, words: list[str]) -> None:
-        keys = writes(words)
-        alone = not keys or any(w.startswith("runner=ray") for w in words)
-        for item in [r for r in self.running if alone or r[2] & keys]:
-            self._finish(item)
-        while len(self.running) > 1:
-            self._finish(self.running[0])
-        process = subprocess.Popen([sys.executable, *words[1:]], cwd=self.cwd, text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-        self.running.append((page, words, keys, process))
-        if alone:
-            self.wait()
-
-    def wait(self) -> None:
-        """Every command started so far has finished, and well."""
-        while self.running:
-            self._finish(self.running[0])
-
-    def _finish(self, item: tuple[str, list[str], set[str], subprocess.Popen[str]]) -> None:
-        page, words, _, process = item
-        self.running.remove(item)
-        try:
-            _, err = process.communicate(timeout=600)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise AssertionError(f"{page}: {shlex.join(words)} ran past 600 s") from None
-        assert process.returncode == 0, f"{page}: {shlex.join(words)}\n{err[-3000:]}"
-
-
 @pytest.mark.slow
 def test_every_readme_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cwd = tmp_path / "reader"
@@ -151,30 +102,16 @@ def test_every_readme_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.chdir(cwd)
     namespace: dict[str, object] = {}
     ran = {"bash": 0, "python": 0}
-    running = Commands(cwd)
     for k, (page, language, text) in enumerate(blocks()):
         text = substitute(text, table)
         if language == "python":
-            running.wait()  # a python block reads what the commands before it wrote
             exec(compile(text, f"{page} python block {k}", "exec"), namespace)  # noqa: S102
             ran["python"] += 1
         elif language == "bash":
             for words in commands(text):
                 assert words[0] == "python", f"README runs {words[0]!r}: add it to MAKE or NOT_HERE"
-                running.start(page, words)
+                done = subprocess.run([sys.executable, *words[1:]], cwd=cwd, capture_output=True,
+                                      text=True, timeout=600)  # fmt: skip
+                assert done.returncode == 0, f"{page}: {shlex.join(words)}\n{done.stderr[-3000:]}"
                 ran["bash"] += 1
-    running.wait()
     assert ran["python"] >= 7 and ran["bash"] >= 25, ran
-
-
-def test_commands_that_share_a_store_run_in_order() -> None:
-    """What decides which commands may run side by side."""
-    eap = shlex.split("python -m sweep grid=edges intervention=eap store.path=eapig.zarr")
-    circuit = shlex.split("python -m sweep.circuit eapig.zarr --sizes 5")
-    plot = shlex.split("python -m sweep.plot exact.circuit.zarr eapig.circuit.zarr")
-    assert writes(eap) == writes(circuit) == {"eapig.zarr"}
-    assert writes(plot) == {"exact.zarr", "eapig.zarr"}
-    assert writes(shlex.split("python -m sweep 'store.path='\"'\"'my runs/é.zarr'\"'\"''")) == {
-        "my runs/é.zarr"
-    }
-    assert writes(shlex.split("python -m sweep -m task.n_prompts=8,16")) == set()
