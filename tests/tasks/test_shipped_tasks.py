@@ -44,6 +44,12 @@ def _task(model, kind: str, n: int = 12):  # type: ignore[no-untyped-def]
     return examples, tokenize(examples, model)
 
 
+def _rows(task, i: int) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    """Prompt ``i``'s clean and corrupted token ids, unpadded."""
+    at = slice(task.offsets[i], task.offsets[i] + task.lengths[i])
+    return task.clean_ids[at], task.corrupted_ids[at]
+
+
 def test_greater_than_prompts_sets_and_positions(checkpoint: Path) -> None:
     model = _model(checkpoint)
     examples, task = _task(model, "greater_than")
@@ -57,7 +63,7 @@ def test_greater_than_prompts_sets_and_positions(checkpoint: Path) -> None:
         assert e.corrupted == e.clean.replace(f"{m.group(2)}{m.group(3)} ", f"{m.group(2)}01 ")
         assert e.answer == tuple(f"{k:02d}" for k in range(start + 1, 100))
         assert e.wrong == tuple(f"{k:02d}" for k in range(start + 1))
-        row = task.clean_ids[task.offsets[i] : task.offsets[i] + task.lengths[i]].tolist()
+        row, corrupted = (r.tolist() for r in _rows(task, i))
         at = dict(zip(names, task.named[i].tolist(), strict=True))
         assert token(row[at["NOUN"]]) == "Ġ" + m.group(1)
         assert token(row[at["XX1"]]) == "Ġ" + m.group(2)
@@ -65,8 +71,7 @@ def test_greater_than_prompts_sets_and_positions(checkpoint: Path) -> None:
         assert at["END"] == len(row) - 1 and token(row[-1]) == "Ġ" + m.group(2)
         answers = task.answer[i][task.answer[i] >= 0].tolist()
         assert token(answers) == list(e.answer)
-        corrupted = task.corrupted_ids[task.offsets[i] : task.offsets[i] + task.lengths[i]]
-        differs = np.flatnonzero(np.asarray(row) != corrupted)
+        differs = np.flatnonzero(np.asarray(row) != np.asarray(corrupted))
         assert differs.tolist() == [at["YY"]]
     assert task.answer.shape[1] == max(len(e.answer) for e in examples)
 
@@ -81,8 +86,7 @@ def test_sva_prompts_alternate_numbers_and_differ_only_at_the_subject(checkpoint
         assert (e.answer, e.wrong) == ((sva.SINGULAR, sva.PLURAL) if singular
                                        else (sva.PLURAL, sva.SINGULAR))  # fmt: skip
         at = dict(zip(names, task.named[i].tolist(), strict=True))
-        row = task.clean_ids[task.offsets[i] : task.offsets[i] + task.lengths[i]]
-        corrupted = task.corrupted_ids[task.offsets[i] : task.offsets[i] + task.lengths[i]]
+        row, corrupted = _rows(task, i)
         assert np.flatnonzero(row != corrupted).tolist() == [at["SUBJ"]]
         subject = token(int(row[at["SUBJ"]]))[1:]
         numbers = dict(sva.NOUNS) if singular else {p: s for s, p in sva.NOUNS}
@@ -106,8 +110,7 @@ def test_docstring_prompts_name_the_next_parameter(checkpoint: Path) -> None:
         assert not set(replaced) & set(params) and len(replaced) == 3
         assert e.corrupted.split('"""')[0] == e.clean.split('"""')[0]
         at = dict(zip(names, task.named[i].tolist(), strict=True))
-        row = task.clean_ids[task.offsets[i] : task.offsets[i] + task.lengths[i]]
-        corrupted = task.corrupted_ids[task.offsets[i] : task.offsets[i] + task.lengths[i]]
+        row, corrupted = _rows(task, i)
         doc = [at[n] for n in ("A_doc", "B_doc", "C_doc")]
         assert np.flatnonzero(row != corrupted).tolist() == doc
         for k, name in enumerate(("A", "B", "C")):
