@@ -229,12 +229,6 @@ class Sae:
         per_token = 4 * self.cfg.d_sae * self.w["W_dec"].element_size()
         self.chunk = max(1, int(nbytes // per_token))
 
-    def column(self, ids: Any) -> Any:
-        """Where latents ``ids`` are in the kept columns (each must be kept)."""
-        import torch
-
-        return ids if self.columns is None else torch.searchsorted(self.columns, ids)
-
     def ids(self, columns: Any) -> Any:
         """The latent ids of kept columns."""
         return columns if self.columns is None else self.columns[columns]
