@@ -511,6 +511,22 @@ class TaskSpec(Spec):
 
 
 @dataclass(frozen=True, slots=True)
+class GeneratedTaskSpec(TaskSpec):
+    """A task generated offline (IOI, induction, greater-than...): ``n_prompts`` prompts
+    drawn with ``seed``, carrying the kind's ``NAMED`` positions."""
+
+    NAMED: ClassVar[tuple[str, ...]] = ()
+    n_prompts: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive("task.n_prompts", self.n_prompts)
+
+    def position_names(self) -> tuple[str, ...]:
+        return self.NAMED
+
+
+@dataclass(frozen=True, slots=True)
 class InterventionSpec(Spec):
     """Base of the intervention kinds (``sweep.interventions``)."""
 

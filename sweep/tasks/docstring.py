@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 
 from sweep.errors import TaskError
-from sweep.spec import TaskSpec, positive
+from sweep.spec import GeneratedTaskSpec
 from sweep.tasks.base import CountTokens, Example
 
 NAMES = (
@@ -38,21 +38,14 @@ NAMED = ("A_def", "B_def", "C_def", "A_doc", "B_doc", "C_doc", "END")
 
 
 @dataclass(frozen=True, slots=True)
-class DocstringTaskSpec(TaskSpec):
+class DocstringTaskSpec(GeneratedTaskSpec):
     """A generated task: ``n_prompts`` prompts drawn with ``seed``; score it with
     ``metric.names=[logit_gap]``, the paper's metric."""
 
     KIND = "docstring"
+    NAMED = NAMED
 
     kind: str = "docstring"
-    n_prompts: int = 16
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        positive("task.n_prompts", self.n_prompts)
-
-    def position_names(self) -> tuple[str, ...]:
-        return NAMED
 
 
 def prompt(function: str, params: list[str], docs: list[str], words: list[str]) -> str:

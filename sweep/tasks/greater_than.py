@@ -15,8 +15,8 @@ import random
 from dataclasses import dataclass
 
 from sweep.errors import TaskError
-from sweep.spec import TaskSpec, positive
-from sweep.tasks.base import CountTokens, Example
+from sweep.spec import GeneratedTaskSpec
+from sweep.tasks.base import CountTokens, Example, counted
 
 NOUNS = (
     "war", "expedition", "siege", "voyage", "reign", "campaign", "dynasty", "plague",
@@ -35,21 +35,14 @@ NAMED = ("NOUN", "XX1", "YY", "END")
 
 
 @dataclass(frozen=True, slots=True)
-class GreaterThanTaskSpec(TaskSpec):
+class GreaterThanTaskSpec(GeneratedTaskSpec):
     """A generated task: ``n_prompts`` prompts drawn with ``seed``; score it with
     ``metric.names=[prob_diff]``, the paper's metric."""
 
     KIND = "greater_than"
+    NAMED = NAMED
 
     kind: str = "greater_than"
-    n_prompts: int = 16
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        positive("task.n_prompts", self.n_prompts)
-
-    def position_names(self) -> tuple[str, ...]:
-        return NAMED
 
 
 def endings(count: CountTokens) -> bool:
@@ -103,6 +96,10 @@ def corpus() -> list[str]:
 
 def examples(spec: GreaterThanTaskSpec, count: CountTokens) -> list[Example]:
     """Prompts of the nouns and years this tokenizer reads as the paper's do."""
+    texts = [f"{k:02d}" for k in range(100)] + [f" {x}" for x in NOUNS]
+    texts += [f" {c}" for c in CENTURIES]
+    texts += [f" {c}{y:02d}" for c in CENTURIES for y in (BASELINE, *STARTS)]
+    count = counted(count, texts)  # one tokenizer call for the ~700 years, not one each
     usable = {c: ys for c in CENTURIES if BASELINE in (ys := years(count, c)) and len(ys) > 1}
     nouns = [x for x in NOUNS if count(f" {x}") == 1]
     if not endings(count) or not usable or not nouns:

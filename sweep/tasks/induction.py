@@ -13,7 +13,7 @@ import string
 from dataclasses import dataclass
 
 from sweep.errors import TaskError
-from sweep.spec import TaskSpec, positive
+from sweep.spec import GeneratedTaskSpec
 from sweep.tasks.base import CountTokens, Example
 
 LETTERS = list(string.ascii_uppercase)
@@ -24,17 +24,12 @@ REPEAT = 5
 
 
 @dataclass(frozen=True, slots=True)
-class InductionTaskSpec(TaskSpec):
+class InductionTaskSpec(GeneratedTaskSpec):
     """A generated task: ``n_prompts`` prompts drawn with ``seed``."""
 
     KIND = "induction"
 
     kind: str = "induction"
-    n_prompts: int = 16
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        positive("task.n_prompts", self.n_prompts)
 
 
 def text(letters: list[str]) -> str:

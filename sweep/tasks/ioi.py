@@ -15,31 +15,32 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweep.errors import ConfigError, TaskError
-from sweep.spec import TaskSpec, positive
+from sweep.spec import GeneratedTaskSpec
 from sweep.tasks.base import CountTokens, Example, counted
 
 log = logging.getLogger(__name__)
 
 
+NAMED = ("S1", "S1+1", "IO", "S2", "END")
+"""The positions the IOI paper analyses: the subject's first mention and the token after
+it, the indirect object, the subject's second mention, and the last token."""
+
+
 @dataclass(frozen=True, slots=True)
-class IOITaskSpec(TaskSpec):
+class IOITaskSpec(GeneratedTaskSpec):
     """A generated task: ``n_prompts`` prompts drawn with ``seed`` from ``templates``."""
 
     KIND = "ioi"
+    NAMED = NAMED
 
     kind: str = "ioi"
-    n_prompts: int = 16
-    seed: int = 0
     templates: Any = None
     """Template ids (0-14 BABA, 15-29 the same sentences in ABBA order), ``all``, or null:
     the templates of the one token length most of them share for the model's tokenizer."""
 
     def __post_init__(self) -> None:
-        positive("task.n_prompts", self.n_prompts)
+        GeneratedTaskSpec.__post_init__(self)  # slots: no zero-argument super()
         object.__setattr__(self, "templates", _templates_key(self.templates))
-
-    def position_names(self) -> tuple[str, ...]:
-        return NAMED
 
 
 def _templates_key(value: Any) -> tuple[int, ...] | str | None:
@@ -208,10 +209,6 @@ class IOIExample:
 
 
 PLACEHOLDER = re.compile(r"\[(A|B|PLACE|OBJECT)\]")
-
-NAMED = ("S1", "S1+1", "IO", "S2", "END")
-"""The positions the IOI paper analyses: the subject's first mention and the token after
-it, the indirect object, the subject's second mention, and the last token."""
 
 
 def _fill(

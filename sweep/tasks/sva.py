@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 
 from sweep.errors import TaskError
-from sweep.spec import TaskSpec, positive
+from sweep.spec import GeneratedTaskSpec
 from sweep.tasks.base import CountTokens, Example
 
 NOUNS = (
@@ -34,21 +34,14 @@ NAMED = ("SUBJ", "DISTRACTOR", "END")
 
 
 @dataclass(frozen=True, slots=True)
-class SVATaskSpec(TaskSpec):
+class SVATaskSpec(GeneratedTaskSpec):
     """A generated task: ``n_prompts`` prompts drawn with ``seed``; half have a singular
     subject (answer: singular verbs), half a plural one."""
 
     KIND = "sva"
+    NAMED = NAMED
 
     kind: str = "sva"
-    n_prompts: int = 16
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        positive("task.n_prompts", self.n_prompts)
-
-    def position_names(self) -> tuple[str, ...]:
-        return NAMED
 
 
 def make_sva(
