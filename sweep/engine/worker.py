@@ -90,7 +90,7 @@ class Worker:
             self.cache.adopt(0, probe.n, probe)
         self.block_bytes = probe.nbytes / probe.n
         """Bytes one prompt of a block takes (the longest prompts: an upper bound)."""
-        row = self.forward.row_bytes(self.task.seq_len)
+        row = self.forward.row_bytes(self.task.seq_len, self.task.reads)
         warn_if_below_one_cell(spec.runner.memory_mb * (1 - CACHE_SHARE), row, 1)
 
     # ------------------------------------------------------------------ cached runs
@@ -146,7 +146,7 @@ class Worker:
             versions={"patchsweep": __version__, "transformer_lens": version("transformer-lens")},
             engine=self.forward.NAME,
             block_bytes=int(self.block_bytes),
-            row_bytes=self.forward.row_bytes(self.task.seq_len),
+            row_bytes=self.forward.row_bytes(self.task.seq_len, self.task.reads),
             position_names=self.task.position_names,
             answer_widths=(_width(self.task.answer), _width(self.task.wrong)),
             continuations=self.task.continuations,
@@ -209,7 +209,7 @@ class Worker:
         and a different batch gives float results that differ in the last bit, so a
         resumed unit would not equal the same unit of an uninterrupted sweep."""
         free = self.memory * (1 - CACHE_SHARE) / 2**20
-        return cells_per_forward(free, self.forward.row_bytes(block.seq_len), block.n)
+        return cells_per_forward(free, self.forward.row_bytes(block.seq_len, block.reads), block.n)
 
 
 def _width(ids: torch.Tensor) -> int:
@@ -254,8 +254,8 @@ def check_custom_metrics(model: Any, task: TokenizedTask, names: tuple[str, ...]
                 else:
                     continue
             shapes = (
-                "(logits [prompt, vocab], answer [prompt], wrong [prompt], clean_logits "
-                "[prompt, vocab])"
+                "(logits [prompt, vocab], answer and wrong [prompt] (or [prompt, K] for sets "
+                "and multi-token wrong), clean_logits [prompt, vocab])"
                 if task.reads == 1
                 else f"(logits [prompt, {task.reads}, vocab] at the answer's positions, answer "
                 f"[prompt, {task.reads}] padded -1 at the front, wrong, clean_logits like logits)"

@@ -34,20 +34,30 @@ class ResampleSpec(InterventionSpec):
         positive("intervention.samples", self.samples)
 
 
-def donors(lengths: torch.Tensor, samples: int, seed: int) -> torch.Tensor:
-    """[samples, prompt] another prompt of the same token count for each prompt. Prompts
-    are grouped by length once (linear in the task, not quadratic)."""
+def donors(
+    lengths: torch.Tensor, samples: int, seed: int, forced: np.ndarray | None = None
+) -> torch.Tensor:
+    """[samples, prompt] another prompt of the same token count for each prompt (and the
+    same count of ``forced`` answer tokens, so a multi-token answer's positions line up
+    with the donor's). Prompts are grouped once (linear in the task, not quadratic)."""
     gen = torch.Generator().manual_seed(seed)
     lengths_np = lengths.cpu().numpy()
-    groups = {int(n): np.flatnonzero(lengths_np == n) for n in np.unique(lengths_np)}
+    extra = np.zeros_like(lengths_np) if forced is None else np.asarray(forced)
+    keys = list(zip(lengths_np.tolist(), extra.tolist(), strict=True))
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    pools = {key: np.array(group) for key, group in groups.items()}
     out = torch.empty(samples, len(lengths_np), dtype=torch.long)
-    for i, n in enumerate(lengths_np.tolist()):
-        group = groups[int(n)]
+    for i, (n, k) in enumerate(keys):
+        group = pools[(n, k)]
         pool = group[group != i]  # in task order, as before: the same seeded draws
         if not len(pool):
+            answer = f", {k} of them its answer's" if k else ""
             raise TaskError(
-                f"intervention=resample: prompt {i} ({n} tokens) has no other prompt of the "
-                "same length to take activations from; give several prompts of each length"
+                f"intervention=resample: prompt {i} ({n} tokens{answer}) has no other prompt "
+                "of the same length to take activations from; give several prompts of each "
+                "length"
             )
         pick = torch.randint(len(pool), (samples,), generator=gen)
         out[:, i] = torch.from_numpy(pool[pick.numpy()])
@@ -61,7 +71,8 @@ class Resample(Intervention):
     def prepare(self, ctx: Context) -> None:
         spec = self.spec
         assert isinstance(spec, ResampleSpec)
-        self.donors = donors(torch.from_numpy(ctx.task.lengths), spec.samples, spec.seed)
+        self.donors = donors(torch.from_numpy(ctx.task.lengths), spec.samples, spec.seed,
+                             ctx.task.forced)  # fmt: skip
         self.task, self.hooks, self.run = ctx.task, ctx.hooks, ctx.run
 
     def prepare_block(self, block: BlockRuns) -> None:

@@ -70,6 +70,13 @@ class TokenizedTask:
     """Whether ``answer`` and ``wrong`` hold token sequences (some answer or wrong text is
     several tokens) rather than one token or a set per prompt."""
 
+    @property
+    def forced(self) -> np.ndarray:
+        """[prompt] how many of its tokens are the answer's, appended (teacher forcing)."""
+        if not self.continuations[0] or self.reads == 1:
+            return np.zeros(self.n_prompts, dtype=np.int64)
+        return (self.answer >= 0).sum(1).numpy() - 1
+
     def rows(self, prompts: np.ndarray, width: int | None = None) -> tuple[torch.Tensor, ...]:
         """Clean and corrupted ids [prompt, pos] of the given prompts, right-padded to
         ``width`` (default: their own longest)."""
@@ -154,6 +161,7 @@ def tokenize(examples: Iterable[Example], model: Any) -> TokenizedTask:
         clean = _ids_batch(model, [ex.clean for ex in batch], bos)
         corrupted = _ids_batch(model, [ex.corrupted for ex in batch], bos)
         answers = _set_ids(model, [as_set(ex.answer) for ex in batch])
+        _as_read_after(model, batch, clean, answers, bos)
         wrongs = _set_ids(model, [as_set(ex.wrong) for ex in batch])
         texts = [ex.clean[:at] for ex in batch for _, at in ex.words]
         starts = iter(_ids_batch(model, texts, bos) if texts else [])
@@ -210,6 +218,29 @@ def _sequences(examples: list[Example], side: str, rows: list[list[int]]) -> boo
             "answers of one or more tokens, not both"
         )
     return bool(long)
+
+
+def _as_read_after(
+    model: Any, batch: list[Example], clean: list[list[int]], answers: list, bos: bool
+) -> None:
+    """A one-string answer of several tokens alone becomes the tokens the tokenizer reads
+    after the clean prompt (teacher forcing feeds those: a SentencePiece tokenizer reads
+    " Paris" alone as '▁', '▁Paris' but after a prompt as '▁Paris'); one line if the
+    answer merges with the prompt's last token."""
+    at = [i for i, ex in enumerate(batch) if isinstance(ex.answer, str) and len(answers[i][0]) > 1]
+    if not at:
+        return
+    joined = _ids_batch(model, [batch[i].clean + str(batch[i].answer) for i in at], bos)
+    for i, ids in zip(at, joined, strict=True):
+        prompt = clean[i]
+        if ids[: len(prompt)] != prompt or len(ids) == len(prompt):
+            ex = batch[i]
+            raise TaskError(
+                f"{ex.source}: answer {ex.answer!r} does not start a token after the clean "
+                "prompt for this tokenizer (it merges with the prompt's last token); end the "
+                "prompt where the answer's first token starts (mind the leading space)"
+            )
+        answers[i][0] = ids[len(prompt) :]
 
 
 def _set_ids(model: Any, sets: list[tuple[str, ...]]) -> list[list[list[int]]]:
@@ -279,7 +310,11 @@ def _check(
             f"{ex.source}: answer {ex.answer!r} and wrong {ex.wrong!r} are the same tokens "
             "for this tokenizer; the metric would be 0 everywhere"
         )
-    if len(a[0]) > 1 or len(w[0]) > 1:  # a token sequence: the checks below are of sets
+    if len(a[0]) > 1 or len(w[0]) > 1:  # a token sequence: only a set's own check applies
+        for what, set_ids in (("answer", a), ("wrong", w)):
+            if len(set_ids) > 1 and len({i for (i,) in set_ids}) < len(set_ids):
+                raise TaskError(f"{ex.source}: the {what} set holds one token twice for this "
+                                "tokenizer; list each token once")  # fmt: skip
         return
     both = sorted({i for (i,) in a} & {i for (i,) in w})
     if both and isinstance(ex.answer, str) and isinstance(ex.wrong, str):

@@ -19,6 +19,7 @@ from sweep.edges.graph import GraphShape, edges
 from sweep.engine.edges import edge_hooks, edge_values
 from sweep.engine.runs import build_block
 from sweep.errors import ConfigError, TaskError
+from sweep.interventions.resample import donors
 from sweep.metrics import METRICS
 from tests.edge_reference import eap_logit_diffs, edge_logit_diffs
 from tests.edges.test_eap import w_nodes
@@ -123,6 +124,76 @@ def test_a_sweep_of_multi_token_answers_equals_transformerlens_patching(
             np.testing.assert_allclose(got, ref, atol=2e-4, rtol=1e-4,
                                        err_msg=f"{name} {component} {engine}")  # fmt: skip
     assert np.nanmax(np.abs(ds["resid_pre"].sel(metric="logprob").values - base.numpy())) > 0.1
+
+
+def test_atp_of_a_multi_token_answer_equals_autograd_through_the_hooked_model(
+    tmp_path: Path,
+) -> None:
+    """resid_pre's AtP estimate minus the base run's metric is (clean - corrupted) times the
+    answer log-probability's gradient at the corrupted run, from TransformerLens' own
+    backward through the teacher-forced prompts."""
+    over = [o for o in _over(tmp_path, "grid.components=[resid_pre]", "intervention=atp")
+            if not o.startswith("metric.names")] + ["metric.names=[logprob]"]  # fmt: skip
+    ds = sweep.open_results(sweep.run(over)).load()
+    got = (ds["resid_pre"] - ds["corrupted_baseline"]).sel(metric="logprob").values
+    w = worker(over)
+    model, task, answers = w.model, w.task, _answers(w)
+    clean_ids, corrupted_ids = padded(task)
+    hooks = [f"blocks.{i}.hook_resid_pre" for i in range(model.cfg.n_layers)]
+    with torch.no_grad():
+        _, clean_cache = model.run_with_cache(clean_ids)
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name: str):  # type: ignore[no-untyped-def]
+        def hook(act: torch.Tensor, hook) -> torch.Tensor:  # type: ignore[no-untyped-def]
+            act.retain_grad()
+            seen[name] = act
+            return act
+
+        return hook
+
+    with torch.enable_grad():
+        logits = model.run_with_hooks(corrupted_ids, fwd_hooks=[(h, keep(h)) for h in hooks])
+        score = _logprob(answers)
+        total = sum(score(logits[p, : int(n)], p) for p, n in enumerate(task.lengths))
+        total.backward()
+    for layer, h in enumerate(hooks):
+        want = ((clean_cache[h] - seen[h].detach()) * seen[h].grad).sum(-1)  # [prompt, pos]
+        inside = np.arange(want.shape[1])[None, :] < task.lengths[:, None]
+        mine = got[layer].T  # [prompt, pos]
+        np.testing.assert_allclose(np.where(inside, mine, 0.0), np.where(inside, want, 0.0),
+                                   atol=1e-4, rtol=1e-4, err_msg=h)  # fmt: skip
+    assert np.nanmax(np.abs(got)) > 1e-2
+
+
+def test_a_multi_token_wrong_leaves_the_answers_metrics_as_they_were(tmp_path: Path) -> None:
+    """Only ``wrong`` several tokens: one read position, and the store keeps wrong's
+    tokens along ``wrong_token``."""
+    rows = ioi_rows(4)
+    task = write_task(tmp_path / "one.jsonl", rows)
+    many = write_task(tmp_path / "many.jsonl", [{**r, "wrong": r["wrong"] + " went"} for r in rows])
+    common = ["runner.progress=false", "store.plots=false", "metric.names=[logprob,kl]",
+              "grid.components=[resid_pre]"]  # fmt: skip
+    one = sweep.open_results(sweep.run([*native_prompts(task), *common,
+                                        f"store.path={tmp_path / 'one.zarr'}"]))  # fmt: skip
+    two = sweep.open_results(sweep.run([*native_prompts(many), *common,
+                                        f"store.path={tmp_path / 'two.zarr'}"]))  # fmt: skip
+    assert (
+        two["wrong_id"].dims == ("prompt", "wrong_token") and two.sizes["pos"] == one.sizes["pos"]
+    )
+    assert (two["wrong_id"].values >= 0).sum(1).tolist() == [2, 2, 2, 2]
+    np.testing.assert_array_equal(two["resid_pre"].values, one["resid_pre"].values)
+
+
+def test_resample_donors_share_the_prompts_and_the_answers_token_counts() -> None:
+    lengths = torch.tensor([6, 6, 6, 6, 8, 8])
+    forced = np.array([0, 2, 0, 2, 1, 1])  # 6 tokens: 6 of prompt, or 4 and 2 of answer
+    d = donors(lengths, samples=20, seed=0, forced=forced)
+    for i in range(6):
+        same = {j for j in range(6) if (lengths[j], forced[j]) == (lengths[i], forced[i])}
+        assert set(d[:, i].tolist()) == same - {i}
+    with pytest.raises(TaskError, match=r"prompt 1 \(6 tokens, 2 of them its answer's\)"):
+        donors(lengths[:3], samples=1, seed=0, forced=forced[:3])
 
 
 HAND = '''
@@ -246,6 +317,8 @@ def test_exact_edges_of_a_multi_token_answer_equal_one_hooked_forward_per_edge(
          "logit_diff compares the answer and wrong tokens at one position, but this task's "
          "answer has several tokens"),
         (" Mary", " John went", "[prob_diff]", ConfigError, "task's wrong has several tokens"),
+        ("o Mary", " John", "[logprob]", TaskError,
+         "answer 'o Mary' does not start a token after the clean prompt"),
         ("", " John", "[logprob]", TaskError, "missing or empty"),
     ],
 )  # fmt: skip
@@ -254,6 +327,8 @@ def test_what_a_multi_token_answer_cannot_do_is_one_line(
 ) -> None:
     rows = ioi_rows(2)
     rows[0].update(answer=answer, wrong=wrong)
+    if answer.startswith("o"):  # the prompt ends inside the word the answer finishes
+        rows[0].update(clean=rows[0]["clean"][:-1], corrupted=rows[0]["corrupted"][:-1])
     task = write_task(tmp_path / "task.jsonl", rows)
     with pytest.raises(error) as e:
         sweep.run([*native_prompts(task), f"store.path={tmp_path / 's.zarr'}",

@@ -41,8 +41,9 @@ class Forward(ABC):
         """Hooks of the base run to cache, for cells at ``layers``."""
 
     @abstractmethod
-    def row_bytes(self, seq_len: int) -> int:
-        """Activation bytes one batch row needs (an upper estimate, from measured peaks)."""
+    def row_bytes(self, seq_len: int, reads: int = 1) -> int:
+        """Activation bytes one batch row needs (an upper estimate, from measured peaks),
+        its logits read at ``reads`` positions."""
 
     def check(self, block: BlockRuns, layer: int) -> str | None:
         """Compare an unpatched forward from ``layer`` with the model's own run; the
@@ -60,15 +61,15 @@ def itemsize(model: Any) -> int:
     return torch.finfo(getattr(model.cfg, "dtype", torch.float32)).bits // 8
 
 
-def activation_row_bytes(model: Any, seq_len: int) -> int:
+def activation_row_bytes(model: Any, seq_len: int, reads: int = 1) -> int:
     """Bytes of one row's activations in one block: per position the residual and its
     copies, q/k/v/z and their padded copies, the MLP hidden layer with the activation
-    function's temporaries; per head the [seq, seq] scores; the last position's logits and
+    function's temporaries; per head the [seq, seq] scores; the read positions' logits and
     the metric's softmax. Factors set from measured peaks (bench/patching_speed.py) with a
     margin for the allocator."""
     cfg = model.cfg
     d, d_mlp, h = int(cfg.d_model), int(cfg.d_mlp or 4 * cfg.d_model), int(cfg.n_heads)
-    per_row = seq_len * (24 * d + 8 * d_mlp) + 2 * h * seq_len**2 + 3 * int(cfg.d_vocab)
+    per_row = seq_len * (24 * d + 8 * d_mlp) + 2 * h * seq_len**2 + 3 * reads * int(cfg.d_vocab)
     return itemsize(model) * per_row
 
 

@@ -29,8 +29,8 @@ class HookedForward(Forward):
     def base_hooks(self, layers: tuple[int, ...]) -> set[str]:
         return {f"blocks.{i}.hook_resid_pre" for i in layers}
 
-    def row_bytes(self, seq_len: int) -> int:
-        return 2 * activation_row_bytes(self.model, seq_len)  # keeps more alive than a suffix
+    def row_bytes(self, seq_len: int, reads: int = 1) -> int:
+        return 2 * activation_row_bytes(self.model, seq_len, reads)  # keeps more than a suffix
 
     def logits(
         self, c: Component, layer: int, batch: Batch, src: torch.Tensor, block: BlockRuns

@@ -179,8 +179,8 @@ class SuffixForward(Forward):
         names |= {f"blocks.{i}.attn.hook_{kv}" for i in range(first, self.n_layers) for kv in "kv"}
         return names | {c.hook_name(first) for c in COMPONENTS.values()}  # for the check
 
-    def row_bytes(self, seq_len: int) -> int:
-        return activation_row_bytes(self.model, seq_len)
+    def row_bytes(self, seq_len: int, reads: int = 1) -> int:
+        return activation_row_bytes(self.model, seq_len, reads)
 
     def logits(
         self, c: Component, layer: int, batch: Batch, src: torch.Tensor, block: BlockRuns
@@ -225,7 +225,9 @@ class SuffixForward(Forward):
     def final_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits [R, vocab] of each row's last residual [R, d_model] (or [R, reads, vocab]
         of [R, reads, d_model])."""
-        return self.unembed(self.ln_final(x.unsqueeze(0)))[0]
+        lead = x.shape[:-1]  # [R] or [R, reads]: run as one sequence of R * reads tokens
+        out = self.unembed(self.ln_final(x.reshape(1, -1, x.shape[-1])))[0]
+        return out.reshape(*lead, out.shape[-1])
 
     @torch.inference_mode()
     def check(self, block: BlockRuns, layer: int) -> str | None:
