@@ -142,18 +142,18 @@ WRONG_AT_ONE_POSITION = ("logit_diff", "logit_gap", "prob_diff")
 """Metrics that compare answer and wrong tokens at one position: one-token answers only."""
 
 
-def check_multi_token(names: tuple[str, ...], continuations: tuple[bool, bool]) -> None:
-    """One line if a metric compares answer and wrong where either is several tokens."""
+def check_multi_token(names: tuple[str, ...], several: str | None) -> None:
+    """One line if a metric compares answer and wrong where either is several tokens
+    (``several``: the first such line of the task, as ``TokenizedTask.several_tokens``
+    says it)."""
     from sweep.errors import ConfigError
 
-    sides = [s for s, many in zip(("answer", "wrong"), continuations, strict=True) if many]
     clash = [n for n in names if n in WRONG_AT_ONE_POSITION]
-    if sides and clash:
+    if several and clash:
         raise ConfigError(
             f"metric.names: {clash[0]} compares the answer and wrong tokens at one position, "
-            f"but this task's {' and '.join(sides)} has several tokens; use logprob, loss, "
-            "prob or kl (teacher forced over the answer's tokens), a custom metric, or "
-            "one-token answers"
+            f"but {several} for this tokenizer; use logprob, loss, prob or kl (teacher "
+            "forced over the answer's tokens), a custom metric, or one-token answers"
         )
 
 

@@ -53,7 +53,7 @@ class Case:
     extra: tuple[str, ...] = ()
 
 
-def _rows(**change: str) -> str:
+def _rows(**change: object) -> str:
     rows = ioi_rows(2)
     rows[0] = {**rows[0], **change}
     return "".join(json.dumps(r) + "\n" for r in rows)
@@ -188,7 +188,18 @@ CASES = [
         f"{TASK}:1",
         task=_rows(clean=" Mary" * 200, corrupted=" John" * 200),
     ),  # fmt: skip
-    Case("answer of two tokens", _prompts(), f"{TASK}:1", task=_rows(answer=" Maryanne Smithson")),
+    Case(
+        "answer of several tokens and logit_diff",
+        _prompts(),
+        f"{TASK}:1: answer ' Maryanne Smithson' is",
+        task=_rows(answer=" Maryanne Smithson"),
+    ),  # fmt: skip
+    Case(
+        "set member of two tokens",
+        _prompts(),
+        f"{TASK}:1: answer set member ' Maryanne'",
+        task=_rows(answer=[" Maryanne", " John"]),
+    ),  # fmt: skip
     Case(
         "token counts differ",
         _prompts(),

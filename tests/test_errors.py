@@ -47,8 +47,9 @@ def test_answer_of_several_tokens(tmp_path: Path) -> None:
     rows = ioi_rows(2)
     rows[0]["answer"] = " Maryanne Smithson"
     task = _task(tmp_path, rows)
-    msg = r"task.jsonl:1: answer ' Maryanne Smithson' is \d+ tokens.*exactly one"
-    with pytest.raises(TaskError, match=msg):
+    msg = (r"metric.names: logit_diff compares the answer and wrong tokens at one position, "
+           r"but .*task.jsonl:1: answer ' Maryanne Smithson' is \d+ tokens")  # fmt: skip
+    with pytest.raises(ConfigError, match=msg):
         _run(tmp_path, "task=prompts", f"task.path={task}")
 
 

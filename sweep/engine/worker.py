@@ -64,7 +64,7 @@ class Worker:
         self.task: TokenizedTask = tokenize(
             load_examples(spec.task, count_tokens(self.model)), self.model
         )
-        check_multi_token(spec.metrics, self.task.continuations)
+        check_multi_token(spec.metrics, self.task.several_tokens())
         if spec.metric.custom:
             check_custom_metrics(self.model, self.task, load_custom(spec.metric.custom))
         self.shape = model_shape(self.model)

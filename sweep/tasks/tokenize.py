@@ -70,6 +70,18 @@ class TokenizedTask:
     """Whether ``answer`` and ``wrong`` hold token sequences (some answer or wrong text is
     several tokens) rather than one token or a set per prompt."""
 
+    def several_tokens(self) -> str | None:
+        """The first prompt whose answer or wrong is several tokens, said as its line and
+        its token count; None if every one is one token (or a set of them)."""
+        for side, many in zip(("answer", "wrong"), self.continuations, strict=True):
+            ids = getattr(self, side)
+            if many:
+                i = int(torch.nonzero((ids >= 0).sum(1) > 1)[0, 0])
+                ex = self.examples[i]
+                count = int((ids[i] >= 0).sum())
+                return f"{ex.source}: {side} {getattr(ex, side)!r} is {count} tokens"
+        return None
+
     @property
     def forced(self) -> np.ndarray:
         """[prompt] how many of its tokens are the answer's, appended (teacher forcing)."""

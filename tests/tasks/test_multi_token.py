@@ -314,9 +314,8 @@ def test_exact_edges_of_a_multi_token_answer_equal_one_hooked_forward_per_edge(
     ("answer", "wrong", "metrics", "error", "says"),
     [
         (" Mary went", " John", "[logit_diff]", ConfigError,
-         "logit_diff compares the answer and wrong tokens at one position, but this task's "
-         "answer has several tokens"),
-        (" Mary", " John went", "[prob_diff]", ConfigError, "task's wrong has several tokens"),
+         "task.jsonl:1: answer ' Mary went' is 2 tokens for this tokenizer; use logprob"),
+        (" Mary", " John went", "[prob_diff]", ConfigError, ":1: wrong ' John went' is 2 tokens"),
         ("o Mary", " John", "[logprob]", TaskError,
          "answer 'o Mary' does not start a token after the clean prompt"),
         ("", " John", "[logprob]", TaskError, "missing or empty"),
