@@ -23,7 +23,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from sweep import spec as s
 from sweep.errors import ConfigError
-from sweep.interventions import INTERVENTIONS
+from sweep.interventions import SPECS
 from sweep.tasks import TASKS
 
 OPTIONS: dict[str, dict[str, type[s.Spec]]] = {
@@ -35,7 +35,7 @@ OPTIONS: dict[str, dict[str, type[s.Spec]]] = {
         "paths": s.PathGridSpec,
         "circuit": s.CircuitGridSpec,
     },
-    "intervention": {kind: cls.SPEC for kind, cls in INTERVENTIONS.items()},
+    "intervention": dict(SPECS),
     "metric": {"metric": s.MetricSpec},
     "runner": {"local": s.LocalRunnerSpec, "ray": s.RayRunnerSpec},
     "store": {"store": s.StoreSpec},

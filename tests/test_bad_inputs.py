@@ -198,7 +198,7 @@ CASES = [
         "set member of two tokens",
         _prompts(),
         f"{TASK}:1: answer set member ' Maryanne'",
-        task=_rows(answer=[" Maryanne", " John"]),
+        task=_rows(answer=[" Maryanne", " Laura"]),
     ),  # fmt: skip
     Case(
         "token counts differ",

@@ -186,3 +186,13 @@ def test_a_bad_override_gets_hydras_message_in_one_line(override: str, message: 
         with pytest.raises(sweep.errors.ConfigError) as e:
             compose(["grid=edges", override])
         assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_every_intervention_kind_has_its_spec_and_class() -> None:
+    """The config side's specs (no torch) and the engine's classes name the same kinds,
+    each class with its kind's spec."""
+    from sweep.interventions import SPECS, kinds
+
+    classes = kinds()
+    assert set(classes) == set(SPECS) == {"patch", "zero", "mean", "resample", "atp", "eap"}
+    assert all(cls.SPEC is SPECS[kind] for kind, cls in classes.items())

@@ -114,3 +114,16 @@ def test_function_level_imports_count() -> None:
     graph = import_graph()
     assert "sweep.driver" in graph["sweep.session"]  # imported inside Sweep.run
     assert "sweep.engine.runs" not in graph["sweep.engine.eap"]  # TYPE_CHECKING only
+
+
+def test_the_config_side_loads_no_torch() -> None:
+    """A bad config is refused before torch and TransformerLens load (seconds of a user's
+    time, and of every bad-input test): the driver and the config checks import neither."""
+    import subprocess
+    import sys
+
+    heavy = "('torch', 'transformer_lens')"
+    code = ("import sys, sweep.cli, sweep.config, sweep.driver, sweep.interventions; "
+            f"print(sorted(m for m in {heavy} if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

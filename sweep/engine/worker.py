@@ -27,7 +27,8 @@ from sweep.engine.forward import Forward, HookedForward, fallback
 from sweep.engine.grids import GRIDS
 from sweep.engine.runs import BlockCache, BlockRuns, run_cached
 from sweep.errors import ConfigError
-from sweep.interventions import Context, build
+from sweep.interventions import build
+from sweep.interventions.base import Context
 from sweep.metrics import check_multi_token, evaluate, load_custom
 from sweep.models import load_model
 from sweep.models.sae import attached

@@ -1,28 +1,36 @@
-"""Intervention kinds: a registry from ``intervention.kind`` to its class and spec.
+"""Intervention kinds: a registry from ``intervention.kind`` to its spec and its class.
 
-Add a kind: one module with a frozen ``InterventionSpec`` subclass and an ``Intervention``
-subclass (``sources``; ``prepare`` if it needs the task), registered here, plus its conf/
+Add a kind: a frozen ``InterventionSpec`` subclass in ``specs.py`` (config values only: the
+config checks read it before torch loads) and a module with its ``Intervention`` subclass
+(``sources``; ``prepare`` if it needs the task), registered in ``kinds``, plus its conf/
 YAML. The kind string is looked up here, once; nothing deeper branches on it.
 """
 
 from __future__ import annotations
 
-from sweep.interventions.atp import AtP
-from sweep.interventions.base import Context, Estimator, Intervention
-from sweep.interventions.eap import EAP
-from sweep.interventions.mean import Mean
-from sweep.interventions.patch import Patch
-from sweep.interventions.resample import Resample
-from sweep.interventions.zero import Zero
+from typing import TYPE_CHECKING
+
+from sweep.interventions.specs import SPECS
 from sweep.spec import InterventionSpec
 
-INTERVENTIONS: dict[str, type[Intervention]] = {
-    cls.KIND: cls for cls in (Patch, Zero, Mean, Resample, AtP, EAP)
-}
+if TYPE_CHECKING:
+    from sweep.interventions.base import Intervention
+
+
+def kinds() -> dict[str, type[Intervention]]:
+    """Each kind's class (their modules load torch: imported when first asked for)."""
+    from sweep.interventions.atp import AtP
+    from sweep.interventions.eap import EAP
+    from sweep.interventions.mean import Mean
+    from sweep.interventions.patch import Patch
+    from sweep.interventions.resample import Resample
+    from sweep.interventions.zero import Zero
+
+    return {cls.KIND: cls for cls in (Patch, Zero, Mean, Resample, AtP, EAP)}
 
 
 def build(spec: InterventionSpec) -> Intervention:
-    return INTERVENTIONS[spec.kind](spec)
+    return kinds()[spec.kind](spec)
 
 
-__all__ = ["INTERVENTIONS", "Context", "Estimator", "Intervention", "build"]
+__all__ = ["SPECS", "build", "kinds"]

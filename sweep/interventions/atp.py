@@ -11,39 +11,20 @@ is why ``intervention.verify_top_k`` re-checks the largest cells by exact patchi
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sweep.components import SAE_SUFFIX, Component
 from sweep.engine.cells import per_cell
-from sweep.errors import ConfigError
 from sweep.interventions.base import Context, Estimator, Intervention
-from sweep.interventions.patch import DIRECTIONS, Patch, PatchSpec, base_of
+from sweep.interventions.patch import Patch
+from sweep.interventions.specs import AtPSpec, PatchSpec, base_of
 from sweep.metrics import evaluate
 from sweep.models.sae import attached
-from sweep.spec import InterventionSpec, one_of
 
 if TYPE_CHECKING:
     from sweep.engine.runs import BlockRuns
-
-
-@dataclass(frozen=True, slots=True)
-class AtPSpec(InterventionSpec):
-    KIND = "atp"
-
-    kind: str = "atp"
-    direction: str = "denoise"
-    verify_top_k: int = 0
-    """Patch the K cells with the largest estimated effect exactly, stored as ``*_exact``."""
-
-    def __post_init__(self) -> None:
-        one_of("intervention.direction", self.direction, DIRECTIONS)
-        if int(self.verify_top_k) < 0:
-            raise ConfigError(
-                f"intervention.verify_top_k: must be 0 or more, got {self.verify_top_k}"
-            )
 
 
 class AtP(Estimator):

@@ -13,68 +13,20 @@ they are estimates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from sweep.components import Component
-from sweep.errors import ConfigError
 from sweep.interventions.base import Context, Intervention
-from sweep.interventions.mean import Mean, MeanSpec
-from sweep.interventions.patch import DIRECTIONS, Patch
-from sweep.interventions.zero import Zero, ZeroSpec
-from sweep.spec import InterventionSpec, one_of
+from sweep.interventions.mean import Mean
+from sweep.interventions.patch import Patch
+from sweep.interventions.specs import EAPSpec, MeanSpec, ZeroSpec
+from sweep.interventions.zero import Zero
+from sweep.spec import InterventionSpec
 
 if TYPE_CHECKING:
     from sweep.engine.runs import BlockRuns
-
-ABLATIONS = ("patch", "zero", "mean")
-
-
-@dataclass(frozen=True, slots=True)
-class EAPSpec(InterventionSpec):
-    KIND = "eap"
-
-    kind: str = "eap"
-    direction: str | None = None
-    """``ablation=patch``: ``denoise`` (the clean run's sender outputs into the corrupted
-    run; the default) or ``noise`` (back). Ablations change the clean run: ``noise``."""
-    steps: int = 1
-    """Inputs the gradient is averaged over (1: EAP; more: EAP-IG, the paper uses 5-20)."""
-    verify_top_k: int = 0
-    """Patch the K edges with the largest estimated effect exactly, into ``edges_exact``."""
-    ablation: str = "patch"
-    """A sender's change: ``patch`` (the other run's output), or in the clean run ``zero``
-    or ``mean`` (its mean over the task's clean prompts at each position)."""
-
-    def __post_init__(self) -> None:
-        one_of("intervention.ablation", self.ablation, ABLATIONS)
-        if self.direction is not None:
-            one_of("intervention.direction", self.direction, DIRECTIONS)
-        if self.ablation != "patch" and self.direction == "denoise":
-            raise ConfigError(
-                f"intervention.direction: denoise with intervention.ablation={self.ablation}; "
-                "an ablation replaces the clean run's sender outputs (noising): leave "
-                "intervention.direction out, or use intervention.ablation=patch to denoise"
-            )
-        resolved = self.direction or ("denoise" if self.ablation == "patch" else "noise")
-        object.__setattr__(self, "direction", resolved)
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ConfigError(
-                f"intervention.steps: must be 1 (EAP) or more (EAP-IG), got {self.steps}"
-            )
-        if int(self.verify_top_k) < 0:
-            raise ConfigError(
-                f"intervention.verify_top_k: must be 0 or more, got {self.verify_top_k}"
-            )
-
-    def identity(self) -> dict[str, Any]:
-        """Stores made before ``ablation`` existed patched: the key appears when it is not."""
-        out = InterventionSpec.identity(self)
-        if self.ablation == "patch":
-            del out["ablation"]
-        return out
 
 
 class EAP(Patch):

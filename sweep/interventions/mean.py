@@ -7,8 +7,7 @@ earlier are left out of a position's mean), or over a reference file's prompts.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,29 +15,10 @@ import torch
 from sweep.components import Component
 from sweep.engine.cells import pad_tokens, position_sums
 from sweep.interventions.base import Context, Intervention
-from sweep.spec import InterventionSpec, existing_file, file_digest
+from sweep.interventions.specs import MeanSpec
 
 if TYPE_CHECKING:
     from sweep.engine.runs import BlockRuns
-
-
-@dataclass(frozen=True, slots=True)
-class MeanSpec(InterventionSpec):
-    KIND = "mean"
-
-    kind: str = "mean"
-    reference: str | None = None
-    """JSON Lines of prompts to average over (``{"prompt": ...}`` or task lines, whose
-    ``clean`` is used); null averages over the task's clean prompts."""
-
-    def __post_init__(self) -> None:
-        if self.reference is not None:
-            ref = existing_file("intervention.reference", self.reference)
-            object.__setattr__(self, "reference", ref)
-
-    def identity(self) -> dict[str, Any]:
-        ref = self.reference
-        return {"kind": self.kind, "reference": ref and file_digest("intervention.reference", ref)}
 
 
 class Mean(Intervention):

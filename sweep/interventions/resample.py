@@ -6,7 +6,6 @@ generator (same seed, same donors); the value is the mean over ``samples`` draws
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,23 +14,10 @@ import torch
 from sweep.components import Component
 from sweep.errors import TaskError
 from sweep.interventions.base import Context, Intervention
-from sweep.spec import InterventionSpec, positive
+from sweep.interventions.specs import ResampleSpec
 
 if TYPE_CHECKING:
     from sweep.engine.runs import BlockRuns
-
-
-@dataclass(frozen=True, slots=True)
-class ResampleSpec(InterventionSpec):
-    KIND = "resample"
-
-    kind: str = "resample"
-    samples: int = 4
-    """Each prompt's activation is replaced by another prompt's, this many times (averaged)."""
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        positive("intervention.samples", self.samples)
 
 
 def donors(

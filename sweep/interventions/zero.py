@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 from sweep.components import Component
 from sweep.interventions.base import Intervention
-from sweep.spec import InterventionSpec
+from sweep.interventions.specs import ZeroSpec
 
 if TYPE_CHECKING:
     from sweep.engine.runs import BlockRuns
-
-
-@dataclass(frozen=True, slots=True)
-class ZeroSpec(InterventionSpec):
-    KIND = "zero"
-
-    kind: str = "zero"
 
 
 class Zero(Intervention):

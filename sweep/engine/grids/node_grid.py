@@ -15,7 +15,7 @@ from sweep.engine.forward import choose_forward
 from sweep.engine.grids.base import Grid
 from sweep.engine.runs import build_block
 from sweep.errors import ConfigError
-from sweep.interventions import Estimator
+from sweep.interventions.base import Estimator
 from sweep.models.sae import attached
 from sweep.plan import ExactJob, WorkUnit, make_axes
 from sweep.spec import GridSpec
