@@ -17,7 +17,7 @@ from helpers import ioi_rows, spec_of, write_task
 import sweep
 from sweep.config import OPTIONS, schema
 from sweep.driver import conf_dir
-from sweep.interventions.resample import ResampleSpec
+from sweep.interventions.specs import ResampleSpec
 from sweep.multirun import job_store, sweep_of
 from sweep.spec import fingerprint
 

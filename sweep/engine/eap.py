@@ -35,13 +35,13 @@ if TYPE_CHECKING:
     from sweep.engine.runs import BlockRuns
 
 Metric = Callable[[torch.Tensor], torch.Tensor]
-"""Last-position logits [prompt, vocab] -> [metric, prompt]."""
+"""Read logits [prompt, vocab] (or [prompt, reads, vocab]) -> [metric, prompt]."""
 
 EMBED_HOOK = "blocks.0.hook_resid_pre"
 
 
 def block_metric(block: BlockRuns, metrics: tuple[str, ...]) -> Metric:
-    """The metrics of a block's prompts from their last-position logits, differentiable
+    """The metrics of a block's prompts from their read logits, differentiable
     (the block's answers and clean logits copied out of inference mode)."""
     from sweep.metrics import evaluate
 
@@ -223,7 +223,8 @@ class Gradients:
     q, k and v copies (q heads, then k's, then v's), then ``layers * copies + layer`` for
     the MLPs (none in an attention-only model)."""
     logits: list[torch.Tensor]
-    """[metric] of [prompt, d_model]: the final residual at each prompt's last position."""
+    """[metric] of [prompt, d_model]: the final residual at each prompt's last position
+    ([prompt, reads, d_model] at its read positions)."""
     counts: tuple[int, int, int]
     """Copies of the q, k and v inputs per layer (heads; key/value heads for k and v)."""
     n_layers: int
@@ -237,8 +238,8 @@ class Gradients:
         return r.layer * copies + {"q": 0, "k": q, "v": q + k}[r.kind] + r.head
 
     def of(self, m: int, r: Node) -> torch.Tensor:
-        """Receiver ``r``'s gradient for metric ``m``: [prompt, pos, d] ([prompt, d] for
-        the logits)."""
+        """Receiver ``r``'s gradient for metric ``m``: [prompt, pos, d] ([prompt, d] or
+        [prompt, reads, d] for the logits)."""
         if r.kind == "logits":
             return self.logits[m]
         return self.inputs[m][..., self.slot(r)]
@@ -319,7 +320,7 @@ def edge_scores(
     grads: Gradients,
     delta: Deltas,
     edges: Sequence[tuple[Node, Node]],
-    reads: torch.Tensor,
+    read_pos: torch.Tensor,
 ) -> torch.Tensor:
     """[metric, edge, prompt, pos] each edge's first-order change of the metric, per
     position of its sender's change (their sum over ``pos``: the edge at every position).
@@ -328,9 +329,9 @@ def edge_scores(
     stacked = delta.stacked.float()  # [prompt, pos, sender, d]
     n, seq = stacked.shape[:2]
     n_metrics = len(grads.logits)
-    out = torch.zeros(n_metrics, len(edges), n, seq, device=reads.device)
-    at = reads if reads.dim() == 2 else reads[:, None]  # [prompt, reads] positions
-    prompts = torch.arange(n, device=reads.device)[:, None].expand_as(at)
+    out = torch.zeros(n_metrics, len(edges), n, seq, device=read_pos.device)
+    at = read_pos if read_pos.dim() == 2 else read_pos[:, None]  # [prompt, reads] positions
+    prompts = torch.arange(n, device=read_pos.device)[:, None].expand_as(at)
     by_receiver: dict[Node, list[int]] = {}
     for j, (_, r) in enumerate(edges):
         by_receiver.setdefault(r, []).append(j)

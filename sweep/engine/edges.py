@@ -118,10 +118,10 @@ class EdgeForward:
         self.fw = forward
 
     def logits(self, layer: int, e: EdgeRows, block: BlockRuns) -> torch.Tensor:
-        """[rows, vocab] at each row's last position, every edge received at ``layer``
-        (``n_layers``: the logits)."""
+        """[rows, vocab] at each row's last position ([rows, reads, vocab] at its read
+        positions), every edge received at ``layer`` (``n_layers``: the logits)."""
         fw, rows = self.fw, e.rows
-        if layer == fw.n_layers:  # the logits read the final residual, last position only
+        if layer == fw.n_layers:  # the logits read the final residual at the read positions
             final = block.base[f"blocks.{layer - 1}.hook_resid_post"]
             prompt = rows.prompt if rows.reads == 1 else rows.prompt[:, None]
             x = final[prompt, rows.read_pos] + e.delta[rows.final]

@@ -77,7 +77,8 @@ class PathForward:
     def logits(
         self, layer: int, heads: Sequence[int], block: BlockRuns, at: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """[rows, vocab] at each row's last position, rows head-major: each head of
+        """[rows, vocab] at each row's last position ([rows, reads, vocab]), rows
+        head-major: each head of
         ``layer`` patched along the paths into the receivers (at the token ``at`` [prompt]
         of each prompt only, when given)."""
         fw = self.fw

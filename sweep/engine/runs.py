@@ -2,7 +2,8 @@
 
 The *base* run is the one an intervention changes (corrupted when denoising; clean when
 noising or ablating); only the hooks that a forward starts from and the sources read are
-kept, and only each prompt's last-position logits. ``BlockCache`` keeps as many blocks as
+kept, and only the logits the metric reads (each prompt's last position; a multi-token
+answer's positions). ``BlockCache`` keeps as many blocks as
 its share of ``runner.memory_mb`` holds, least recently used first out.
 """
 
@@ -146,11 +147,11 @@ def run_cached(
 
         return hook
 
-    def last_only(act: torch.Tensor, hook: Any) -> torch.Tensor:
+    def reads_only(act: torch.Tensor, hook: Any) -> torch.Tensor:
         picked = act[rows, at]  # never the [prompt, pos, vocab] logits
         return picked.unsqueeze(1) if reads == 1 else picked
 
-    hooks = [(n, keep(n)) for n in sorted(names)] + [("unembed.hook_in", last_only)]
+    hooks = [(n, keep(n)) for n in sorted(names)] + [("unembed.hook_in", reads_only)]
     hooks += encode_hooks(model, wanted - names, cache)  # SAE latents (``sweep.engine.latents``)
     hooks += extra or []
     with torch.inference_mode():

@@ -1,6 +1,7 @@
 """``intervention=resample``: the clean run with the cell taken from another prompt.
 
-Each prompt's donors are other prompts of the same token count, drawn with a seeded
+Each prompt's donors are other prompts of the same token count (and a multi-token answer's
+count), drawn with a seeded
 generator (same seed, same donors); the value is the mean over ``samples`` draws.
 """
 

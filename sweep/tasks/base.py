@@ -16,7 +16,8 @@ from sweep.errors import TaskError
 FIELDS = ("clean", "corrupted", "answer", "wrong")
 
 Answer = str | tuple[str, ...]
-"""One token's text, or a set of them (each one token) that the metric sums or averages."""
+"""A token's text (several tokens: a multi-token answer, teacher forced), or a set of
+one-token texts that the metric sums or averages."""
 
 CountTokens = Callable[[str], int]
 """How many tokens a text is for the model's tokenizer, without BOS (IOI picks one-token

@@ -1,6 +1,7 @@
 """``task=prompts``: a JSON Lines file of ``{"clean", "corrupted", "answer", "wrong"}``,
 each line optionally with ``"positions"`` (named token indices) and ``"template"`` (an id).
-``answer`` and ``wrong`` are one token's text, or a list of them (an answer set)."""
+``answer`` and ``wrong`` are a text (one token, or several: teacher forced), or a list of
+one-token texts (an answer set)."""
 
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def _example(obj: Any, where: str) -> Example:
 
 
 def _answer(value: Any, key: str, where: str) -> Answer:
-    """An answer field: one token's text, or a non-empty list of distinct ones."""
+    """An answer field: a text, or a non-empty list of distinct ones."""
     if isinstance(value, str) and value:
         return value
     if isinstance(value, list) and value and all(isinstance(t, str) and t for t in value):

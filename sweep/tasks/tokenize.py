@@ -40,7 +40,8 @@ class TokenizedTask:
     offsets: np.ndarray
     """[prompt] index of each prompt's first token."""
     lengths: np.ndarray
-    """[prompt] real token count; the metric reads position ``lengths - 1``."""
+    """[prompt] real token count (a multi-token answer's appended tokens included); the
+    metric reads position ``lengths - 1``, or the ``reads`` positions ending there."""
     answer: torch.Tensor
     """[prompt] answer token ids; [prompt, K] for answer sets, padded with -1; [prompt,
     reads] for multi-token answers, each right-aligned (padded with -1 in front)."""
@@ -173,8 +174,9 @@ def tokenize(examples: Iterable[Example], model: Any) -> TokenizedTask:
         clean = _ids_batch(model, [ex.clean for ex in batch], bos)
         corrupted = _ids_batch(model, [ex.corrupted for ex in batch], bos)
         answers = _set_ids(model, [as_set(ex.answer) for ex in batch])
-        _as_read_after(model, batch, clean, answers, bos)
         wrongs = _set_ids(model, [as_set(ex.wrong) for ex in batch])
+        _as_read_after(model, batch, clean, answers, bos, "answer")
+        _as_read_after(model, batch, clean, wrongs, bos, "wrong")
         texts = [ex.clean[:at] for ex in batch for _, at in ex.words]
         starts = iter(_ids_batch(model, texts, bos) if texts else [])
         for ex, c, k, a, w in zip(batch, clean, corrupted, answers, wrongs, strict=True):
@@ -233,26 +235,26 @@ def _sequences(examples: list[Example], side: str, rows: list[list[int]]) -> boo
 
 
 def _as_read_after(
-    model: Any, batch: list[Example], clean: list[list[int]], answers: list, bos: bool
+    model: Any, batch: list[Example], clean: list[list[int]], ids: list, bos: bool, side: str
 ) -> None:
-    """A one-string answer of several tokens alone becomes the tokens the tokenizer reads
-    after the clean prompt (teacher forcing feeds those: a SentencePiece tokenizer reads
-    " Paris" alone as '▁', '▁Paris' but after a prompt as '▁Paris'); one line if the
-    answer merges with the prompt's last token."""
-    at = [i for i, ex in enumerate(batch) if isinstance(ex.answer, str) and len(answers[i][0]) > 1]
+    """A one-string answer (or wrong) of several tokens alone becomes the tokens the
+    tokenizer reads after the clean prompt (teacher forcing feeds those: a SentencePiece
+    tokenizer reads " Paris" alone as '▁', '▁Paris' but after a prompt as '▁Paris'); one
+    line if it merges with the prompt's last token."""
+    texts = [getattr(ex, side) for ex in batch]
+    at = [i for i, t in enumerate(texts) if isinstance(t, str) and len(ids[i][0]) > 1]
     if not at:
         return
-    joined = _ids_batch(model, [batch[i].clean + str(batch[i].answer) for i in at], bos)
-    for i, ids in zip(at, joined, strict=True):
+    joined = _ids_batch(model, [batch[i].clean + texts[i] for i in at], bos)
+    for i, row in zip(at, joined, strict=True):
         prompt = clean[i]
-        if ids[: len(prompt)] != prompt or len(ids) == len(prompt):
-            ex = batch[i]
+        if row[: len(prompt)] != prompt or len(row) == len(prompt):
             raise TaskError(
-                f"{ex.source}: answer {ex.answer!r} does not start a token after the clean "
-                "prompt for this tokenizer (it merges with the prompt's last token); end the "
-                "prompt where the answer's first token starts (mind the leading space)"
+                f"{batch[i].source}: {side} {texts[i]!r} does not start a token after the "
+                "clean prompt for this tokenizer (it merges with the prompt's last token); "
+                f"end the prompt where the {side}'s first token starts (mind the leading space)"
             )
-        answers[i][0] = ids[len(prompt) :]
+        ids[i][0] = row[len(prompt) :]
 
 
 def _set_ids(model: Any, sets: list[tuple[str, ...]]) -> list[list[list[int]]]:
@@ -318,33 +320,25 @@ def _check(
         for text, ids in zip(as_set(texts), set_ids, strict=True):
             _check_answer(model, ex, what, text, ids, isinstance(texts, str))
     if isinstance(ex.answer, str) and isinstance(ex.wrong, str) and a[0] == w[0]:
+        same = "the same token" if len(a[0]) == 1 else "the same tokens"
         raise TaskError(
-            f"{ex.source}: answer {ex.answer!r} and wrong {ex.wrong!r} are the same tokens "
-            "for this tokenizer; the metric would be 0 everywhere"
+            f"{ex.source}: answer {ex.answer!r} and wrong {ex.wrong!r} are {same} for this "
+            "tokenizer; the metric would be 0 everywhere"
         )
-    if len(a[0]) > 1 or len(w[0]) > 1:  # a token sequence: only a set's own check applies
-        for what, set_ids in (("answer", a), ("wrong", w)):
-            if len(set_ids) > 1 and len({i for (i,) in set_ids}) < len(set_ids):
-                raise TaskError(f"{ex.source}: the {what} set holds one token twice for this "
-                                "tokenizer; list each token once")  # fmt: skip
+    for what, set_ids in (("answer", a), ("wrong", w)):
+        if len(set_ids) > 1 and len({i for (i,) in set_ids}) < len(set_ids):
+            raise TaskError(
+                f"{ex.source}: the {what} set holds one token twice for this tokenizer; "
+                "list each token once"
+            )
+    if len(a[0]) > 1 or len(w[0]) > 1:  # a token sequence shares no member with a set
         return
     both = sorted({i for (i,) in a} & {i for (i,) in w})
-    if both and isinstance(ex.answer, str) and isinstance(ex.wrong, str):
-        raise TaskError(
-            f"{ex.source}: answer {ex.answer!r} and wrong {ex.wrong!r} are the same token "
-            "for this tokenizer; the metric would be 0 everywhere"
-        )
     if both:
         raise TaskError(
             f"{ex.source}: token {model.tokenizer.decode(both[:1])!r} is in both the answer "
             "and the wrong set for this tokenizer; a token counts for one side only"
         )
-    for what, set_ids in (("answer", a), ("wrong", w)):
-        if len({i for (i,) in set_ids}) < len(set_ids):
-            raise TaskError(
-                f"{ex.source}: the {what} set holds one token twice for this tokenizer; "
-                "list each token once"
-            )
 
 
 def _check_answer(

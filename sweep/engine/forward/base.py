@@ -1,4 +1,5 @@
-"""The forward protocol: how a batch of patched cells becomes last-position logits.
+"""The forward protocol: how a batch of patched cells becomes the logits the metric reads
+(each prompt's last position; the positions of a multi-token answer).
 
 A forward starts at the patched layer from a prompt block's cached base run. Each
 implementation says what of the base run it needs cached, how many bytes a batch row
@@ -54,7 +55,8 @@ class Forward(ABC):
     def logits(
         self, c: Component, layer: int, batch: Batch, src: torch.Tensor, block: BlockRuns
     ) -> torch.Tensor:
-        """[rows, vocab] at each row's last position, with its cell patched from ``src``."""
+        """[rows, vocab] at each row's last position ([rows, reads, vocab] at its read
+        positions), with its cell patched from ``src``."""
 
 
 def itemsize(model: Any) -> int:

@@ -1,7 +1,8 @@
 """The model's own hooked forward from the patched layer: any model TransformerLens runs.
 
 Still batches many cells per forward, skips the layers before the patched one, and
-unembeds only each row's last position; it recomputes every position, though.
+unembeds only each row's read positions (its last; a multi-token answer's); it recomputes
+every position, though.
 """
 
 from __future__ import annotations
@@ -41,13 +42,13 @@ class HookedForward(Forward):
         if block.reads > 1:
             rows = rows[:, None]
 
-        def keep_last(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        def keep_reads(act: torch.Tensor, hook: Any) -> torch.Tensor:
             picked = act[rows, at]  # [rows, d_model] or [rows, reads, d_model]
             return picked.unsqueeze(1) if block.reads == 1 else picked
 
         hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = [
             (c.model_hook(layer), self.patch(c, layer, src, batch, block)),
-            (UNEMBED_IN, keep_last),
+            (UNEMBED_IN, keep_reads),
         ]
         logits = self.model.run_with_hooks(x, start_at_layer=layer, fwd_hooks=hooks)
         return logits[:, 0] if block.reads == 1 else logits

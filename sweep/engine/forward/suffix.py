@@ -3,7 +3,8 @@
 A patch at layer l, position p leaves every layer before l and, under causal attention,
 every position before p unchanged. So a suffix forward starts at layer l from the cached
 residual, recomputes positions p..last only, takes the keys and values of positions before
-p from the cached run, and unembeds each row's last position only.
+p from the cached run, and unembeds each row's last position only (or the positions of a
+multi-token answer, which it then recomputes from the first of them).
 
 Rows of one batch may start at different positions. Position-wise work (norms,
 projections, MLP: almost all FLOPs) runs on the packed suffix tokens of all rows, so no
