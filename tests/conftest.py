@@ -10,6 +10,8 @@ import pytest
 import torch
 from helpers import ioi_rows, write_task
 
+from tests import zygote
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -39,6 +41,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     for module in IMAGE_MODULE:
         module.BUILDING[0].exception()
         module.remove_images()
+    zygote.close()
 
 
 @pytest.fixture(autouse=True)

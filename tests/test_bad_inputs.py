@@ -24,6 +24,7 @@ from helpers import file_hashes, ioi_rows
 
 import sweep
 from sweep.store.status import done_marks
+from tests.zygote import python_m
 
 BASE = {
     "model": "native",
@@ -370,21 +371,9 @@ def test_a_quoted_path_with_spaces_and_non_ascii_letters_works(tmp_path: Path) -
         ["sweep.status", str(store)],
         ["sweep.plot", str(store)],
     ]
-    for cmd in commands:
-        out = subprocess.run(
-            [sys.executable, "-m", *cmd], cwd=tmp_path, capture_output=True, text=True,
-            timeout=300, env=env,
-        )  # fmt: skip
-        assert out.returncode == 0, out.stderr
-    assert (
-        "100.0%"
-        in subprocess.run(
-            [sys.executable, "-m", "sweep.status", str(store)],
-            capture_output=True,
-            text=True,
-            env=env,
-        ).stdout
-    )
+    outs = [python_m(cmd, tmp_path, env, timeout=300) for cmd in commands]
+    assert [out.returncode for out in outs] == [0, 0, 0], [out.stderr for out in outs]
+    assert "100.0%" in outs[1].stdout
     assert (store.parent / "é.plots" / "index.html").is_file()
     assert sweep.open_results(str(store)).sizes["prompt"] == 2
 
@@ -400,11 +389,7 @@ def test_bad_input_is_one_line_and_touches_nothing(
 ) -> None:
     _workdir(tmp_path, good_store, case)
     before = file_hashes(tmp_path)
-    out = subprocess.run(
-        [sys.executable, "-m", case.module, *_argv(case)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+    out = python_m([case.module, *_argv(case)], tmp_path, {**os.environ, "HF_HUB_OFFLINE": "1"})
     lines = [x for x in out.stderr.splitlines() if x.strip()]
     assert out.returncode != 0, out.stdout + out.stderr
     assert "Traceback" not in out.stderr, out.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +12,11 @@ import xarray as xr
 import yaml
 
 import sweep
+from tests.zygote import python_m
 
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sweep", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return python_m(["sweep", *args], tmp_path, timeout=300)
 
 
 def test_unknown_key_names_it(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import pytest
 from sweep.tasks import docstring, greater_than, ioi, sva
 from tests.helpers import ioi_rows, save_gpt2, train_tokenizer, write_task
 from tests.models.sae_files import save_sae
+from tests.zygote import python_m
 
 ROOT = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
@@ -110,8 +111,11 @@ def test_every_readme_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         elif language == "bash":
             for words in commands(text):
                 assert words[0] == "python", f"README runs {words[0]!r}: add it to MAKE or NOT_HERE"
-                done = subprocess.run([sys.executable, *words[1:]], cwd=cwd, capture_output=True,
-                                      text=True, timeout=600)  # fmt: skip
+                if words[1] == "-m":  # forked from a process that has imported torch and the rest
+                    done = python_m(words[2:], cwd)
+                else:
+                    done = subprocess.run([sys.executable, *words[1:]], cwd=cwd,
+                                          capture_output=True, text=True, timeout=600)  # fmt: skip
                 assert done.returncode == 0, f"{page}: {shlex.join(words)}\n{done.stderr[-3000:]}"
                 ran["bash"] += 1
     assert ran["python"] >= 7 and ran["bash"] >= 25, ran

@@ -33,13 +33,13 @@ from sweep.results.faithfulness import (
     overlap,
 )
 from tests.helpers import file_hashes
+from tests.zygote import python_m
 
 QUIET = ["store.plots=false", "runner.progress=false"]
 
 
 def _cli(cwd: Path, module: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    return python_m([module, *args], cwd)
 
 
 def _on_a_path(circuit: list[tuple[str, str]], shape: GraphShape) -> np.ndarray:

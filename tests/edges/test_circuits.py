@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from sweep.results.dataset import open_results
 from sweep.results.faithfulness import circuit_edges, faithfulness
 from tests.edge_reference import edge_forward, position_means, sender_output
 from tests.helpers import file_hashes, mixed_rows, native_prompts, worker, write_task
+from tests.zygote import python_m
 
 # A chain and a shortcut: embed -> logits alone (size 1); the embedding into a0.h0's value
 # (size 2: nothing reads a0.h0's change yet); a0.h0 -> logits (size 3: it reaches the logits).
@@ -153,8 +153,7 @@ def test_empty_mean_ablated_circuit_is_every_output_at_its_mean(tmp_path: Path) 
 
 
 def _cli(tmp_path: Path, module: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    return python_m([module, *args], tmp_path)
 
 
 def test_induction_circuit_holds_its_mechanism(induction: dict[str, Path]) -> None:

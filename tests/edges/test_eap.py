@@ -4,8 +4,6 @@ checkpoint, in both directions; steps=1 is EAP; and what the command line refuse
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ import sweep
 from sweep.results import analysis
 from tests.edge_reference import eap_logit_diffs
 from tests.helpers import mixed_rows, native_prompts, worker, write_task
+from tests.zygote import python_m
 
 
 def _model(which: str, tmp_path: Path, gpt2_dir: Path) -> list[str]:
@@ -105,11 +104,11 @@ def test_verify_top_k_patches_the_top_edges_exactly(tmp_path: Path, ablation: st
     base = ["grid=edges", "runner.progress=false", "store.plots=false"]
     iv = [] if ablation == "patch" else [f"intervention={ablation}"]
     exact = xr.open_zarr(sweep.run([*base, *iv, f"store.path={tmp_path / 'x.zarr'}"])).load()
-    out = subprocess.run(
-        [sys.executable, "-m", "sweep", *base, "intervention=eap", "intervention.verify_top_k=6",
-         f"intervention.ablation={ablation}", f"store.path={tmp_path / 'e.zarr'}"],
-        capture_output=True, text=True, cwd=tmp_path, check=True,
-    ).stdout  # fmt: skip
+    done = python_m(["sweep", *base, "intervention=eap", "intervention.verify_top_k=6",
+                     f"intervention.ablation={ablation}", f"store.path={tmp_path / 'e.zarr'}"],
+                    tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
     ds = sweep.open_results(tmp_path / "e.zarr").load()
     checked = analysis.verified_edges(ds)
     assert len(checked) == 6
@@ -144,9 +143,8 @@ def test_verify_top_k_patches_the_top_edges_exactly(tmp_path: Path, ablation: st
     ],
 )  # fmt: skip
 def test_bad_eap_settings_are_one_line(tmp_path: Path, over: list[str], says: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "sweep", *over, f"store.path={tmp_path / 's'}"],
-                         capture_output=True, text=True, cwd=tmp_path,
-                         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})  # fmt: skip
+    out = python_m(["sweep", *over, f"store.path={tmp_path / 's'}"], tmp_path,
+                   {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})  # fmt: skip
     lines = [x for x in out.stderr.splitlines() if x.startswith("patchsweep: error:")]
     assert out.returncode == 2 and len(lines) == 1 and says in lines[0], out.stderr[-2000:]
     assert not (tmp_path / "s").exists()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import xarray as xr
 import sweep
 from sweep import analysis, plot
 from sweep.analysis import cell_of, top_cells
+from tests.zygote import python_m
 
 COMPONENTS = ["resid_pre", "resid_mid", "attn_out", "mlp_out", "z", "z_by_pos", "v", "pattern"]
 
@@ -113,12 +112,11 @@ def test_atp_verifies_its_top_cells_exactly(tmp_path: Path) -> None:
 
 def test_every_atp_output_says_it_is_an_estimate(tmp_path: Path) -> None:
     store = tmp_path / "atp.zarr"
-    out = subprocess.run(
-        [sys.executable, "-m", "sweep", "model=native", "task=ioi", "intervention=atp",
-         "intervention.verify_top_k=3", "grid.components=[resid_pre,z]",
-         "runner.progress=false", f"store.path={store}"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    done = python_m(["sweep", "model=native", "task=ioi", "intervention=atp",
+                     "intervention.verify_top_k=3", "grid.components=[resid_pre,z]",
+                     "runner.progress=false", f"store.path={store}"], tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
     ds = sweep.open_results(store)
     top = [line for line in out.splitlines() if line.startswith("  ") and "value" in line]
     assert len(top) == 5 and all(": estimated effect " in line for line in top)

@@ -4,7 +4,6 @@ through its gradient, and bad functions refused in one line before any unit."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from tl_reference import TL_FUNCTIONS
 import sweep
 from sweep.errors import ConfigError
 from tests.helpers import padded
+from tests.zygote import python_m
 
 MODULE = '''
 import torch
@@ -135,10 +135,7 @@ def test_a_bad_custom_metric_is_one_line_before_any_unit(here: Path, ref: str, s
 
 
 def test_the_command_line_refuses_it_in_one_line(here: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "sweep", *_over(here, "metric.custom=[my_metrics:nan]")],
-        capture_output=True, text=True, timeout=300, cwd=here,
-    )  # fmt: skip
+    done = python_m(["sweep", *_over(here, "metric.custom=[my_metrics:nan]")], here, timeout=300)
     lines = [x for x in done.stderr.splitlines() if x.strip()]
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert lines[0].startswith("patchsweep: error: metric.custom: nan gave NaN")

@@ -6,8 +6,6 @@ error term kept, as Marks et al. (2024) do. One forward per cell, no code of swe
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from sweep.errors import ConfigError
 from sweep.interventions.resample import donors
 from tests.helpers import can_reset_peak, in_fresh_process, padded, spec_of, worker
 from tests.models.sae_files import reference_decode, reference_encode, save_sae
+from tests.zygote import python_m
 
 LAYER = 1
 HOOK = f"blocks.{LAYER}.hook_resid_pre"
@@ -360,11 +359,8 @@ def test_a_bad_sae_sweep_is_one_line_before_any_unit(
 
 def test_the_command_line_says_it_in_one_line(tmp_path: Path) -> None:
     folder = save_sae(tmp_path / "sae", "standard", 32, 8, HOOK)
-    done = subprocess.run(
-        [sys.executable, "-m", "sweep", *BASE, f"sae.path={folder}",
-         "grid.components=[sae_latents]", f"store.path={tmp_path / 's.zarr'}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    done = python_m(["sweep", *BASE, f"sae.path={folder}", "grid.components=[sae_latents]",
+                     f"store.path={tmp_path / 's.zarr'}"], tmp_path, timeout=300)  # fmt: skip
     lines = [x for x in done.stderr.splitlines() if x.strip()]
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert lines[0].startswith("patchsweep: error: sae.path: ") and "d_in" in lines[0]

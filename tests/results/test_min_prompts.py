@@ -3,8 +3,6 @@ pictures (by default those under half the prompts), and each says so."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ from helpers import mixed_rows, native_prompts, write_task
 import sweep
 from sweep import analysis
 from sweep.results.plot import heatmap
+from tests.zygote import python_m
 
 ARGS = ["grid.components=[resid_pre,z]", "runner.progress=false", "store.plots=false"]
 
@@ -65,8 +64,7 @@ def test_pictures_leave_those_cells_blank_and_say_so(store) -> None:
 
 def test_the_report_says_what_it_left_out(store, tmp_path: Path) -> None:
     _, over = store
-    out = subprocess.run([sys.executable, "-m", "sweep", *over, f"store.path={tmp_path / 'r'}"],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = python_m(["sweep", *over, f"store.path={tmp_path / 'r'}"], tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr
     ds = sweep.open_results(tmp_path / "r")
     reach, need = _reach(ds), analysis.default_min_prompts(ds)
@@ -78,11 +76,8 @@ def test_the_report_says_what_it_left_out(store, tmp_path: Path) -> None:
     assert shown and all(int(x.rsplit("n=", 1)[1].rstrip(")")) >= need for x in shown)
     # analysis.min_prompts chooses the threshold for the report and the pictures alike; it
     # is not a result key, so the same store is reused (nothing recomputed).
-    again = subprocess.run(
-        [sys.executable, "-m", "sweep", *over, "analysis.min_prompts=1", "store.plots=true",
-         f"store.path={tmp_path / 'r'}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    again = python_m(["sweep", *over, "analysis.min_prompts=1", "store.plots=true",
+                      f"store.path={tmp_path / 'r'}"], tmp_path, timeout=300)  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert "units: 0 computed this run" in again.stdout
     assert "(cells that fewer than 1 of the 6 prompts reach are left out: 0):" in again.stdout

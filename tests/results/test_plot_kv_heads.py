@@ -5,8 +5,6 @@ key/value head, like ``z_by_pos``."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from helpers import ioi_rows, write_task
 import sweep
 from sweep import plot
 from sweep.components import COMPONENTS
+from tests.zygote import python_m
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +64,7 @@ def test_kv_head_maps_are_labelled_by_key_value_head(gqa_store: Path) -> None:
 def test_command_draws_every_component(gqa_store: Path, tmp_path: Path) -> None:
     out_dir = tmp_path / "plots"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run(
-        [sys.executable, "-m", "sweep.plot", str(gqa_store), "--out", str(out_dir)],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    out = python_m(["sweep.plot", str(gqa_store), "--out", str(out_dir)], tmp_path, env, 300)
     assert out.returncode == 0, out.stderr
     drawn = xr.open_zarr(gqa_store)
     names = [c for c in COMPONENTS if c in drawn]

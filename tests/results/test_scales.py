@@ -6,8 +6,6 @@ the shipped induction model, where clean and corrupted differ in one token only.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ import pytest
 
 import sweep
 from sweep import analysis, plot
+from tests.zygote import python_m
 
 # One prompt; layer 0's residual stream is a token's embedding, so patching it at the one
 # changed position is the whole other run, and at any other position changes nothing.
@@ -110,11 +109,10 @@ def test_a_tiny_or_inverted_gap_is_counted_in_a_warning(tmp_path: Path) -> None:
 
 
 def test_the_command_line_prints_the_scale_of_its_intervention(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "sweep", *BASE, "intervention.direction=noise",
-         f"store.path={tmp_path / 's.zarr'}"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    done = python_m(["sweep", *BASE, "intervention.direction=noise",
+                     f"store.path={tmp_path / 's.zarr'}"], tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
     assert "(patch noise)" in out
     assert "destroyed = fraction of the clean behaviour destroyed (0 = no change" in out
     assert "destroyed +1.00 (value" in out

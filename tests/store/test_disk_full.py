@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 import xarray as xr
 
 from sweep.store.status import done_marks
+from tests.zygote import python_m
 
 ARGS = [
     "model=native",
@@ -39,10 +39,7 @@ def _mount(where: Path, size: str, remount: bool = False) -> bool:
 
 
 def _sweep(cwd: Path, store: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sweep", *ARGS, f"store.path={store}"],
-        cwd=cwd, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    return python_m(["sweep", *ARGS, f"store.path={store}"], cwd)
 
 
 def _done(store: Path) -> int:

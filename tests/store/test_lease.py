@@ -20,6 +20,7 @@ from sweep.errors import StoreBusyError
 from sweep.store.backends import backend_for
 from sweep.store.lease import LEASE, Lease, read_holder
 from sweep.store.status import done_marks
+from tests.zygote import python_m
 
 SLOW = [
     "model=native",
@@ -49,10 +50,7 @@ def _start(tmp: Path, store: Path, *extra: str, log: str = "a.log") -> subproces
 
 
 def _cli(tmp: Path, store: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sweep", *_args(*extra), f"store.path={store}"],
-        cwd=tmp, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    return python_m(["sweep", *_args(*extra), f"store.path={store}"], tmp, timeout=300)
 
 
 def _done(store: Path) -> int:

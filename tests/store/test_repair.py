@@ -18,6 +18,7 @@ from helpers import ioi_rows, native_prompts, write_task
 import sweep
 from sweep.models.native import PREFIX, remove_stale_tokenizers
 from sweep.store.backends import remove_leftovers
+from tests.zygote import python_m
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +55,8 @@ def test_verify_finds_damaged_chunk_bytes_and_the_next_run_repairs_them(
     chunk.write_bytes(b"\x28\xb5\x2f\xfd garbage")  # a zstd frame header, then nonsense
     status = sweep.status(str(path), verify=True)
     assert status.damaged == ["z_by_pos layers 2..2 prompts 0..7 (unit 2)"]
-    out = subprocess.run([sys.executable, "-m", "sweep.status", str(path)], capture_output=True,
-                         text=True, check=True)  # fmt: skip
+    out = python_m(["sweep.status", str(path)], tmp_path)
+    assert out.returncode == 0, out.stderr
     assert "z_by_pos: 2 of 3 units done" in out.stdout  # marked not done
     summary = sweep.run_config(sweep.compose_config(args))
     assert summary.units_run == 1
@@ -66,8 +67,7 @@ def test_verify_finds_damaged_chunk_bytes_and_the_next_run_repairs_them(
 def test_verify_from_the_command_line_names_the_damage(finished, tmp_path: Path) -> None:
     _, path = _copy(finished, tmp_path)
     (path / "resid_pre" / "c" / "0" / "0" / "0" / "0").write_bytes(b"broken")
-    out = subprocess.run([sys.executable, "-m", "sweep.status", str(path), "--verify"],
-                         capture_output=True, text=True)  # fmt: skip
+    out = python_m(["sweep.status", str(path), "--verify"], tmp_path)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "damaged: 1 unit(s), marked not done:" in out.stdout
     assert "resid_pre layers 0..2 prompts 0..7 (unit 3)" in out.stdout

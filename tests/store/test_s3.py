@@ -31,6 +31,7 @@ from sweep.errors import StoreBusyError
 from sweep.store.backends import backend_for
 from sweep.store.lease import LEASE, Lease, read_holder
 from sweep.store.status import done_marks
+from tests.zygote import python_m
 
 pytest.importorskip("s3fs", reason="needs s3fs (pip install -e '.[dev]')")
 pytest.importorskip("moto.server", reason="needs moto[server] (pip install -e '.[dev]')")
@@ -102,8 +103,7 @@ def bucket(s3: dict[str, str]) -> str:
 
 
 def _cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sweep", *args], cwd=cwd, env=env, text=True,
-                          capture_output=True, timeout=300)  # fmt: skip
+    return python_m(["sweep", *args], cwd, env, timeout=300)
 
 
 def _all_bytes(bucket: str) -> bytes:
@@ -149,8 +149,7 @@ def test_sweep_on_s3_killed_resumes_equal_and_reads_by_url(s3, bucket, tmp_path)
     assert all(d == t for d, t in state.units_done.values())
     assert sum(t for _, t in state.units_done.values()) == len(first)
     assert state.holder is None  # released at the end
-    drawn = subprocess.run([sys.executable, "-m", "sweep.plot", url, "--out", "pictures"],
-                           cwd=tmp_path, env=s3, text=True, capture_output=True)  # fmt: skip
+    drawn = python_m(["sweep.plot", url, "--out", "pictures"], tmp_path, s3)
     assert drawn.returncode == 0, drawn.stderr
     pictures = {p.name for p in (tmp_path / "pictures").iterdir()}
     assert pictures >= {"index.html", "z_by_pos.png", "resid_pre.png"}

@@ -4,12 +4,11 @@ task file."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import sweep
 from tests.helpers import ioi_rows, native_prompts, worker, write_task
+from tests.zygote import python_m
 
 
 def test_the_store_round_trips_the_task_file(tmp_path: Path) -> None:
@@ -37,8 +36,8 @@ def test_the_store_round_trips_the_task_file(tmp_path: Path) -> None:
 
     assert ds.attrs["intervention"] == "patch"
     assert ds.attrs["intervention_keys"] == {"kind": "patch", "direction": "noise"}
-    out = subprocess.run([sys.executable, "-m", "sweep.status", str(tmp_path / "s.zarr")],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = python_m(["sweep.status", str(tmp_path / "s.zarr")], tmp_path)
+    assert out.returncode == 0, out.stderr
     assert "intervention.kind: patch\nintervention.direction: noise\n" in out.stdout
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from helpers import ioi_rows, save_gpt2, write_task
+
+from tests.zygote import python_m
 
 BOS, UNK = "<bos>", "<unk>"
 
@@ -44,9 +45,7 @@ def _sweep(tmp: Path, model_dir: Path, rows: list[dict[str, str]]) -> subprocess
         f"store.path={tmp / 's.zarr'}",
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "sweep", *args], capture_output=True, text=True, env=env, timeout=300
-    )
+    return python_m(["sweep", *args], tmp, env, timeout=300)
 
 
 @pytest.mark.parametrize("field", ["answer", "wrong"])
