@@ -218,3 +218,30 @@ def file_hashes(root: Path) -> dict[str, str]:
         for p in root.rglob("*")
         if p.is_file() and "outputs" not in p.parts
     }
+
+
+def user_module(directory: Path, monkeypatch: Any, name: str, code: str) -> Path:
+    """``directory/name.py`` holding ``code``, importable as a user's metric module is: the
+    working directory, on ``sys.path``, and not an earlier test's copy of the same name."""
+    import sys
+
+    (directory / f"{name}.py").write_text(code)
+    monkeypatch.chdir(directory)
+    monkeypatch.syspath_prepend(str(directory))
+    sys.modules.pop(name, None)
+    return directory
+
+
+def edge_block(w: Any, base_run: str) -> tuple[Any, list[Any], Any]:
+    """A worker's graph shape, all its edges, and a block of all its prompts with the base
+    run's and the clean run's edge activations cached: what an exact edge unit starts from."""
+    from sweep.edges.graph import GraphShape, edges
+    from sweep.engine.edges import edge_hooks
+    from sweep.engine.runs import build_block
+
+    cfg = w.model.cfg
+    shape = GraphShape(int(cfg.n_layers), int(cfg.n_heads), mlp=not cfg.attn_only)
+    hooks = edge_hooks(shape.n_layers, shape.mlp)
+    base_hooks = hooks | w.forward.base_hooks(tuple(range(shape.n_layers)))
+    block = build_block(w.model, w.task, np.arange(w.task.n_prompts), base_run, base_hooks, hooks)
+    return shape, edges(shape), block

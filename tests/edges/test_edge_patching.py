@@ -11,11 +11,10 @@ import torch
 
 import sweep
 from sweep.edges.graph import GraphShape, edges, receivers
-from sweep.engine.edges import edge_hooks, edge_values
+from sweep.engine.edges import edge_values
 from sweep.engine.forward.gpt2 import GPT2Forward
-from sweep.engine.runs import build_block
 from tests.edge_reference import edge_logit_diffs
-from tests.helpers import mixed_rows, native_prompts, worker, write_task
+from tests.helpers import edge_block, mixed_rows, native_prompts, worker, write_task
 
 
 @pytest.mark.parametrize("direction", ["denoise", "noise"])
@@ -30,14 +29,9 @@ def test_every_edge_equals_one_hooked_forward_per_edge(
     w = worker([*model, "grid.components=[resid_pre]", "runner.engine=fast"])
     fw = w.forward
     assert isinstance(fw, GPT2Forward)
-    cfg = w.model.cfg
-    shape = GraphShape(int(cfg.n_layers), int(cfg.n_heads), mlp=not cfg.attn_only)
-    all_edges = edges(shape)
-    assert len({r.kind for _, r in all_edges}) == 5  # q, k, v, mlp and logits receivers
     base_run = "corrupted" if direction == "denoise" else "clean"
-    hooks = edge_hooks(shape.n_layers, shape.mlp)
-    base_hooks = hooks | fw.base_hooks(tuple(range(shape.n_layers)))
-    block = build_block(w.model, w.task, np.arange(w.task.n_prompts), base_run, base_hooks, hooks)
+    _, all_edges, block = edge_block(w, base_run)
+    assert len({r.kind for _, r in all_edges}) == 5  # q, k, v, mlp and logits receivers
     got = edge_values(fw, block, all_edges, ("logit_diff",), per_forward=7)
     want = edge_logit_diffs(w.model, w.task, all_edges, base_run)
     np.testing.assert_allclose(got[0].cpu().numpy(), want, atol=1e-4)
@@ -48,13 +42,7 @@ def test_the_induction_circuit_is_the_top_edges_of_the_shipped_model() -> None:
     """The previous-token head's output into the induction heads' key inputs: heads found
     from their attention scores on the clean prompts, not by number."""
     w = worker(["grid.components=[resid_pre]", "runner.engine=fast"])  # the shipped model
-    cfg = w.model.cfg
-    shape = GraphShape(int(cfg.n_layers), int(cfg.n_heads), mlp=not cfg.attn_only)
-    graph = edges(shape)
-    hooks = edge_hooks(shape.n_layers, shape.mlp)
-    base_hooks = hooks | w.forward.base_hooks(tuple(range(shape.n_layers)))
-    block = build_block(w.model, w.task, np.arange(w.task.n_prompts), "corrupted", base_hooks,
-                        hooks)  # fmt: skip
+    shape, graph, block = edge_block(w, "corrupted")
     values = edge_values(w.forward, block, graph, ("logit_diff",))[0]
     corrupted = block.evaluate(("logit_diff",), block.corrupted_logits)[0]
     effect = (values - corrupted[None]).mean(-1)

@@ -4,13 +4,12 @@ through its gradient, and bad functions refused in one line before any unit."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import ioi_rows, native_prompts, spec_of, worker, write_task
+from helpers import ioi_rows, native_prompts, spec_of, user_module, worker, write_task
 from tl_reference import TL_FUNCTIONS
 
 import sweep
@@ -55,11 +54,7 @@ not_a_function = 3
 @pytest.fixture
 def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working directory holding the user's ``my_metrics.py``."""
-    (tmp_path / "my_metrics.py").write_text(MODULE)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("my_metrics", None)
-    return tmp_path
+    return user_module(tmp_path, monkeypatch, "my_metrics", MODULE)
 
 
 def _over(tmp: Path, *extra: str) -> list[str]:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import NAMES, ioi_rows, native_prompts, padded, worker, write_task
+from helpers import NAMES, ioi_rows, native_prompts, padded, user_module, worker, write_task
 from tl_reference import TL_FUNCTIONS
 
 import sweep
@@ -145,10 +144,7 @@ def test_atp_over_sets_follows_the_set_metrics_gradient(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """AtP of the built-in prob_diff over sets equals AtP of a hand-written one."""
-    (tmp_path / "hand_metrics.py").write_text(HAND)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("hand_metrics", None)
+    user_module(tmp_path, monkeypatch, "hand_metrics", HAND)
     over = [o for o in _over(tmp_path, "grid.components=[resid_pre,z_by_pos]", "intervention=atp",
                              "metric.custom=[hand_metrics:hand_prob_diff]")
             if not o.startswith("metric.names")] + ["metric.names=[prob_diff]"]  # fmt: skip

@@ -5,19 +5,16 @@ hooked model, and what is refused in one line."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import ioi_rows, native_prompts, padded, worker, write_task
+from helpers import edge_block, ioi_rows, native_prompts, padded, user_module, worker, write_task
 from tl_reference import TL_FUNCTIONS
 
 import sweep
-from sweep.edges.graph import GraphShape, edges
-from sweep.engine.edges import edge_hooks, edge_values
-from sweep.engine.runs import build_block
+from sweep.engine.edges import edge_values
 from sweep.errors import ConfigError, TaskError
 from sweep.interventions.resample import donors
 from sweep.metrics import METRICS
@@ -212,10 +209,7 @@ def hand_logprob(logits, answer, wrong, clean):
 
 @pytest.fixture
 def hand_metric(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    (tmp_path / "seq_metrics.py").write_text(HAND)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("seq_metrics", None)
+    user_module(tmp_path, monkeypatch, "seq_metrics", HAND)
     return "metric.custom=[seq_metrics:hand_logprob]"
 
 
@@ -296,13 +290,7 @@ def test_exact_edges_of_a_multi_token_answer_equal_one_hooked_forward_per_edge(
 ) -> None:
     over = _over(tmp_path, "grid.components=[resid_pre]", "runner.engine=fast")
     w = worker(over)
-    cfg = w.model.cfg
-    shape = GraphShape(int(cfg.n_layers), int(cfg.n_heads), mlp=not cfg.attn_only)
-    every = edges(shape)
-    hooks = edge_hooks(shape.n_layers, shape.mlp)
-    base_hooks = hooks | w.forward.base_hooks(tuple(range(shape.n_layers)))
-    block = build_block(w.model, w.task, np.arange(w.task.n_prompts), "corrupted", base_hooks,
-                        hooks)  # fmt: skip
+    _, every, block = edge_block(w, "corrupted")
     assert block.reads == 5
     got = edge_values(w.forward, block, every, ("logprob",), per_forward=7)[0].cpu().numpy()
     want = edge_logit_diffs(w.model, w.task, every, "corrupted", score=_logprob(_answers(w)))
