@@ -11,8 +11,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +22,7 @@ from helpers import file_hashes, ioi_rows
 
 import sweep
 from sweep.store.status import done_marks
-from tests.zygote import python_m
+from tests.zygote import Forked, python_m, python_popen
 
 BASE = {
     "model": "native",
@@ -400,7 +398,7 @@ def test_bad_input_is_one_line_and_touches_nothing(
     assert {k: after.get(k) for k in before} == before
 
 
-def _wait_for_units(path: Path, proc: subprocess.Popen[str], n: int) -> None:
+def _wait_for_units(path: Path, proc: Forked, n: int) -> None:
     deadline = time.monotonic() + 180
     while True:
         assert proc.poll() is None, proc.communicate()
@@ -420,8 +418,7 @@ def test_a_signal_stops_with_a_count_and_the_same_command_resumes(
     args = ["model=native", "model.native.n_layers=4", "task=ioi", "task.n_prompts=6",
             "grid.components=[z_by_pos]", "store.chunk_kb=1", "runner.memory_mb=0.01",
             "runner.progress=false", "store.plots=false", "store.path=s.zarr"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "sweep", *args], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = python_popen(["sweep", *args], tmp_path)
     _wait_for_units(tmp_path / "s.zarr", proc, 1)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
@@ -434,7 +431,6 @@ def test_a_signal_stops_with_a_count_and_the_same_command_resumes(
     assert done == int((stored > 0).sum()) >= 1
     assert "run the same command to resume" in lines[0]
     assert not (tmp_path / "s.zarr" / "_patchsweep" / "lease.json").exists()
-    again = subprocess.run([sys.executable, "-m", "sweep", *args], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    again = python_m(["sweep", *args], tmp_path, timeout=300)
     assert again.returncode == 0, again.stderr
     assert f"units: {len(stored) - done} computed this run" in again.stdout

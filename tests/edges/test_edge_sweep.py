@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from sweep.edges.graph import GraphShape, connects, receivers, senders
 from sweep.store.status import done_marks
 from tests.edge_reference import ablated_edge_logit_diffs, edge_logit_diffs
 from tests.helpers import ioi_rows, mixed_rows, native_prompts, worker, write_task
+from tests.zygote import python_popen
 
 CHOSEN = ["grid=edges", "grid.receivers=[a1.*.k,a1.h0.q,m0,m1,logits]",
           "grid.senders=[embed,a0.*,m0,a1.h1]"]  # fmt: skip
@@ -149,9 +148,8 @@ def test_killed_edge_sweep_resumes_equal_to_uninterrupted(tmp_path: Path) -> Non
         "store.chunk_kb=1", "store.prompt_block=2", "runner.memory_mb=4", "runner.progress=false",
     ]  # fmt: skip
     killed = tmp_path / "killed.zarr"
-    with (tmp_path / "sweep.log").open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "sweep", *over, f"store.path={killed}"],
-                                cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    proc = python_popen(["sweep", *over, f"store.path={killed}"], tmp_path,
+                        log=tmp_path / "sweep.log")  # fmt: skip
     deadline = time.monotonic() + 300
     try:
         while (done := done_marks(killed)).size == 0 or (done > 0).sum() < done.size // 3:

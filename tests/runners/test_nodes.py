@@ -21,6 +21,7 @@ from helpers import file_hashes
 
 import sweep
 from sweep.store.status import done_marks
+from tests.zygote import python_popen
 
 SLOW = [
     "model=native", "model.native.n_layers=4", "task=ioi", "task.n_prompts=8",
@@ -79,8 +80,7 @@ def _drive(
     """Run the driver; call ``lose(driver)`` once ``when`` of the units are done. Returns
     the finished process and the units done before the loss."""
     store = Path(next(a for a in args if a.startswith("store.path=")).split("=", 1)[1])
-    proc = subprocess.Popen([sys.executable, "-m", "sweep", *args], cwd=tmp, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)  # fmt: skip
+    proc = python_popen(["sweep", *args], tmp, ENV)
     deadline, before = time.monotonic() + 300, -1
     while proc.poll() is None and time.monotonic() < deadline:
         done = done_marks(store)

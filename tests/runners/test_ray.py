@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,6 +20,7 @@ from sweep.config import to_spec
 from sweep.errors import ConfigError
 from sweep.runners.ray import Node, RayRunner, placement, threads_for
 from sweep.store.status import done_marks
+from tests.zygote import python_popen
 
 SLOW_GRID = [
     "model=native",
@@ -131,13 +130,7 @@ def test_killed_driver_then_same_command_resumes(ray_session, local_values, tmp_
     """The driver connects to a running Ray (as on a cluster), dies, and is run again."""
     path = tmp_path / "ray.zarr"
     args = [*SLOW_GRID, "runner=ray", f"runner.address={ray_session}", f"store.path={path}"]
-    with (tmp_path / "driver.log").open("wb") as log:
-        driver = subprocess.Popen(
-            [sys.executable, "-m", "sweep", *args],
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    driver = python_popen(["sweep", *args], tmp_path, log=tmp_path / "driver.log")
     try:
         _wait_for(lambda: _done_count(path) >= 1 or driver.poll() is not None)
         assert driver.poll() is None, (tmp_path / "driver.log").read_text()

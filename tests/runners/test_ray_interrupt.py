@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +16,7 @@ import pytest
 
 from sweep.store.status import done_marks
 from tests.runners.test_ray import SLOW_GRID
+from tests.zygote import python_popen
 
 ARGS = [*SLOW_GRID, "runner=ray", "runner.num_workers=2", "store.path=s.zarr"]
 RAY = re.compile(r"ray::|/ray/|raylet|gcs_server")
@@ -82,11 +81,8 @@ def test_ctrl_c_at_any_moment_of_a_ray_sweep(tmp_path: Path, moment: str, group:
     own processes get it too); otherwise to the driver alone, as ``kill -INT`` does."""
     when, says = MOMENTS[moment]
     before = _ray_processes()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sweep", *ARGS], cwd=tmp_path, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+    proc = python_popen(["sweep", *ARGS], tmp_path, {**os.environ, "HF_HUB_OFFLINE": "1"},
+                        new_session=True)  # fmt: skip
     seen: set[psutil.Process] = set()
     deadline = time.monotonic() + 240
     while not when(proc.pid, tmp_path):

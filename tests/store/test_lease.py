@@ -20,7 +20,7 @@ from sweep.errors import StoreBusyError
 from sweep.store.backends import backend_for
 from sweep.store.lease import LEASE, Lease, read_holder
 from sweep.store.status import done_marks
-from tests.zygote import python_m
+from tests.zygote import Forked, python_m, python_popen
 
 SLOW = [
     "model=native",
@@ -41,12 +41,8 @@ def _args(*extra: str) -> list[str]:
     return [a for a in SLOW if a.split("=", 1)[0] not in keys] + list(extra)
 
 
-def _start(tmp: Path, store: Path, *extra: str, log: str = "a.log") -> subprocess.Popen[bytes]:
-    with (tmp / log).open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "sweep", *_args(*extra), f"store.path={store}"],
-            cwd=tmp, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+def _start(tmp: Path, store: Path, *extra: str, log: str = "a.log") -> Forked:
+    return python_popen(["sweep", *_args(*extra), f"store.path={store}"], tmp, log=tmp / log)
 
 
 def _cli(tmp: Path, store: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -61,9 +57,7 @@ def _units(store: Path) -> int:
     return int(zarr.open_group(str(store))["_patchsweep/done"].shape[0])
 
 
-def _wait(
-    cond, proc: subprocess.Popen[bytes], log: Path, timeout: float = 180, poll: float = 0.05
-) -> None:
+def _wait(cond, proc: Forked, log: Path, timeout: float = 180, poll: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         assert proc.poll() is None, log.read_text()

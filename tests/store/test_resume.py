@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import xarray as xr
 
 import sweep
 from sweep.store.status import done_marks
+from tests.zygote import python_popen
 
 OVERRIDES = [
     "model=native",
@@ -31,17 +30,9 @@ OVERRIDES = [
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     killed = tmp_path / "killed.zarr"
-    cmd = [
-        sys.executable,
-        "-m",
-        "sweep",
-        *OVERRIDES,
-        f"store.path={killed}",
-        "runner.progress=false",
-    ]
     log = tmp_path / "sweep.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    proc = python_popen(["sweep", *OVERRIDES, f"store.path={killed}", "runner.progress=false"],
+                        tmp_path, log=log)  # fmt: skip
     deadline = time.monotonic() + 180
     live = None  # sweep.status of the store while the sweep writes it
     try:

@@ -31,7 +31,7 @@ from sweep.errors import StoreBusyError
 from sweep.store.backends import backend_for
 from sweep.store.lease import LEASE, Lease, read_holder
 from sweep.store.status import done_marks
-from tests.zygote import python_m
+from tests.zygote import python_m, python_popen
 
 pytest.importorskip("s3fs", reason="needs s3fs (pip install -e '.[dev]')")
 pytest.importorskip("moto.server", reason="needs moto[server] (pip install -e '.[dev]')")
@@ -116,9 +116,8 @@ def _all_bytes(bucket: str) -> bytes:
 @pytest.mark.slow
 def test_sweep_on_s3_killed_resumes_equal_and_reads_by_url(s3, bucket, tmp_path) -> None:
     url = f"s3://{bucket}/sweep.zarr"
-    cmd = [sys.executable, "-m", "sweep", *OVERRIDES, f"store.path={url}"]
-    with (tmp_path / "first.log").open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=s3, stdout=out, stderr=subprocess.STDOUT)
+    proc = python_popen(["sweep", *OVERRIDES, f"store.path={url}"], tmp_path, s3,
+                        log=tmp_path / "first.log")  # fmt: skip
     deadline = time.monotonic() + 240
     try:
         while (done := done_marks(url)).size == 0 or (done > 0).sum() < done.size // 2:
