@@ -21,7 +21,7 @@ from helpers import file_hashes
 
 import sweep
 from sweep.store.status import done_marks
-from tests.zygote import python_popen
+from tests.zygote import python_m, python_popen
 
 SLOW = [
     "model=native", "model.native.n_layers=4", "task=ioi", "task.n_prompts=8",
@@ -70,8 +70,7 @@ ENV = {
 
 
 def _sweep(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sweep", *args], cwd=tmp, text=True,
-                          capture_output=True, env=ENV)  # fmt: skip
+    return python_m(["sweep", *args], tmp, ENV)
 
 
 def _drive(
