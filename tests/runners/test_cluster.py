@@ -106,8 +106,9 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
 
 def _stop(psutil, proc: subprocess.Popen, temp_dir: Path) -> None:
     """Terminate the head's process tree and anything naming its temp dir, until none is
-    left (a raylet may still be starting workers while it goes down)."""
-    deadline = time.monotonic() + 60
+    left (a raylet may still be starting workers while it goes down); what is still there
+    after 5 s is killed."""
+    deadline, polite = time.monotonic() + 60, True
     while True:
         tree = {proc.pid, *(c.pid for c in _children(psutil, proc.pid))}
         tree |= {p.pid for p in psutil.process_iter(["cmdline"]) if _mentions(p, temp_dir)}
@@ -117,10 +118,11 @@ def _stop(psutil, proc: subprocess.Popen, temp_dir: Path) -> None:
         assert time.monotonic() < deadline, "processes of the test head outlived it"
         for p in procs:
             try:
-                p.terminate() if time.monotonic() < deadline - 40 else p.kill()
+                p.terminate() if polite else p.kill()
             except psutil.NoSuchProcess:
                 pass
-        psutil.wait_procs(procs, timeout=10)
+        psutil.wait_procs(procs, timeout=5)
+        polite = False
     proc.wait(timeout=30)
 
 
