@@ -169,3 +169,12 @@ def read_positions(last: torch.Tensor, reads: int) -> torch.Tensor:
         return last
     steps = torch.arange(1 - reads, 1, device=last.device)
     return (last[:, None] + steps).clamp(min=0)
+
+
+def at_reads(act: torch.Tensor, at: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """``act[rows, at]``: each row's activations at its read positions ``at`` (``[R]`` for one
+    read, ``[R, reads]`` for several, as ``read_positions`` gives), ``[R, ...]`` or
+    ``[R, reads, ...]``; ``rows`` (the rows of ``act`` to read) defaults to ``0..R-1``."""
+    if rows is None:
+        rows = torch.arange(len(at), device=at.device)
+    return act[rows[:, None] if at.dim() == 2 else rows, at]

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from sweep.edges.graph import Node
+from sweep.engine.cells import at_reads
 from sweep.engine.forward.suffix import Rows, SuffixForward, Trace
 
 if TYPE_CHECKING:
@@ -123,8 +124,7 @@ class EdgeForward:
         fw, rows = self.fw, e.rows
         if layer == fw.n_layers:  # the logits read the final residual at the read positions
             final = block.base[f"blocks.{layer - 1}.hook_resid_post"]
-            prompt = rows.prompt if rows.reads == 1 else rows.prompt[:, None]
-            x = final[prompt, rows.read_pos] + e.delta[rows.final]
+            x = at_reads(final, rows.read_pos, rows.prompt) + e.delta[rows.final]
             return fw.final_logits(x)
         x = block.base[f"blocks.{layer}.hook_resid_pre"][rows.tok_prompt, rows.tok_pos]
         for i in range(layer, fw.n_layers):

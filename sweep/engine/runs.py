@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sweep.engine.cells import read_positions
+from sweep.engine.cells import at_reads, read_positions
 from sweep.metrics import evaluate
 from sweep.tasks.tokenize import TokenizedTask
 
@@ -135,10 +135,7 @@ def run_cached(
 
     wanted = set(names)
     names = wanted & set(model.hook_dict)
-    rows = torch.arange(tokens.shape[0], device=tokens.device)
     at = read_positions(lengths - 1, reads)
-    if reads > 1:
-        rows = rows[:, None]
     cache: dict[str, torch.Tensor] = {}
 
     def keep(name: str) -> Callable[[torch.Tensor, Any], None]:
@@ -148,7 +145,7 @@ def run_cached(
         return hook
 
     def reads_only(act: torch.Tensor, hook: Any) -> torch.Tensor:
-        picked = act[rows, at]  # never the [prompt, pos, vocab] logits
+        picked = at_reads(act, at)  # never the [prompt, pos, vocab] logits
         return picked.unsqueeze(1) if reads == 1 else picked
 
     hooks = [(n, keep(n)) for n in sorted(names)] + [("unembed.hook_in", reads_only)]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from sweep.components import SAE_SUFFIX, Component
-from sweep.engine.cells import per_cell
+from sweep.engine.cells import at_reads, per_cell
 from sweep.interventions.base import Context, Estimator, Intervention
 from sweep.interventions.patch import Patch
 from sweep.interventions.specs import AtPSpec, PatchSpec, base_of
@@ -61,12 +61,9 @@ class AtP(Estimator):
             # made outside inference mode are ordinary tensors.
             at, answer, wrong = (t.clone() for t in (block.read_pos, block.answer, block.wrong))
             clean = block.clean_logits.clone()
-            rows = torch.arange(block.n, device=at.device)
-            if block.reads > 1:
-                rows = rows[:, None]
 
             def metric(logits: torch.Tensor) -> torch.Tensor:
-                return evaluate(metrics, logits[rows, at], answer, wrong, clean)
+                return evaluate(metrics, at_reads(logits, at), answer, wrong, clean)
 
             tokens = block.tokens(self.base_run).clone()
             return attributions(self.model, tokens, set(self.hooks), block.source, metric)

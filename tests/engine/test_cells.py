@@ -3,10 +3,19 @@ the component table and nothing else. Checked against hand-indexed tensors."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from sweep.components import COMPONENTS, Component, Layout
-from sweep.engine.cells import gather_cells, hook_patch, make_batch, packed_patch, per_cell
+from sweep.engine.cells import (
+    at_reads,
+    gather_cells,
+    hook_patch,
+    make_batch,
+    packed_patch,
+    per_cell,
+    read_positions,
+)
 from sweep.engine.forward.suffix import Rows
 
 NEURONS = Layout("neurons", ("pos", "neuron"), "pos", ("pos",))
@@ -51,3 +60,22 @@ def test_estimates_sum_each_cell_and_gather_it_per_prompt() -> None:
     assert got[:, 0, 1].isnan().all()  # prompt 1 has no position 3
     assert torch.allclose(got[:, 1, 1], by_pos[:, 1, 1, 0])  # its own last position
     assert torch.allclose(got[:, 1, 2], by_pos[:, 2, 3, 0])
+
+
+@pytest.mark.parametrize("reads", [1, 3])
+def test_at_reads_picks_each_rows_read_positions(reads: int) -> None:
+    """One read: each row's last position; several: the ``reads`` positions ending there,
+    clamped at 0 for a prompt shorter than the reads; ``rows`` picks other rows of ``act``."""
+    act = torch.randn(4, 6, 5)
+    last = torch.tensor([5, 1, 3, 0])
+    at = read_positions(last, reads)
+    want = [[act[r, max(p - k, 0)] for k in reversed(range(reads))] for r, p in enumerate(last)]
+    got = at_reads(act, at)
+    assert got.shape == ((4, 5) if reads == 1 else (4, reads, 5))
+    want_t = torch.stack([torch.stack(w) for w in want])
+    torch.testing.assert_close(got.reshape(4, reads, 5), want_t)
+    rows = torch.tensor([3, 3, 0, 1])
+    other = at_reads(act, at, rows).reshape(4, reads, 5)
+    for i, r in enumerate(rows.tolist()):
+        for j, k in enumerate(reversed(range(reads))):
+            torch.testing.assert_close(other[i, j], act[r, max(int(last[i]) - k, 0)])

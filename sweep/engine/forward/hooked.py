@@ -14,7 +14,7 @@ import torch
 
 from sweep.components import Component
 from sweep.engine import latents
-from sweep.engine.cells import Batch, hook_patch, read_positions
+from sweep.engine.cells import Batch, at_reads, hook_patch, read_positions
 from sweep.engine.forward.base import Forward, activation_row_bytes
 from sweep.models.sae import attached
 
@@ -38,12 +38,9 @@ class HookedForward(Forward):
     ) -> torch.Tensor:
         x = block.base[f"blocks.{layer}.hook_resid_pre"][batch.prompt]
         at = read_positions(block.last[batch.prompt], block.reads)
-        rows = torch.arange(len(at), device=at.device)
-        if block.reads > 1:
-            rows = rows[:, None]
 
         def keep_reads(act: torch.Tensor, hook: Any) -> torch.Tensor:
-            picked = act[rows, at]  # [rows, d_model] or [rows, reads, d_model]
+            picked = at_reads(act, at)  # [rows, d_model] or [rows, reads, d_model]
             return picked.unsqueeze(1) if block.reads == 1 else picked
 
         hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = [
