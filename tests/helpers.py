@@ -245,3 +245,31 @@ def edge_block(w: Any, base_run: str) -> tuple[Any, list[Any], Any]:
     base_hooks = hooks | w.forward.base_hooks(tuple(range(shape.n_layers)))
     block = build_block(w.model, w.task, np.arange(w.task.n_prompts), base_run, base_hooks, hooks)
     return shape, edges(shape), block
+
+
+def kill_part_way(
+    args: list[str], cwd: Path, store: str | Path, part: int, env: dict[str, str] | None = None,
+    each: Any = None, timeout: float = 300,
+) -> np.ndarray:  # fmt: skip
+    """Run ``python -m sweep *args`` and SIGKILL it once ``1/part`` of its units are done,
+    as a crash or the OOM killer would; the done marks it left. ``each(done)`` sees the
+    marks at every poll (to look at the store while the sweep writes it)."""
+    import time
+
+    from sweep.store.status import done_marks
+    from tests.zygote import python_popen
+
+    log = Path(cwd) / "killed.log"  # the killed run's output, both streams
+    proc = python_popen(["sweep", *args], cwd, env, log=log)
+    deadline = time.monotonic() + timeout
+    try:
+        while (done := done_marks(str(store))).size == 0 or (done > 0).sum() < done.size // part:
+            if each is not None:
+                each(done)
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"the sweep never did 1/{part} of its units"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait(60)
+    return done_marks(str(store))

@@ -3,9 +3,6 @@ name, counts edges, runs on Ray, and resumes after a kill equal to an uninterrup
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +15,7 @@ from sweep.analysis import top_edges
 from sweep.edges.graph import GraphShape, connects, receivers, senders
 from sweep.store.status import done_marks
 from tests.edge_reference import ablated_edge_logit_diffs, edge_logit_diffs
-from tests.helpers import ioi_rows, mixed_rows, native_prompts, worker, write_task
-from tests.zygote import python_popen
+from tests.helpers import ioi_rows, kill_part_way, mixed_rows, native_prompts, worker, write_task
 
 CHOSEN = ["grid=edges", "grid.receivers=[a1.*.k,a1.h0.q,m0,m1,logits]",
           "grid.senders=[embed,a0.*,m0,a1.h1]"]  # fmt: skip
@@ -148,18 +144,7 @@ def test_killed_edge_sweep_resumes_equal_to_uninterrupted(tmp_path: Path) -> Non
         "store.chunk_kb=1", "store.prompt_block=2", "runner.memory_mb=4", "runner.progress=false",
     ]  # fmt: skip
     killed = tmp_path / "killed.zarr"
-    proc = python_popen(["sweep", *over, f"store.path={killed}"], tmp_path,
-                        log=tmp_path / "sweep.log")  # fmt: skip
-    deadline = time.monotonic() + 300
-    try:
-        while (done := done_marks(killed)).size == 0 or (done > 0).sum() < done.size // 3:
-            assert proc.poll() is None, (tmp_path / "sweep.log").read_text()
-            assert time.monotonic() < deadline, "the sweep never got a third of the way"
-            time.sleep(0.05)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    first = done_marks(killed)
+    first = kill_part_way([*over, f"store.path={killed}"], tmp_path, killed, 3)
     assert 0 < (first == 1).sum() < len(first), "killed too late"
 
     summary = sweep.run_config(sweep.compose_config([*over, f"store.path={killed}"]))

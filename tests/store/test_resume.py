@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +10,7 @@ import xarray as xr
 
 import sweep
 from sweep.store.status import done_marks
-from tests.zygote import python_popen
+from tests.helpers import kill_part_way
 
 OVERRIDES = [
     "model=native",
@@ -30,22 +27,15 @@ OVERRIDES = [
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     killed = tmp_path / "killed.zarr"
-    log = tmp_path / "sweep.log"
-    proc = python_popen(["sweep", *OVERRIDES, f"store.path={killed}", "runner.progress=false"],
-                        tmp_path, log=log)  # fmt: skip
-    deadline = time.monotonic() + 180
-    live = None  # sweep.status of the store while the sweep writes it
-    try:
-        while (done := done_marks(killed)).size == 0 or (done > 0).sum() < done.size // 2:
-            if live is None and (done > 0).any():
-                live = sweep.status(str(killed))
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the sweep never finished a unit"
-            time.sleep(0.05)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    first = done_marks(killed)
+    seen: list = []  # sweep.status of the store while the sweep writes it
+
+    def look(done: np.ndarray) -> None:
+        if not seen and (done > 0).any():
+            seen.append(sweep.status(str(killed)))
+
+    args = [*OVERRIDES, f"store.path={killed}", "runner.progress=false"]
+    first = kill_part_way(args, tmp_path, killed, 2, each=look)
+    live = seen[0] if seen else None
     n_first = int((first == 1).sum())
     assert len(first) // 2 <= n_first < len(first), f"killed too late: {n_first} of {len(first)}"
     assert live is not None and live.holder is not None  # the running driver, named

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +30,8 @@ from sweep.errors import StoreBusyError
 from sweep.store.backends import backend_for
 from sweep.store.lease import LEASE, Lease, read_holder
 from sweep.store.status import done_marks
-from tests.zygote import python_m, python_popen
+from tests.helpers import kill_part_way
+from tests.zygote import python_m
 
 pytest.importorskip("s3fs", reason="needs s3fs (pip install -e '.[dev]')")
 pytest.importorskip("moto.server", reason="needs moto[server] (pip install -e '.[dev]')")
@@ -116,18 +116,7 @@ def _all_bytes(bucket: str) -> bytes:
 @pytest.mark.slow
 def test_sweep_on_s3_killed_resumes_equal_and_reads_by_url(s3, bucket, tmp_path) -> None:
     url = f"s3://{bucket}/sweep.zarr"
-    proc = python_popen(["sweep", *OVERRIDES, f"store.path={url}"], tmp_path, s3,
-                        log=tmp_path / "first.log")  # fmt: skip
-    deadline = time.monotonic() + 240
-    try:
-        while (done := done_marks(url)).size == 0 or (done > 0).sum() < done.size // 2:
-            assert proc.poll() is None, (tmp_path / "first.log").read_text()
-            assert time.monotonic() < deadline, "the sweep never finished half its units"
-            time.sleep(0.1)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    first = done_marks(url)
+    first = kill_part_way([*OVERRIDES, f"store.path={url}"], tmp_path, url, 2, s3)
     n_first = int((first > 0).sum())
     assert n_first < len(first), "killed too late"
     # The killed driver's lease names a dead pid on this host: the next driver takes over.
@@ -155,7 +144,7 @@ def test_sweep_on_s3_killed_resumes_equal_and_reads_by_url(s3, bucket, tmp_path)
     xr.testing.assert_identical(sweep.open_results(url).load(), ds.load())
 
     # The credentials are in no output and no object of the bucket.
-    for text in ((tmp_path / "first.log").read_text(), second.stdout, second.stderr):
+    for text in ((tmp_path / "killed.log").read_text(), second.stdout, second.stderr):
         assert SECRET not in text and "Found credentials" not in text
     assert SECRET.encode() not in _all_bytes(bucket)
     assert "Found endpoint" not in second.stdout + second.stderr  # botocore stays quiet
