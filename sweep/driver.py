@@ -172,7 +172,7 @@ def _sweep(
         fingerprint(spec),
         spec.model.name,
         intervention=iv.kind,
-        base_run=_base_run(spec),
+        base_run=spec.intervention.base_run,
         exact=getattr(iv, "verify_top_k", 0) > 0,
         intervention_keys=_keys(iv),
     )
@@ -295,12 +295,6 @@ def _prompt_block(spec: SweepSpec, info: TaskInfo, have: int | None) -> int:
             "leave it out, or raise runner.memory_mb"
         )
     return chosen
-
-
-def _base_run(spec: SweepSpec) -> str:
-    from sweep.interventions import build
-
-    return build(spec.intervention).base_run
 
 
 def _verify_top_edges(runner: Runner, store: ResultStore, plan: Plan, k: int, run: int) -> None:

@@ -534,6 +534,12 @@ class InterventionSpec(Spec):
     RESULTS = None
     kind: str = ""
 
+    @property
+    def base_run(self) -> str:
+        """The run being changed, ``clean`` or ``corrupted`` (the store records it): read
+        from the config, so the driver need not build the intervention (nor load torch)."""
+        return "clean"
+
 
 # ---------------------------------------------------------------------------- sae
 

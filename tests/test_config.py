@@ -196,3 +196,25 @@ def test_every_intervention_kind_has_its_spec_and_class() -> None:
     classes = kinds()
     assert set(classes) == set(SPECS) == {"patch", "zero", "mean", "resample", "atp", "eap"}
     assert all(cls.SPEC is SPECS[kind] for kind, cls in classes.items())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "base"),
+    [
+        ([], "corrupted"), (["intervention.direction=noise"], "clean"),
+        (["intervention=zero"], "clean"), (["intervention=mean"], "clean"),
+        (["intervention=resample"], "clean"), (["intervention=atp"], "corrupted"),
+        (["intervention=atp", "intervention.direction=noise"], "clean"),
+        (["grid=edges", "intervention=eap"], "corrupted"),
+        (["grid=edges", "intervention=eap", "intervention.direction=noise"], "clean"),
+        (["grid=edges", "intervention=eap", "intervention.ablation=zero"], "clean"),
+        (["grid=edges", "intervention=eap", "intervention.ablation=mean"], "clean"),
+    ],
+)  # fmt: skip
+def test_the_spec_names_the_run_its_intervention_changes(overrides: list[str], base: str) -> None:
+    """The driver records the spec's base run without building the intervention: the
+    same run the engine's class changes."""
+    from sweep.interventions import build
+
+    spec = spec_of(overrides).intervention
+    assert spec.base_run == build(spec).base_run == base

@@ -19,7 +19,7 @@ from sweep.components import SAE_SUFFIX, Component
 from sweep.engine.cells import at_reads, per_cell
 from sweep.interventions.base import Context, Estimator, Intervention
 from sweep.interventions.patch import Patch
-from sweep.interventions.specs import AtPSpec, PatchSpec, base_of
+from sweep.interventions.specs import AtPSpec, PatchSpec
 from sweep.metrics import evaluate
 from sweep.models.sae import attached
 
@@ -35,10 +35,6 @@ class AtP(Estimator):
     @property
     def direction(self) -> str:
         return getattr(self.spec, "direction", "denoise")
-
-    @property
-    def base_run(self) -> str:
-        return base_of(self.direction)
 
     @property
     def exact(self) -> Intervention:

@@ -61,8 +61,8 @@ class Intervention(ABC):
 
     @property
     def base_run(self) -> str:
-        """The run being changed: ``clean`` or ``corrupted``."""
-        return "clean"
+        """The run being changed: ``clean`` or ``corrupted``, as its spec says."""
+        return self.spec.base_run
 
     def prepare(self, ctx: Context) -> None:  # noqa: B027 (most kinds need nothing)
         """Once per worker, before any block (means over the task, resampling donors)."""

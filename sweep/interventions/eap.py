@@ -48,10 +48,6 @@ class EAP(Patch):
         return "other" if self.ablation is None else self.ablation.reads()
 
     @property
-    def base_run(self) -> str:
-        return super().base_run if self.ablation is None else "clean"
-
-    @property
     def direction(self) -> str:
         return str(getattr(self.spec, "direction", None) or "denoise")
 

@@ -8,7 +8,7 @@ import torch
 
 from sweep.components import Component
 from sweep.interventions.base import Intervention
-from sweep.interventions.specs import PatchSpec, base_of
+from sweep.interventions.specs import PatchSpec
 from sweep.spec import InterventionSpec
 
 if TYPE_CHECKING:
@@ -19,10 +19,6 @@ class Patch(Intervention):
     KIND = "patch"
     SPEC: ClassVar[type[InterventionSpec]] = PatchSpec
     READS = "other"
-
-    @property
-    def base_run(self) -> str:
-        return base_of(getattr(self.spec, "direction", "denoise"))
 
     def sources(self, c: Component, layer: int, block: BlockRuns) -> list[torch.Tensor]:
         return [block.source[c.hook_name(layer)]]

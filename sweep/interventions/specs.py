@@ -25,6 +25,10 @@ class PatchSpec(InterventionSpec):
     def __post_init__(self) -> None:
         one_of("intervention.direction", self.direction, DIRECTIONS)
 
+    @property
+    def base_run(self) -> str:
+        return base_of(self.direction)
+
 
 def base_of(direction: str) -> str:
     return "corrupted" if direction == "denoise" else "clean"
@@ -85,6 +89,10 @@ class AtPSpec(InterventionSpec):
                 f"intervention.verify_top_k: must be 0 or more, got {self.verify_top_k}"
             )
 
+    @property
+    def base_run(self) -> str:
+        return base_of(self.direction)
+
 
 ABLATIONS = ("patch", "zero", "mean")
 
@@ -125,6 +133,11 @@ class EAPSpec(InterventionSpec):
             raise ConfigError(
                 f"intervention.verify_top_k: must be 0 or more, got {self.verify_top_k}"
             )
+
+    @property
+    def base_run(self) -> str:
+        """Patching's, or the clean run for an ablation (its direction resolves to noise)."""
+        return base_of(str(self.direction))
 
     def identity(self) -> dict[str, Any]:
         """Stores made before ``ablation`` existed patched: the key appears when it is not."""
